@@ -1,0 +1,48 @@
+# wan22ctl image: CUDA/PyTorch base + Wan2.2 at a pinned commit + the wan22ctl container side.
+# Classic-builder compatible (no BuildKit features), so docker-py and `docker build` both work.
+#
+#   target "inference" (default): the Wan2.2 container (`wan22ctl up`)
+#   target "videox-fun":          VideoX-Fun at a pinned commit on the same base (`wan22ctl up --stack videox-fun`)
+#
+# GPU_STACK=false skips every CUDA-only step, so tests build the same file's kit layers from a
+# plain Debian base. No secret is ever a build argument: tokens reach containers at exec time.
+
+ARG BASE_IMAGE=huggingface/transformers-pytorch-gpu:4.41.3
+
+FROM ${BASE_IMAGE} AS inference
+ARG GPU_STACK=true
+ARG TORCH_CUDA_ARCH_LIST="8.9;9.0"
+# flash-attn ignores TORCH_CUDA_ARCH_LIST; its sm_80 build serves sm_89 (L40S/4090).
+ARG FLASH_ATTN_CUDA_ARCHS="80;90"
+# auto: prebuilt wheel matching torch/CUDA/Python/ABI, else compile; wheel: wheel only; none: skip
+ARG FLASH_ATTN=auto
+ARG FLASH_ATTN_VERSION=2.8.3
+ARG MAX_JOBS=4
+ARG WAN22_REPO=https://github.com/Wan-Video/Wan2.2.git
+ARG WAN22_REF=42bf4cfaa384bc21833865abc2f9e6c0e67233dc
+ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} \
+    PYTORCH_ALLOC_CONF=expandable_segments:True \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HOME=/opt/hf-home \
+    WAN22_DIR=/workspace/wan2.2 \
+    WAN22_REF=${WAN22_REF}
+COPY docker/install-gpu-stack.sh /tmp/install-gpu-stack.sh
+RUN if [ "$GPU_STACK" = "true" ]; then \
+        FLASH_ATTN="$FLASH_ATTN" FLASH_ATTN_VERSION="$FLASH_ATTN_VERSION" \
+        FLASH_ATTN_CUDA_ARCHS="$FLASH_ATTN_CUDA_ARCHS" MAX_JOBS="$MAX_JOBS" \
+        WAN22_REPO="$WAN22_REPO" WAN22_REF="$WAN22_REF" bash /tmp/install-gpu-stack.sh; \
+    else mkdir -p /workspace/wan2.2; fi && rm -f /tmp/install-gpu-stack.sh
+# The kit's own layers: a venv keeps huggingface_hub 2.x apart from Wan2.2's transformers<=4.51.3.
+COPY pyproject.toml README.md /opt/wan22ctl-src/
+COPY wan22ctl /opt/wan22ctl-src/wan22ctl
+RUN python3 -m venv /opt/wan22ctl-venv \
+ && /opt/wan22ctl-venv/bin/pip install -q /opt/wan22ctl-src \
+ && ln -sf /opt/wan22ctl-venv/bin/wan22ctl /usr/local/bin/wan22ctl \
+ && ln -sf /opt/wan22ctl-venv/bin/wan22ctl-agent /usr/local/bin/wan22ctl-agent \
+ && mkdir -p /opt/outputs /opt/checkpoints /opt/hf-home
+COPY download_model.sh /usr/local/bin/download_model.sh
+WORKDIR /workspace/wan2.2
+HEALTHCHECK --interval=5s --timeout=20s --start-period=5s --retries=3 CMD ["wan22ctl-agent", "health"]
+CMD ["/bin/bash"]

@@ -1,0 +1,167 @@
+"""Shared test bed: a real Docker Engine, images built from the product Dockerfile, the real CLI.
+
+Tests drive `python -m wan22ctl` as a user would (cwd without a .env, explicit environment)
+and assert on exit codes, output and files. Every container and image a test makes carries a
+unique name and is removed afterwards, so the suite can run twice in a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STANDINS = REPO / "tests" / "standins"
+BASE_IMAGE = os.environ.get("WAN22CTL_TEST_BASE_IMAGE", "wan22ctl-test/debian:bookworm")
+IN_CI = bool(os.environ.get("CI"))
+
+# Keys of ours that the machine's environment may carry (CONTAINER_NAME is common) and that
+# would leak into tests.
+from wan22ctl.settings import SPECS  # noqa: E402
+
+OUR_KEYS = {s.key for s in SPECS} | {"WAN22CTL_ENV_FILE"}
+
+pytest_plugins = ["tests.hubserver"]
+
+
+def _docker():
+    import docker
+
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+        return client
+    except Exception as exc:  # pragma: no cover - environment
+        if IN_CI:
+            pytest.fail(f"Docker Engine unreachable in CI: {exc}")
+        pytest.skip(f"Docker Engine unreachable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    return _docker()
+
+
+def _tree_hash(paths: list[Path], extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        for f in files:
+            h.update(str(f.relative_to(REPO)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _build(client, context: Path, tag: str, buildargs: dict, target: str | None = None, dockerfile: str = "Dockerfile") -> None:
+    from wan22ctl.docker.images import BuildPlan, build_image
+
+    log: list[str] = []
+    plan = BuildPlan(str(context), dockerfile, tag, target, buildargs)
+    try:
+        build_image(client, plan, log.append)
+    except Exception:
+        print("\n".join(log[-40:]))
+        raise
+
+
+@pytest.fixture(scope="session")
+def kit_image(docker_client) -> str:
+    """The product Dockerfile's kit layers on the Debian test base (GPU_STACK=false)."""
+    docker_client.images.get(BASE_IMAGE)  # made by tests/make_base_image.sh (.ci/run)
+    tag = "wan22ctl-test/kit:" + _tree_hash(
+        [REPO / "Dockerfile", REPO / "docker", REPO / "wan22ctl", REPO / "pyproject.toml", REPO / "download_model.sh"],
+        BASE_IMAGE,
+    )
+    try:
+        docker_client.images.get(tag)
+    except Exception:
+        _build(docker_client, REPO, tag, {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="inference")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def standin_image(docker_client, kit_image) -> str:
+    """The kit image plus stand-ins for nvidia-smi and Wan2.2's generate.py."""
+    tag = "wan22ctl-test/standin:" + _tree_hash([STANDINS], kit_image)
+    try:
+        docker_client.images.get(tag)
+    except Exception:
+        _build(docker_client, STANDINS, tag, {"KIT_IMAGE": kit_image})
+    return tag
+
+
+@dataclass
+class Cli:
+    """Runs the real CLI in a clean working folder with a controlled environment."""
+
+    cwd: Path
+    env: dict[str, str]
+    created: list[str] = field(default_factory=list)
+
+    def __call__(self, *args: str, timeout: float = 600, input: str | None = None, extra_env: dict | None = None):
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "wan22ctl", *args], cwd=self.cwd, env=env, capture_output=True,
+            text=True, timeout=timeout, input=input,
+        )
+
+    def popen(self, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.Popen(
+            [sys.executable, "-m", "wan22ctl", *args], cwd=self.cwd, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def clean_environ() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in OUR_KEYS}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COLUMNS"] = "200"
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path, docker_client, kit_image):
+    """The CLI against a fresh container name and host folders under tmp_path, settings that start here.
+
+    GPUS=none, PRIVILEGED=false, MEMLOCK=off: this sandbox cannot start containers with those
+    (their refusal paths have their own tests); `create` + `inspect` tests cover the real values.
+    """
+    work = tmp_path / "work"
+    work.mkdir()
+    name = unique("wan22t")
+    env = clean_environ()
+    env.update(
+        CONTAINER_NAME=name,
+        VIDEOX_CONTAINER_NAME=name + "-vx",
+        DOCKER_IMAGE=kit_image,
+        IMAGE_MODE="pull",
+        BASE_IMAGE=BASE_IMAGE,
+        GPU_STACK="false",
+        GPUS="none",
+        PRIVILEGED="false",
+        MEMLOCK="off",
+        RESTART_POLICY="no",
+        OUTPUT_DIR=str(tmp_path / "outputs"),
+        CHECKPOINT_DIR=str(tmp_path / "checkpoints"),
+        HF_HOME=str(tmp_path / "hf-home"),
+        VIDEOX_MODELS_DIR=str(tmp_path / "videox-models"),
+    )
+    runner = Cli(work, env, [name, name + "-vx"])
+    yield runner
+    for cname in runner.created:
+        try:
+            docker_client.containers.get(cname).remove(force=True)
+        except Exception:
+            pass

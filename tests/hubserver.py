@@ -1,0 +1,1 @@
+"""Fixtures for a real HF-compatible server on localhost (olah, offline mode). Filled by the downloads work."""

@@ -1,0 +1,3 @@
+from wan22ctl.agent.main import main
+
+main()

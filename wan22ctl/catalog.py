@@ -1,0 +1,207 @@
+"""The one table of model facts: repos, checkpoint layouts, tasks, sizes, heads, defaults.
+
+Everything else (download plans, launch plans, validation, doctor) reads these facts from here.
+Sources: Wan2.2 at the pinned commit (`wan/configs/*.py`, `generate.py`) and the Hugging Face
+repos; see ../shared/reference/wan22-upstream.md §2-§4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Container-side paths, the same in the image, the compose file and every plan.
+CONTAINER_OUTPUT_DIR = "/opt/outputs"
+CONTAINER_CHECKPOINT_DIR = "/opt/checkpoints"
+CONTAINER_HF_HOME = "/opt/hf-home"
+CONTAINER_WAN22_DIR = "/workspace/wan2.2"
+CONTAINER_VIDEOX_DIR = "/workspace/VideoX-Fun"
+CONTAINER_VIDEOX_MODELS_DIR = "/workspace/VideoX-Fun/models"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A downloadable checkpoint repository and where it lives under a checkpoint mount."""
+
+    key: str  # short selector, e.g. "t2v"
+    repo_id: str  # Hugging Face repo
+    modelscope_id: str
+    subdir: str  # folder under the mount root (CHECKPOINT_DIR or VIDEOX_MODELS_DIR)
+    mount: str  # "checkpoints" (main stack) or "videox" (VideoX-Fun models/)
+    required: tuple[str, ...]  # files or folders (ending in "/") a complete directory must contain
+    approx_gb: float  # rough size for messages; preflight always uses the hub's real sizes
+    description: str
+
+
+_T5 = "models_t5_umt5-xxl-enc-bf16.pth"
+_TOKENIZER = "google/umt5-xxl/"
+
+
+def _a14b_files() -> tuple[str, ...]:
+    experts = []
+    for expert in ("high_noise_model", "low_noise_model"):
+        experts.append(f"{expert}/config.json")
+        experts.append(f"{expert}/diffusion_pytorch_model.safetensors.index.json")
+        experts += [
+            f"{expert}/diffusion_pytorch_model-{i:05d}-of-00006.safetensors" for i in range(1, 7)
+        ]
+    return (_T5, _TOKENIZER, "Wan2.1_VAE.pth", *experts)
+
+
+MODELS: tuple[Model, ...] = (
+    Model(
+        key="t2v",
+        repo_id="Wan-AI/Wan2.2-T2V-A14B",
+        modelscope_id="Wan-AI/Wan2.2-T2V-A14B",
+        subdir="Wan2.2-T2V-A14B",
+        mount="checkpoints",
+        required=_a14b_files(),
+        approx_gb=126,
+        description="text-to-video, MoE 27B (14B active), 480P/720P",
+    ),
+    Model(
+        key="i2v",
+        repo_id="Wan-AI/Wan2.2-I2V-A14B",
+        modelscope_id="Wan-AI/Wan2.2-I2V-A14B",
+        subdir="Wan2.2-I2V-A14B",
+        mount="checkpoints",
+        required=_a14b_files(),
+        approx_gb=126,
+        description="image-to-video, MoE 27B (14B active), 480P/720P",
+    ),
+    Model(
+        key="ti2v-5b",
+        repo_id="Wan-AI/Wan2.2-TI2V-5B",
+        modelscope_id="Wan-AI/Wan2.2-TI2V-5B",
+        subdir="Wan2.2-TI2V-5B",
+        mount="checkpoints",
+        required=(
+            _T5,
+            _TOKENIZER,
+            "Wan2.2_VAE.pth",
+            "config.json",
+            "diffusion_pytorch_model.safetensors.index.json",
+            *[f"diffusion_pytorch_model-{i:05d}-of-00003.safetensors" for i in range(1, 4)],
+        ),
+        approx_gb=34,
+        description="text/image-to-video 5B, 720P (1280*704) at 24 fps",
+    ),
+    Model(
+        key="fun-control",
+        repo_id="alibaba-pai/Wan2.2-Fun-5B-Control",
+        modelscope_id="PAI/Wan2.2-Fun-5B-Control",
+        subdir="Diffusion_Transformer/Wan2.2-Fun-5B-Control",
+        mount="videox",
+        required=("config.json",),
+        approx_gb=35,
+        description="VideoX-Fun control video (canny/depth/pose) to video, 5B",
+    ),
+    Model(
+        key="cogvideox-fun",
+        repo_id="alibaba-pai/CogVideoX-Fun-V1.1-5b-InP",
+        modelscope_id="PAI/CogVideoX-Fun-V1.1-5b-InP",
+        subdir="Diffusion_Transformer/CogVideoX-Fun-V1.1-5b-InP",
+        mount="videox",
+        required=("model_index.json",),
+        approx_gb=30,
+        description="VideoX-Fun CogVideoX-Fun 5B image-to-video (the seed's model)",
+    ),
+)
+
+MODEL_BY_KEY: dict[str, Model] = {m.key: m for m in MODELS}
+
+# Selector aliases: each expands to one or more model keys.
+SELECTORS: dict[str, tuple[str, ...]] = {
+    "t2v": ("t2v",),
+    "i2v": ("i2v",),
+    "ti2va": ("t2v", "i2v"),  # the seed's name: T2V + I2V
+    "ti2v-5b": ("ti2v-5b",),
+    "ti2v": ("ti2v-5b",),
+    "fun-control": ("fun-control",),
+    "cogvideox-fun": ("cogvideox-fun",),
+    "all-wan": ("t2v", "i2v", "ti2v-5b"),
+}
+
+
+def resolve_selector(selector: str) -> tuple[Model, ...]:
+    """Models named by a selector or a full repo id (case-insensitive); KeyError when unknown."""
+    s = selector.strip()
+    if s.lower() in SELECTORS:
+        return tuple(MODEL_BY_KEY[k] for k in SELECTORS[s.lower()])
+    for m in MODELS:
+        if m.repo_id.lower() == s.lower():
+            return (m,)
+    raise KeyError(selector)
+
+
+def valid_selectors() -> list[str]:
+    """Everything `download` accepts, for error messages and help."""
+    return list(SELECTORS) + [m.repo_id for m in MODELS]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A Wan2.2 `generate.py` task and the facts the kit plans with."""
+
+    name: str  # the --task value
+    model_key: str
+    num_heads: int
+    sizes: tuple[str, ...]  # SUPPORTED_SIZES[task]
+    default_size: str
+    frame_num: int
+    sample_steps: int
+    sample_shift: float
+    guide_scale: tuple[float, ...]  # config default: (low, high) for MoE, one value otherwise
+    fps: int
+    needs_image: bool  # i2v requires --image; ti2v takes it optionally
+    accepts_image: bool
+    moe: bool
+    boundary: float | None
+    dit_params_b: float  # parameters per DiT expert, billions
+    # Single-GPU peak memory (GB) with the official flags, from the official table / README.
+    single_gpu_min_gb: int
+    extra: dict = field(default_factory=dict)
+
+
+TASKS: dict[str, Task] = {
+    "t2v-A14B": Task(
+        name="t2v-A14B", model_key="t2v", num_heads=40,
+        sizes=("720*1280", "1280*720", "480*832", "832*480"), default_size="1280*720",
+        frame_num=81, sample_steps=40, sample_shift=12.0, guide_scale=(3.0, 4.0), fps=16,
+        needs_image=False, accepts_image=False, moe=True, boundary=0.875,
+        dit_params_b=14.3, single_gpu_min_gb=80,
+    ),
+    "i2v-A14B": Task(
+        name="i2v-A14B", model_key="i2v", num_heads=40,
+        sizes=("720*1280", "1280*720", "480*832", "832*480"), default_size="1280*720",
+        frame_num=81, sample_steps=40, sample_shift=5.0, guide_scale=(3.5, 3.5), fps=16,
+        needs_image=True, accepts_image=True, moe=True, boundary=0.900,
+        dit_params_b=14.3, single_gpu_min_gb=80,
+    ),
+    "ti2v-5B": Task(
+        name="ti2v-5B", model_key="ti2v-5b", num_heads=24,
+        sizes=("704*1280", "1280*704"), default_size="1280*704",
+        frame_num=121, sample_steps=50, sample_shift=5.0, guide_scale=(5.0,), fps=24,
+        needs_image=False, accepts_image=True, moe=False, boundary=None,
+        dit_params_b=5.0, single_gpu_min_gb=24,
+    ),
+}
+
+# Every size key upstream's argparse accepts (SIZE_CONFIGS), for messages.
+ALL_SIZES = ("720*1280", "1280*720", "480*832", "832*480", "704*1280", "1280*704", "1024*704", "704*1024")
+SOLVERS = ("unipc", "dpm++")
+
+# Bytes the T5 encoder (umt5-xxl, bf16) and the VAE take, for memory plans (GB).
+T5_GB = 11.4
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def model_for_task(task: str) -> Model:
+    return MODEL_BY_KEY[TASKS[task].model_key]
+
+
+def ulysses_degrees(num_heads: int, max_gpus: int) -> list[int]:
+    """GPU counts usable for Ulysses sequence parallelism: divisors of the head count."""
+    return [n for n in range(1, max_gpus + 1) if num_heads % n == 0]

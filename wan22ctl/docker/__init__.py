@@ -1,0 +1,1 @@
+"""docker-py adapter: connection, images, containers, exec streaming with exit codes."""

@@ -1,0 +1,1 @@
+"""Hub adapter: huggingface_hub (and optionally modelscope) downloads, sizes, verification."""

@@ -1,0 +1,93 @@
+"""The image plan: whether `up` builds, pulls or uses what is there, and the build arguments.
+
+In build mode an image is stale when its build-hash label differs from the hash of what the
+build would use (Dockerfile, docker/, the package sources, the build arguments).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from wan22ctl.docker.images import BuildPlan, buildx_available
+from wan22ctl.settings import Settings
+
+LABEL_BUILD_HASH = "io.wan22ctl.build-hash"
+TARGET = {"main": "inference", "videox-fun": "videox-fun"}
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    ref: str
+    mode: str  # build | pull
+    action: str  # build | pull | none (decided against the local image by `resolve`)
+    reason: str
+    build: BuildPlan | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_args(settings: Settings, stack: str) -> dict[str, str]:
+    """Build arguments from settings. Secrets are never among them."""
+    args = {
+        "BASE_IMAGE": settings["BASE_IMAGE"],
+        "GPU_STACK": settings["GPU_STACK"],
+        "TORCH_CUDA_ARCH_LIST": settings["TORCH_CUDA_ARCH_LIST"],
+        "WAN22_REPO": settings["WAN22_REPO"],
+        "WAN22_REF": settings["WAN22_REF"],
+    }
+    return args
+
+
+def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
+    """Hash of every file the Dockerfile copies plus the build arguments and target."""
+    h = hashlib.sha256()
+    files = [context / "Dockerfile", context / "pyproject.toml", context / "README.md", context / "download_model.sh"]
+    for folder in ("docker", "wan22ctl"):
+        files += sorted(p for p in (context / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(context)).encode())
+            h.update(f.read_bytes())
+    h.update(repr(sorted(buildargs.items())).encode())
+    h.update(target.encode())
+    return h.hexdigest()[:16]
+
+
+def plan_image(settings: Settings, stack: str, context: Path, force_build: bool = False,
+               force_pull: bool = False, local_labels: dict | None = None, present: bool | None = None) -> ImagePlan:
+    """Decide build / pull / nothing. `present`/`local_labels` describe the local image (None: unknown)."""
+    ref = settings["DOCKER_IMAGE" if stack == "main" else "VIDEOX_IMAGE"]
+    mode = settings["IMAGE_MODE" if stack == "main" else "VIDEOX_IMAGE_MODE"]
+    target = TARGET[stack]
+    args = build_args(settings, stack)
+    build = None
+    if (mode == "build" or force_build) and not force_pull:
+        digest = context_hash(context, args, target)
+        builder = "buildx" if buildx_available() else "classic"
+        build = BuildPlan(str(context), "Dockerfile", ref, target, args, builder, {LABEL_BUILD_HASH: digest})
+    if force_build:
+        return ImagePlan(ref, mode, "build", "--build given", build)
+    if force_pull:
+        return ImagePlan(ref, mode, "pull", "--pull given", None)
+    if present is None:
+        present, local_labels = _local_image(ref)
+    if not present:
+        return ImagePlan(ref, mode, "build" if build else "pull", "image not present", build)
+    if build and (local_labels or {}).get(LABEL_BUILD_HASH) != build.labels[LABEL_BUILD_HASH]:
+        return ImagePlan(ref, mode, "build", "sources changed since the image was built", build)
+    return ImagePlan(ref, mode, "none", "image present and current", build)
+
+
+def _local_image(ref: str) -> tuple[bool, dict]:
+    from wan22ctl.docker.client import connect
+
+    import docker
+
+    try:
+        image = connect().images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False, {}
+    return True, (image.labels or {})

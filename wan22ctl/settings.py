@@ -1,0 +1,291 @@
+"""Settings: `.env`, the process environment and command-line flags resolved into one frozen object.
+
+Precedence, highest first: a command-line flag, the process environment, the `.env` file, the
+embedded defaults below (the same values `.env.example` carries; a test keeps the two equal).
+Every resolved value remembers where it came from, so `wan22ctl config` can say so.
+A misspelt key in `.env` is reported with the closest known key; an invalid value stops the
+command (exit 2) naming the key and where the value came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from wan22ctl.errors import UserError
+
+# ---------------------------------------------------------------------------- value parsers
+# Each parser takes the raw string and returns the normalised string or raises ValueError.
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _nonempty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _bool(value: str) -> str:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return "true"
+    if v in _FALSE:
+        return "false"
+    raise ValueError("must be true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        v = value.strip().lower()
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def _byte_size(value: str) -> str:
+    v = value.strip().lower()
+    if not _SIZE_RE.match(v):
+        raise ValueError("must be a size such as 16g, 512m or a number of bytes")
+    return v
+
+
+def _memlock(value: str) -> str:
+    v = value.strip().lower()
+    if v in ("unlimited", "-1"):
+        return "unlimited"
+    if v in ("off", "none", "default", ""):
+        return "off"
+    if v.isdigit():
+        return v
+    raise ValueError("must be unlimited, off, or a number of bytes")
+
+
+def _gpus(value: str) -> str:
+    v = value.strip().lower().replace(" ", "")
+    if v in ("all", "none"):
+        return v
+    if v.isdigit() and int(v) > 0:
+        return v
+    if re.fullmatch(r"device=\d+(,\d+)*", v) or re.fullmatch(r"\d+(,\d+)+", v):
+        ids = v.removeprefix("device=")
+        return f"device={ids}"
+    raise ValueError("must be all, none, a count (e.g. 2) or device ids (e.g. device=0,2)")
+
+
+def _abs_path(value: str) -> str:
+    p = os.path.expanduser(value.strip())
+    if not p:
+        raise ValueError("must not be empty")
+    return os.path.abspath(p)
+
+
+def _port(value: str) -> str:
+    v = value.strip()
+    if not v.isdigit() or not 0 < int(v) < 65536:
+        raise ValueError("must be a TCP port number (1-65535)")
+    return v
+
+
+def _arch_list(value: str) -> str:
+    v = value.strip().strip('"')
+    if not re.fullmatch(r"\d+\.\d+(\+PTX)?([; ]\d+\.\d+(\+PTX)?)*", v):
+        raise ValueError('must look like "8.9;9.0"')
+    return v
+
+
+def _git_ref(value: str) -> str:
+    v = value.strip()
+    if not re.fullmatch(r"[0-9A-Za-z._/-]+", v):
+        raise ValueError("must be a commit sha, tag or branch name")
+    return v
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One known key: its default (the `.env.example` value), parser, and whether it is secret."""
+
+    key: str
+    default: str
+    parse: Callable[[str], str]
+    help: str
+    secret: bool = False
+    group: str = "main"
+
+
+# The one table of settings. `.env.example` is these keys with these defaults, in this order.
+SPECS: tuple[SettingSpec, ...] = (
+    # -- image
+    SettingSpec("DOCKER_IMAGE", "wan22ctl/inference:0.1.0", _nonempty, "image for the inference container", group="image"),
+    SettingSpec("IMAGE_MODE", "build", _choice("build", "pull"), "build the image from ./Dockerfile, or pull DOCKER_IMAGE", group="image"),
+    SettingSpec("BASE_IMAGE", "huggingface/transformers-pytorch-gpu:4.41.3", _nonempty, "CUDA/PyTorch base image the Dockerfile builds on", group="image"),
+    SettingSpec("TORCH_CUDA_ARCH_LIST", "8.9;9.0", _arch_list, "GPU architectures compiled into CUDA extensions (L40S/4090 = 8.9, H100/H200 = 9.0)", group="image"),
+    SettingSpec("GPU_STACK", "true", _bool, "install the CUDA stack (torch pins, flash-attn, Wan2.2); false builds only the kit's own layers", group="image"),
+    SettingSpec("WAN22_REPO", "https://github.com/Wan-Video/Wan2.2.git", _nonempty, "Wan2.2 git repository cloned into the image", group="image"),
+    SettingSpec("WAN22_REF", "42bf4cfaa384bc21833865abc2f9e6c0e67233dc", _git_ref, "Wan2.2 commit the image is pinned to", group="image"),
+    SettingSpec("REGISTRY_USERNAME", "", _text, "user for `wan22ctl push`/`pull` to a private registry", group="image"),
+    SettingSpec("REGISTRY_PASSWORD", "", _text, "password or token for that registry (never stored or logged)", secret=True, group="image"),
+    # -- container
+    SettingSpec("CONTAINER_NAME", "wan22-inference", _nonempty, "name of the inference container", group="container"),
+    SettingSpec("GPUS", "all", _gpus, "GPUs given to the container: all, none, a count, or device=0,1", group="container"),
+    SettingSpec("SHM_SIZE", "16g", _byte_size, "size of /dev/shm in the container", group="container"),
+    SettingSpec("PRIVILEGED", "true", _bool, "run the container privileged", group="container"),
+    SettingSpec("MEMLOCK", "unlimited", _memlock, "memlock ulimit: unlimited, off, or bytes", group="container"),
+    SettingSpec("RESTART_POLICY", "unless-stopped", _choice("no", "always", "unless-stopped", "on-failure"), "Docker restart policy of the container", group="container"),
+    SettingSpec("OUTPUT_DIR", "/opt/outputs", _abs_path, "host folder mounted at /opt/outputs (generated videos)", group="container"),
+    SettingSpec("CHECKPOINT_DIR", "/opt/checkpoints", _abs_path, "host folder mounted at /opt/checkpoints (model weights survive the container)", group="container"),
+    SettingSpec("HF_HOME", "/opt/hf-home", _abs_path, "host folder mounted as the container's Hugging Face cache", group="container"),
+    SettingSpec("WAN22_ATTENTION", "auto", _choice("auto", "flash3", "flash2", "sdpa"), "attention backend used by Wan2.2's DiT in the container", group="container"),
+    # -- hub
+    SettingSpec("HF_TOKEN", "", _text, "Hugging Face token, passed to downloads at exec time only", secret=True, group="hub"),
+    SettingSpec("HF_ENDPOINT", "https://huggingface.co", _nonempty, "Hugging Face endpoint (a mirror such as https://hf-mirror.com)", group="hub"),
+    # -- VideoX-Fun stack
+    SettingSpec("VIDEOX_IMAGE", "mybigpai-public-registry.cn-beijing.cr.aliyuncs.com/easycv/torch_cuda:cogvideox_fun", _nonempty, "image for the VideoX-Fun stack", group="videox"),
+    SettingSpec("VIDEOX_IMAGE_MODE", "pull", _choice("build", "pull"), "pull VIDEOX_IMAGE, or build the videox-fun target of ./Dockerfile", group="videox"),
+    SettingSpec("VIDEOX_CONTAINER_NAME", "wan22-videox-fun", _nonempty, "name of the VideoX-Fun container", group="videox"),
+    SettingSpec("VIDEOX_MODELS_DIR", "/opt/videox-models", _abs_path, "host folder mounted as VideoX-Fun's models/ (Diffusion_Transformer, Personalized_Model)", group="videox"),
+    SettingSpec("VIDEOX_PORT", "7860", _port, "port of the VideoX-Fun Gradio UI", group="videox"),
+    SettingSpec("VIDEOX_HOST_NETWORK", "true", _bool, "use host networking (else publish VIDEOX_PORT)", group="videox"),
+    SettingSpec("VIDEOX_SHM_SIZE", "200g", _byte_size, "size of /dev/shm in the VideoX-Fun container", group="videox"),
+    SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
+)
+
+SPEC_BY_KEY: dict[str, SettingSpec] = {s.key: s for s in SPECS}
+DEFAULTS: dict[str, str] = {s.key: s.default for s in SPECS}
+
+
+@dataclass(frozen=True)
+class Value:
+    """A resolved setting: the normalised value and where it came from."""
+
+    value: str
+    source: str  # "flag", "environment", ".env (path)", "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every known key resolved; attribute access returns the value string."""
+
+    values: Mapping[str, Value]
+    env_file: Path | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key].value
+
+    def get_bool(self, key: str) -> bool:
+        return self[key] == "true"
+
+    def source(self, key: str) -> str:
+        return self.values[key].source
+
+    def masked(self) -> dict[str, str]:
+        """Every value, with secrets shown as set/unset only."""
+        return {k: (mask(v.value) if SPEC_BY_KEY[k].secret else v.value) for k, v in self.values.items()}
+
+    def with_overrides(self, overrides: Mapping[str, str | None]) -> "Settings":
+        """A copy with command-line flags applied (None means the flag was not given)."""
+        values = dict(self.values)
+        for key, raw in overrides.items():
+            if raw is not None:
+                values[key] = Value(_parse(key, str(raw), "flag"), "flag")
+        return Settings(values, self.env_file, self.warnings)
+
+
+def mask(secret: str) -> str:
+    """How a secret is shown anywhere: whether it is set, never its characters."""
+    return "(set, hidden)" if secret else "(not set)"
+
+
+def _parse(key: str, raw: str, source: str) -> str:
+    try:
+        return SPEC_BY_KEY[key].parse(raw)
+    except ValueError as exc:
+        shown = mask(raw) if SPEC_BY_KEY[key].secret else repr(raw)
+        raise UserError(f"invalid {key}={shown} (from {source}): {exc}") from None
+
+
+def find_env_file(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The `.env` to read: an explicit path (must exist), else WAN22CTL_ENV_FILE, else ./.env if present."""
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise UserError(f"env file {p} does not exist")
+        return p
+    from_env = os.environ.get("WAN22CTL_ENV_FILE")
+    if from_env:
+        p = Path(from_env)
+        if not p.is_file():
+            raise UserError(f"WAN22CTL_ENV_FILE={p} does not exist")
+        return p
+    p = Path(".env")
+    return p if p.is_file() else None
+
+
+def unknown_key_warning(key: str, where: str) -> str:
+    """The line shown for a key we do not know, with the closest known key when there is one."""
+    close = difflib.get_close_matches(key.upper(), SPEC_BY_KEY, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"warning: unknown key {key} in {where}{hint}; it is ignored"
+
+
+def load_settings(
+    env_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Settings:
+    """Resolve every known key: flag > process environment > `.env` > embedded default."""
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    path = find_env_file(env_file)
+    file_values: dict[str, str | None] = dict(dotenv_values(path)) if path else {}
+    warnings = tuple(
+        unknown_key_warning(k, str(path)) for k in file_values if k not in SPEC_BY_KEY
+    )
+    values: dict[str, Value] = {}
+    for spec in SPECS:
+        if spec.key in environ:
+            raw, source = environ[spec.key], "environment"
+        elif file_values.get(spec.key) is not None:
+            raw, source = str(file_values[spec.key]), f".env ({path})"
+        else:
+            raw, source = spec.default, "default"
+        values[spec.key] = Value(_parse(spec.key, raw, source), source)
+    settings = Settings(values, path, warnings)
+    return settings.with_overrides(overrides or {})
+
+
+def print_warnings(settings: Settings) -> None:
+    """Show settings warnings (misspelt keys) on stderr, once per command."""
+    for line in settings.warnings:
+        print(line, file=sys.stderr)
+
+
+def render_env_example() -> str:
+    """The text of `.env.example`: every key with its default and help, grouped."""
+    lines = [
+        "# wan22ctl settings. Copy to .env and edit; every key is optional (these are the defaults).",
+        "# Precedence: command-line flag > process environment > .env > these defaults.",
+    ]
+    group = None
+    for spec in SPECS:
+        if spec.group != group:
+            group = spec.group
+            lines += ["", f"# --- {group}"]
+        lines.append(f"# {spec.help}")
+        lines.append(f"{spec.key}={spec.default}")
+    return "\n".join(lines) + "\n"
