@@ -160,6 +160,10 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_PORT", "7860", _port, "port of the VideoX-Fun Gradio UI", group="videox"),
     SettingSpec("VIDEOX_HOST_NETWORK", "true", _bool, "use host networking (else publish VIDEOX_PORT)", group="videox"),
     SettingSpec("VIDEOX_SHM_SIZE", "200g", _byte_size, "size of /dev/shm in the VideoX-Fun container", group="videox"),
+    SettingSpec("VIDEOX_REPO", "https://github.com/aigc-apps/VideoX-Fun.git", _nonempty, "VideoX-Fun git repository (build mode, and the checkout a pulled image lacks)", group="videox"),
+    SettingSpec("VIDEOX_REF", "804a4258e2608f855ccaec8fffa279e75a3b89c6", _git_ref, "VideoX-Fun commit the stack is pinned to", group="videox"),
+    SettingSpec("VIDEOX_MODEL", "Wan2.2-Fun-5B-Control", _nonempty, "model the UI loads: a folder under VIDEOX_MODELS_DIR/Diffusion_Transformer", group="videox"),
+    SettingSpec("VIDEOX_UI_MODE", "auto", _choice("auto", "host", "normal"), "host: load VIDEOX_MODEL at start; normal: VideoX-Fun's model picker; auto: host when the model is downloaded", group="videox"),
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
 )
 
