@@ -205,3 +205,48 @@ def model_for_task(task: str) -> Model:
 def ulysses_degrees(num_heads: int, max_gpus: int) -> list[int]:
     """GPU counts usable for Ulysses sequence parallelism: divisors of the head count."""
     return [n for n in range(1, max_gpus + 1) if num_heads % n == 0]
+
+
+# --------------------------------------------------------------------------- GPU, driver, memory
+# Facts `doctor` (and any plan) judges a machine by.
+
+# Oldest GPU generation the image serves: flash-attn 2 and bf16 tensor cores need Ampere (8.0);
+# Turing (7.5, T4/RTX 20xx) has neither.
+MIN_COMPUTE_CAPABILITY = "8.0"
+
+# Minimum Linux driver per CUDA toolkit release (GA), NVIDIA CUDA Toolkit release notes, table 3.
+CUDA_MIN_DRIVER: dict[str, str] = {
+    "11.8": "520.61.05",
+    "12.0": "525.60.13",
+    "12.1": "530.30.02",
+    "12.2": "535.54.03",
+    "12.3": "545.23.06",
+    "12.4": "550.54.14",
+    "12.5": "555.42.02",
+    "12.6": "560.28.03",
+    "12.8": "570.26",
+    "12.9": "575.51.03",
+    "13.0": "580.65.06",
+}
+# Floor of CUDA minor-version compatibility per major: below a toolkit's own minimum but above
+# this, precompiled kernels still run (PTX JIT does not); below it nothing runs.
+CUDA_MAJOR_MIN_DRIVER: dict[str, str] = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
+
+# Peak GPU memory per GPU (GB) at 720P with the official multi-GPU flags (FSDP + Ulysses for
+# A14B; offload flags for 5B): README efficiency table, H100 rows. Key 1 is the single-GPU need.
+GPU_PEAK_GB: dict[str, dict[int, float]] = {
+    "t2v-A14B": {1: 80, 4: 51.7, 8: 37.1},
+    "i2v-A14B": {1: 80, 4: 51.6, 8: 37.0},
+    "ti2v-5B": {1: 24, 4: 22.6, 8: 22.6},
+}
+
+# /dev/shm below this makes NCCL (multi-GPU) fail; Docker's default is 64 MiB.
+MIN_SHM_GB = 1.0
+
+# The negative prompt upstream always uses (`wan/configs/shared_config.py`, not exposed on
+# generate.py's command line); recorded in every sidecar.
+SAMPLE_NEG_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
