@@ -1,0 +1,474 @@
+"""The launch plan: a generation request and a GPU inventory in, the exact Wan2.2 command out.
+
+Pure functions only. `build_request()` fills task defaults from the catalog and validates every
+field the way upstream should have (size per task, frame count 4n+1, image for i2v, a real
+prompt), raising a one-line `UserError` before anything slow starts. `plan_launch()` picks the
+GPUs, `python` or `torchrun`, Ulysses degree, FSDP and memory flags, checks host RAM, and
+returns a `LaunchPlan` with the argv the container side runs and a reason for each choice.
+
+Memory figures come from the official efficiency table and README (wan22-upstream.md §4.3, §6,
+§9.5): peak GPU memory per process is modelled as resident DiT weights + T5 (when on the GPU)
++ activations, with the activation terms fitted to the table (A14B 720P: 59.8 GB on 1 GPU,
+51.7 GB on 4, 37.0 GB on 8; TI2V-5B: 22.9 GB on a 4090). Estimates, not guarantees; each
+is printed with the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+from wan22ctl import catalog
+from wan22ctl.errors import UserError
+from wan22ctl.plan.inventory import Gpu
+
+OFFLOAD_CHOICES = ("auto", "on", "off")
+ATTENTION_DEFAULT = "auto"
+BOOTSTRAP_MODULE = "wan22ctl.agent.wanrun"
+# Memory classes in GiB as nvidia-smi reports them (an "80 GB" H100 shows 79.6 GiB).
+CLASS_80GB = 75.0
+CLASS_48GB = 40.0
+BIG_SINGLE_GPU = 120.0  # H200 (141 GB) and up: room to keep T5 and an expert resident
+# Keep both A14B experts resident only when the estimate leaves this share of the GPU free.
+OFFLOAD_HEADROOM = 0.9
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One video to generate, every value explicit (defaults already filled in)."""
+
+    task: str
+    prompt: str
+    size: str
+    frame_num: int
+    sample_steps: int
+    sample_shift: float
+    guide_scale: float | None  # None: the task's config default (a per-expert pair for MoE)
+    seed: int
+    solver: str
+    image: str | None = None  # path on the host
+    offload: str = "auto"
+    gpus: str | None = None  # None/"all", a count "2", or indices "0,2"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalize_size(size: str) -> str:
+    """Accept 1280x720 as well as upstream's 1280*720."""
+    return size.strip().lower().replace("x", "*").replace(" ", "")
+
+
+def _frame_hint(n: int) -> str:
+    low = max(1, (n - 1) // 4 * 4 + 1)
+    return f"{low} or {low + 4}" if low != n else str(n)
+
+
+def build_request(
+    task: str,
+    prompt: str | None,
+    *,
+    size: str | None = None,
+    frame_num: int | None = None,
+    sample_steps: int | None = None,
+    sample_shift: float | None = None,
+    guide_scale: float | None = None,
+    seed: int,
+    solver: str = "unipc",
+    image: str | None = None,
+    offload: str = "auto",
+    gpus: str | None = None,
+    file_exists: Callable[[str], bool] = os.path.isfile,
+) -> GenerationRequest:
+    """A complete, validated request; every problem is a one-line UserError (exit 2).
+
+    `seed` must be drawn by the caller when the user gave none, so the sidecar records the
+    seed that was really used (upstream would draw one and only log it).
+    """
+    if task not in catalog.TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(catalog.TASKS)}")
+    t = catalog.TASKS[task]
+    size = normalize_size(size) if size else t.default_size
+    if size not in t.sizes:
+        raise UserError(f"size {size} is not supported by {task}; choose one of {', '.join(t.sizes)}")
+    frame_num = t.frame_num if frame_num is None else frame_num
+    if frame_num < 1 or frame_num % 4 != 1:
+        raise UserError(f"--frame-num {frame_num} is not of the form 4n+1; use {_frame_hint(max(frame_num, 1))}")
+    sample_steps = t.sample_steps if sample_steps is None else sample_steps
+    if sample_steps < 1:
+        raise UserError(f"--steps {sample_steps} must be at least 1")
+    sample_shift = t.sample_shift if sample_shift is None else sample_shift
+    if not sample_shift > 0:
+        raise UserError(f"--shift {sample_shift} must be greater than 0")
+    if guide_scale is not None and not guide_scale >= 0:
+        raise UserError(f"--guide-scale {guide_scale} must be 0 or more")
+    if not 0 <= seed <= 2**63 - 1:
+        raise UserError(f"--seed {seed} must be between 0 and 2**63-1")
+    if solver not in catalog.SOLVERS:
+        raise UserError(f"unknown solver {solver!r}; choose one of {', '.join(catalog.SOLVERS)}")
+    if offload not in OFFLOAD_CHOICES:
+        raise UserError(f"--offload {offload!r}; choose auto, on or off")
+    if prompt is None or not prompt.strip():
+        raise UserError(f"a prompt is required (--prompt or --prompt-file); upstream would silently use its example prompt")
+    if image is not None and not t.accepts_image:
+        raise UserError(f"{task} takes no image; use i2v-A14B or ti2v-5B for image-to-video")
+    if t.needs_image and not image:
+        raise UserError(f"{task} needs --image PATH (upstream would silently use its example image)")
+    if image is not None and not file_exists(image):
+        raise UserError(f"image {image} does not exist or is not a file")
+    parse_gpu_selection(gpus)
+    return GenerationRequest(
+        task=task, prompt=prompt.strip(), size=size, frame_num=frame_num, sample_steps=sample_steps,
+        sample_shift=float(sample_shift), guide_scale=None if guide_scale is None else float(guide_scale),
+        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus,
+    )
+
+
+def parse_gpu_selection(value: str | None) -> tuple[str, int | tuple[int, ...] | None]:
+    """("all", None), ("count", N) or ("ids", (0, 2)) from --gpus; UserError when malformed."""
+    v = (value or "all").strip().lower().replace(" ", "")
+    if v == "all":
+        return "all", None
+    if v.isdigit():
+        if int(v) < 1:
+            raise UserError("--gpus must be at least 1")
+        return "count", int(v)
+    if re.fullmatch(r"(device=)?\d+(,\d+)+", v) or re.fullmatch(r"device=\d+", v):
+        ids = tuple(int(x) for x in v.removeprefix("device=").split(","))
+        if len(set(ids)) != len(ids):
+            raise UserError(f"--gpus {value}: an index appears twice")
+        return "ids", ids
+    raise UserError(f"--gpus {value!r}: use all, a count (2) or indices (0,2 or device=1)")
+
+
+# --------------------------------------------------------------------------- memory model
+
+
+def _is_720p(size: str) -> bool:
+    w, h = (int(x) for x in size.split("*"))
+    return w * h >= 704 * 1280
+
+
+def _activations_gb(task: catalog.Task, size: str, multi: bool) -> float:
+    """Activation + VAE-decode share of the peak, fitted to the official table."""
+    if task.moe:
+        if _is_720p(size):
+            return 20.5 if multi else 31.2
+        return 10.0 if multi else 12.7
+    return 12.6 if multi else 12.9
+
+
+def _expert_gb(task: catalog.Task, bf16: bool) -> float:
+    # Official DiT weights are stored in fp32; --convert_model_dtype (or FSDP's bf16 compute) halves them.
+    return task.dit_params_b * (2 if bf16 else 4)
+
+
+def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: bool, offload: bool,
+                         convert: bool, t5_cpu: bool) -> float:
+    """Peak GPU memory of one process (GB) for a flag set; see the module docstring."""
+    act = _activations_gb(task, size, multi=nproc > 1)
+    if nproc == 1:
+        # Single process: upstream keeps only the active expert on the GPU (init_on_cpu).
+        dit = _expert_gb(task, convert)
+        t5 = 0.0 if (offload or t5_cpu) else catalog.T5_GB
+    elif fsdp:
+        experts = 2 if (task.moe and not offload) else 1
+        dit = experts * _expert_gb(task, bf16=False) / nproc  # FSDP shards keep fp32 storage
+        t5 = catalog.T5_GB / nproc
+    else:
+        dit = _expert_gb(task, convert)
+        t5 = 0.0 if (offload or t5_cpu) else catalog.T5_GB
+    return round(dit + t5 + act, 1)
+
+
+def estimate_host_ram_gb(task: catalog.Task, nproc: int, *, fsdp: bool, t5_fsdp: bool, convert: bool,
+                         t5_cpu: bool) -> float:
+    """Host RAM the load needs (GB): every rank reads the full fp32 DiT on the CPU first."""
+    expert_fp32 = _expert_gb(task, bf16=False)
+    if nproc == 1:
+        if task.moe:
+            # Both experts stay on the CPU between switches; the second loads in fp32 beside the first.
+            resident = _expert_gb(task, convert) + expert_fp32
+        else:
+            resident = expert_fp32
+        return round(resident + catalog.T5_GB, 1)
+    if fsdp:
+        per_rank = expert_fp32 + (0.0 if t5_fsdp else catalog.T5_GB)  # a sharded T5 leaves the CPU at once
+    else:
+        per_rank = expert_fp32 + (catalog.T5_GB if t5_cpu else 0.0)
+    return round(per_rank * nproc, 1)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything the container side needs to run one generation, and why."""
+
+    request: dict
+    task: str
+    gpus: tuple[int, ...]  # container-side indices (nvidia-smi order)
+    gpu_names: tuple[str, ...]
+    gpu_memory_gb: float  # the smallest GPU of the chosen set
+    nproc: int
+    launcher: str  # "python" or "torchrun"
+    ulysses_size: int
+    dit_fsdp: bool
+    t5_fsdp: bool
+    offload_model: bool
+    convert_model_dtype: bool
+    t5_cpu: bool
+    est_peak_gpu_gb: float
+    fits: bool
+    host_ram_need_gb: float
+    host_ram_gb: float | None
+    ckpt_dir: str
+    output_dir: str
+    save_file: str  # temporary name; the agent moves it to the final name after checking it
+    image: str | None  # container-side path of the staged image
+    attention: str
+    bootstrap: bool
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    run_id: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LaunchPlan":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("gpus", "gpu_names", "argv", "reasons", "warnings"):
+            fields[key] = tuple(fields.get(key) or ())
+        return cls(**fields)
+
+    def command_line(self) -> str:
+        """The argv as one shell-quoted line, for humans."""
+        import shlex
+
+        return " ".join(shlex.quote(a) for a in self.argv)
+
+
+def _select_gpus(request: GenerationRequest, inventory: Sequence[Gpu]) -> tuple[list[Gpu], bool]:
+    """(GPUs the user allows, whether the user fixed the count)."""
+    if not inventory:
+        raise UserError("no GPU is visible (nvidia-smi found none); generation needs at least one",
+                        fix="check `wan22ctl status` and GPUS in .env; with --gpu-count plan offline")
+    kind, value = parse_gpu_selection(request.gpus)
+    if kind == "all":
+        return list(inventory), False
+    if kind == "count":
+        if value > len(inventory):
+            raise UserError(f"--gpus {value}: only {len(inventory)} GPU(s) visible")
+        return sorted(inventory, key=lambda g: -g.memory_gb)[:value], True
+    by_index = {g.index: g for g in inventory}
+    missing = [i for i in value if i not in by_index]
+    if missing:
+        raise UserError(f"--gpus: no GPU with index {', '.join(map(str, missing))} "
+                        f"(visible: {', '.join(str(g.index) for g in inventory)})")
+    return [by_index[i] for i in value], True
+
+
+def _memory_flags(task: catalog.Task, request: GenerationRequest, nproc: int, mem: float):
+    """(fsdp, offload, convert, t5_cpu, reasons) for `nproc` processes on GPUs of `mem` GB."""
+    reasons: list[str] = []
+    forced = {"on": True, "off": False}.get(request.offload)
+    budget = mem * OFFLOAD_HEADROOM
+    if nproc == 1:
+        fsdp = False
+        if task.moe:
+            convert = True
+            reasons.append("--convert_model_dtype: bf16 DiT on one GPU, as in the README's single-GPU command")
+            if mem >= BIG_SINGLE_GPU:
+                offload, t5_cpu = False, False
+                reasons.append(f"--offload_model False: {mem:.0f} GB holds T5 and the active bf16 expert "
+                               "(upstream keeps only one expert on the GPU at a time)")
+            elif mem >= CLASS_80GB:
+                offload, t5_cpu = True, False
+                reasons.append("--offload_model True: README single-GPU command for 80 GB GPUs")
+            else:
+                offload, t5_cpu = True, True
+                reasons.append(f"--offload_model True --t5_cpu: {mem:.0f} GB is below the 80 GB the README "
+                               "names for A14B on one GPU; README: add --t5_cpu on OOM")
+        else:
+            if mem >= CLASS_80GB:
+                offload, convert, t5_cpu = False, False, False
+                reasons.append("no memory flags: README says to drop --offload_model, --convert_model_dtype "
+                               "and --t5_cpu on GPUs with 80 GB or more, for speed")
+            elif mem >= CLASS_48GB:
+                offload, convert, t5_cpu = True, True, False
+                reasons.append(f"--offload_model True --convert_model_dtype: {mem:.0f} GB fits the bf16 DiT "
+                               "with T5 on the GPU only while encoding (--t5_cpu is very slow, issue #282)")
+            else:
+                offload, convert, t5_cpu = True, True, True
+                reasons.append("--offload_model True --convert_model_dtype --t5_cpu: README command for 24 GB GPUs")
+    else:
+        if task.moe or mem >= CLASS_48GB:
+            fsdp, convert, t5_cpu = True, False, False
+            reasons.append(f"--dit_fsdp --t5_fsdp: shard the DiT and T5 over {nproc} GPUs, as in the README's "
+                           "multi-GPU command (--convert_model_dtype and --t5_cpu do not apply with FSDP)")
+            lean = estimate_peak_gpu_gb(task, request.size, nproc, fsdp=True, offload=False, convert=False, t5_cpu=False)
+            offload = lean > budget
+            if offload:
+                reasons.append(f"--offload_model True: about {lean:.0f} GB per GPU with both experts resident "
+                               f"exceeds {mem:.0f} GB; offloading keeps only the active expert")
+            else:
+                reasons.append("--offload_model False: upstream's multi-GPU default; everything fits "
+                               f"(about {lean:.0f} GB per GPU)")
+        else:
+            fsdp, offload, convert, t5_cpu = False, True, True, True
+            reasons.append("--offload_model True --convert_model_dtype --t5_cpu without FSDP: the official "
+                           "efficiency table's multi-GPU setup for TI2V-5B on 24 GB GPUs")
+    if forced is not None and forced != offload:
+        offload = forced
+        reasons.append(f"--offload_model {forced}: set by --offload {request.offload}")
+    return fsdp, offload, convert, t5_cpu, reasons
+
+
+def _container_image_path(output_dir: str, run_id: str, host_image: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(host_image)) or "image"
+    return f"{output_dir}/.staging/{run_id}/{name}"
+
+
+def plan_launch(
+    request: GenerationRequest,
+    inventory: Sequence[Gpu],
+    host_ram_gb: float | None = None,
+    *,
+    run_id: str,
+    attention: str = ATTENTION_DEFAULT,
+    bootstrap: bool | None = None,
+    ckpt_root: str = catalog.CONTAINER_CHECKPOINT_DIR,
+    output_dir: str = catalog.CONTAINER_OUTPUT_DIR,
+    wan22_dir: str = catalog.CONTAINER_WAN22_DIR,
+) -> LaunchPlan:
+    """Decide how to run `request` on `inventory`; the result is what the agent executes.
+
+    `bootstrap` (None: only when an attention backend other than upstream's own choice is
+    asked for) starts Wan through `python -m wan22ctl.agent.wanrun`, which can install an
+    attention backend before `wan` is imported.
+    """
+    task = catalog.TASKS[request.task]
+    allowed, fixed = _select_gpus(request, inventory)
+    heads = task.num_heads
+    reasons: list[str] = []
+    warnings: list[str] = []
+    if fixed and heads % len(allowed):
+        ok = [n for n in catalog.ulysses_degrees(heads, 64) if n <= len(inventory)]
+        raise UserError(f"--gpus {request.gpus}: {request.task} splits its {heads} attention heads over the GPUs, "
+                        f"so the count must divide {heads}; usable here: {', '.join(map(str, ok))}")
+    degrees = catalog.ulysses_degrees(heads, len(allowed))
+    nproc = max(degrees)
+    if nproc < len(allowed):
+        reasons.append(f"{nproc} of {len(allowed)} GPUs: Ulysses needs a GPU count dividing the {heads} attention "
+                       f"heads of {request.task}")
+    candidates = [n for n in reversed(degrees) if n <= nproc]
+
+    def flags_for(n: int):
+        chosen = sorted(allowed, key=lambda g: -g.memory_gb)[:n] if n < len(allowed) else list(allowed)
+        mem = min(g.memory_gb for g in chosen)
+        fsdp, offload, convert, t5_cpu, why = _memory_flags(task, request, n, mem)
+        ram = estimate_host_ram_gb(task, n, fsdp=fsdp, t5_fsdp=fsdp, convert=convert, t5_cpu=t5_cpu)
+        return chosen, mem, fsdp, offload, convert, t5_cpu, why, ram
+
+    choice = flags_for(nproc)
+    if host_ram_gb is not None and choice[7] > host_ram_gb and not fixed:
+        for n in candidates[1:]:
+            smaller = flags_for(n)
+            if smaller[7] <= host_ram_gb:
+                reasons.append(f"{n} GPU(s) instead of {nproc}: every rank loads the full weights on the CPU "
+                               f"first; {nproc} ranks need about {choice[7]:.0f} GB of host RAM, "
+                               f"{host_ram_gb:.0f} GB is available")
+                nproc, choice = n, smaller
+                break
+    chosen, mem, fsdp, offload, convert, t5_cpu, why, ram_need = choice
+    chosen = sorted(chosen, key=lambda g: g.index)
+    if nproc == 1:
+        reasons.insert(0, "python generate.py: one GPU, one process")
+    else:
+        reasons.insert(0, f"torchrun --nproc_per_node={nproc} with --ulysses_size {nproc}: {nproc} GPUs, "
+                          f"{heads} heads divisible by {nproc}")
+    reasons += why
+    peak = estimate_peak_gpu_gb(task, request.size, nproc, fsdp=fsdp, offload=offload, convert=convert, t5_cpu=t5_cpu)
+    # The table's peaks were measured on these very cards (22.9 GB on a 24 GB 4090): no extra margin.
+    fits = peak <= mem
+    if not fits:
+        warnings.append(f"{request.task} at {request.size} on {nproc} x {mem:.0f} GB needs about {peak:.0f} GB per GPU "
+                        "(official table); expect CUDA out of memory: use more GPUs, a 480P size, or ti2v-5B")
+    if host_ram_gb is not None and ram_need > host_ram_gb:
+        warnings.append(f"loading needs about {ram_need:.0f} GB of host RAM ({nproc} rank(s) each read the weights "
+                        f"on the CPU), {host_ram_gb:.0f} GB is available: the load may be killed")
+    if host_ram_gb is None:
+        reasons.append(f"host RAM not checked (unknown); loading needs about {ram_need:.0f} GB")
+
+    if bootstrap is None:
+        bootstrap = attention != ATTENTION_DEFAULT
+    ckpt_dir = f"{ckpt_root}/{catalog.model_for_task(request.task).subdir}"
+    save_file = f"{output_dir}/.partial-{run_id}.mp4"
+    image = _container_image_path(output_dir, run_id, request.image) if request.image else None
+
+    entry = ["-m", BOOTSTRAP_MODULE] if bootstrap else ["generate.py"]
+    if nproc == 1:
+        argv = ["python3", *entry]
+    else:
+        argv = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", *entry]
+    argv += [
+        "--task", request.task, "--size", request.size, "--ckpt_dir", ckpt_dir,
+        "--frame_num", str(request.frame_num), "--sample_steps", str(request.sample_steps),
+        "--sample_shift", _num(request.sample_shift), "--sample_solver", request.solver,
+        "--base_seed", str(request.seed),
+    ]
+    if request.guide_scale is not None:
+        argv += ["--sample_guide_scale", _num(request.guide_scale)]
+    if image:
+        argv += ["--image", image]
+    argv += ["--offload_model", str(offload)]
+    if convert:
+        argv.append("--convert_model_dtype")
+    if t5_cpu:
+        argv.append("--t5_cpu")
+    if nproc > 1:
+        if fsdp:
+            argv += ["--dit_fsdp", "--t5_fsdp"]
+        argv += ["--ulysses_size", str(nproc)]
+    argv += ["--prompt", request.prompt, "--save_file", save_file]
+
+    env = {
+        # CUDA's default order (fastest first) need not match nvidia-smi's indices.
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in chosen),
+        "WAN22_ATTENTION": attention,
+    }
+    if bootstrap:
+        reasons.append(f"started through {BOOTSTRAP_MODULE} to install attention backend {attention!r} before `wan` loads")
+    return LaunchPlan(
+        request=request.to_dict(), task=request.task, gpus=tuple(g.index for g in chosen),
+        gpu_names=tuple(g.name for g in chosen), gpu_memory_gb=mem, nproc=nproc,
+        launcher="python" if nproc == 1 else "torchrun", ulysses_size=nproc, dit_fsdp=fsdp and nproc > 1,
+        t5_fsdp=fsdp and nproc > 1, offload_model=offload, convert_model_dtype=convert, t5_cpu=t5_cpu,
+        est_peak_gpu_gb=peak, fits=fits, host_ram_need_gb=ram_need, host_ram_gb=host_ram_gb,
+        ckpt_dir=ckpt_dir, output_dir=output_dir, save_file=save_file, image=image, attention=attention,
+        bootstrap=bootstrap, argv=tuple(argv), env=env, cwd=wan22_dir, run_id=run_id,
+        reasons=tuple(reasons), warnings=tuple(warnings),
+    )
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def synthetic_inventory(count: int, memory_gb: float, name: str | None = None) -> list[Gpu]:
+    """GPUs described on the command line (`plan --gpu-count 4 --gpu-mem-gb 80`), for offline plans."""
+    if count < 1:
+        raise UserError("--gpu-count must be at least 1")
+    if not memory_gb > 0:
+        raise UserError("--gpu-mem-gb must be greater than 0")
+    label = name or f"GPU {memory_gb:g} GB (given)"
+    return [Gpu(i, label, float(memory_gb), "", "") for i in range(count)]
