@@ -1,9 +1,66 @@
-"""`wan22ctl doctor` command group (placeholder until its issue lands)."""
+"""`wan22ctl doctor`: check the whole path (Docker, NVIDIA runtime, GPUs, driver, memory, disk,
+/dev/shm, memlock, Hugging Face, image, container) for the task you are about to run.
+
+Examples:
+    wan22ctl doctor                       # everything that does not depend on a task
+    wan22ctl doctor --task t2v-A14B       # plus GPU memory, host RAM, disk and repo access for it
+    wan22ctl doctor --task ti2v-5B --json # the same as a JSON document (schema wan22ctl.doctor/1)
+
+Exit code: 0 when no check FAILs (WARN and SKIP are allowed), 1 when any check FAILs.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated, Optional
+
 import typer
+
+from wan22ctl.cli.common import JsonOpt, console, emit, settings_from
+from wan22ctl.errors import UserError
+
+_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
+
+
+def doctor(
+    task: Annotated[Optional[str], typer.Option("--task", help="Task to check for: t2v-A14B, i2v-A14B or ti2v-5B.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find every reason a run would fail: each check PASS/WARN/FAIL/SKIP with value, requirement and fix."""
+    from wan22ctl import catalog
+
+    if task is not None and task not in catalog.TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(catalog.task_names())}")
+    settings = settings_from()
+    from wan22ctl.doctor import report_dict, run_doctor
+
+    report = report_dict(run_doctor(settings, task), task)
+    emit(report, as_json, _render)
+    if not report["ok"]:
+        # sys.exit, not typer.Exit: the root app runs click with standalone_mode=False, which
+        # turns typer.Exit into a return value that `main()` drops.
+        sys.exit(1)
+
+
+def _render(report: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    title = f"wan22ctl doctor{' --task ' + report['task'] if report['task'] else ''}"
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in ("check", "status", "value", "requirement", "fix"):
+        table.add_column(col, overflow="fold")
+    for c in report["checks"]:
+        # Text, not markup: daemon messages carry brackets ("capabilities: [[gpu]]").
+        table.add_row(Text(c["name"]), Text(c["status"], style=_STYLE[c["status"]]), Text(c["value"]),
+                      Text(c["requirement"]), Text(c["fix"] or ""))
+    out = console()
+    out.print(table)
+    counts = report["counts"]
+    summary = ", ".join(f"{counts[s]} {s}" for s in ("PASS", "WARN", "FAIL", "SKIP") if counts[s])
+    out.print(f"{summary}: " + ("ready" if report["ok"] else "fix the FAIL rows first"), markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the root app."""
+    """Add `doctor` to the root app."""
+    app.command("doctor")(doctor)

@@ -1,0 +1,212 @@
+"""Pure verdicts: measured facts in, a status with its reason out. No Docker, no network.
+
+Every function here judges one fact against the catalog (compute capability against the image's
+architecture list, driver against the image's CUDA, GPU memory and host RAM against the task's
+plan, free disk against what is still to download, /dev/shm, memlock) and returns a `Verdict`.
+The checks in `wan22ctl.doctor.checks` gather the facts and wrap verdicts into results.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from wan22ctl import catalog
+from wan22ctl.doctor.result import FAIL, PASS, WARN
+from wan22ctl.plan.inventory import Gpu
+
+# Cards are sold by nominal size; nvidia-smi reports a little less (an H100 80GB shows 79.6 GiB).
+NOMINAL_SLACK = 0.95
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    requirement: str
+    fix: str | None = None
+    note: str = ""  # added to the measured value ("runs the 8.0 kernels")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text))
+
+
+# ------------------------------------------------------------------------------ architecture
+
+
+def parse_arch_list(value: str) -> list[tuple[str, bool]]:
+    """'8.9;9.0+PTX' -> [('8.9', False), ('9.0', True)]; spaces or ';' separate entries."""
+    out = []
+    for item in re.split(r"[;\s]+", value.strip().strip('"')):
+        if item:
+            out.append((item.removesuffix("+PTX"), item.endswith("+PTX")))
+    return out
+
+
+def arch_verdict(compute_cap: str, arch_list: str) -> Verdict:
+    """Whether the image has kernels for a GPU of this compute capability.
+
+    A cubin built for X.Y runs on X.Z with Z >= Y (same major); PTX for an older arch is
+    JIT-compiled on first use (slow start, works); anything else has no kernels at all.
+    """
+    archs = parse_arch_list(arch_list)
+    requirement = f"compute capability >= {catalog.MIN_COMPUTE_CAPABILITY} and in the image's list {arch_list}"
+    cap = _version(compute_cap)
+    rebuild = (f'set TORCH_CUDA_ARCH_LIST="{_with_arch(arch_list, compute_cap)}" in .env, '
+               "then `wan22ctl build`")
+    if cap < _version(catalog.MIN_COMPUTE_CAPABILITY):
+        return Verdict(FAIL, requirement,
+                       f"use a GPU of compute capability {catalog.MIN_COMPUTE_CAPABILITY} or newer "
+                       "(A100, L40S, RTX 4090, H100); flash-attn and bf16 need Ampere or newer")
+    if any(_version(a) == cap for a, _ in archs):
+        return Verdict(PASS, requirement)
+    same_major = [a for a, _ in archs if _version(a)[0] == cap[0] and _version(a) < cap]
+    if same_major:
+        return Verdict(PASS, requirement, note=f"runs the {max(same_major, key=_version)} kernels")
+    ptx = [a for a, is_ptx in archs if is_ptx and _version(a) < cap]
+    if ptx:
+        return Verdict(WARN, requirement, rebuild, note=f"only {max(ptx, key=_version)}+PTX: JIT-compiled on first use")
+    return Verdict(FAIL, requirement, rebuild, note=f"no sm_{compute_cap.replace('.', '')} kernels in the image")
+
+
+def _with_arch(arch_list: str, compute_cap: str) -> str:
+    items = [a + ("+PTX" if p else "") for a, p in parse_arch_list(arch_list)]
+    items.append(compute_cap)
+    return ";".join(sorted(set(items), key=lambda s: _version(s.removesuffix("+PTX"))))
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def driver_verdict(driver: str, cuda: str) -> Verdict:
+    """The host driver against the CUDA version the image was built with."""
+    major_minor = ".".join(cuda.split(".")[:2])
+    needed = catalog.CUDA_MIN_DRIVER.get(major_minor)
+    floor = catalog.CUDA_MAJOR_MIN_DRIVER.get(cuda.split(".")[0])
+    if needed is None:
+        known = sorted(catalog.CUDA_MIN_DRIVER, key=_version)
+        # A newer toolkit than the table knows needs at least the newest driver we know of.
+        newer = _version(major_minor) > _version(known[-1])
+        needed = catalog.CUDA_MIN_DRIVER[known[-1]] if newer else (floor or "")
+    requirement = f"driver >= {needed} for CUDA {major_minor}"
+    fix = f"upgrade the NVIDIA driver to {needed} or newer (e.g. `sudo apt install nvidia-driver-{needed.split('.')[0]}`)"
+    if not needed:
+        return Verdict(WARN, f"a driver table entry for CUDA {cuda}", "rebuild on a CUDA 12.x base image")
+    if _version(driver) >= _version(needed):
+        return Verdict(PASS, requirement)
+    if floor and _version(driver) >= _version(floor) and cuda.split(".")[0] == major_minor.split(".")[0]:
+        return Verdict(WARN, requirement, fix,
+                       note=f"runs through CUDA minor-version compatibility (>= {floor}); PTX JIT will fail")
+    return Verdict(FAIL, requirement, fix)
+
+
+# ------------------------------------------------------------------------------ GPU memory plan
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How many GPUs a task would use here and what each needs (the doctor's minimum rule)."""
+
+    task: str
+    gpus_seen: int
+    ranks: int  # processes (1: python generate.py; >1: torchrun FSDP + Ulysses)
+    need_per_gpu_gb: float
+    have_per_gpu_gb: float
+    host_ram_need_gb: float
+
+
+def usable_ranks(task: str, gpu_count: int) -> int:
+    """Largest GPU count <= gpu_count that divides the task's head count (Ulysses rule)."""
+    heads = catalog.TASKS[task].num_heads
+    return max(catalog.ulysses_degrees(heads, max(gpu_count, 1)))
+
+
+def gpu_need_gb(task: str, ranks: int) -> float:
+    """Peak GB per GPU for `ranks` GPUs: the table entry for the largest measured count <= ranks."""
+    table = catalog.GPU_PEAK_GB[task]
+    return table[max(k for k in table if k <= ranks)]
+
+
+def host_ram_need_gb(task: str, ranks: int) -> float:
+    """Host RAM at load time: every rank loads T5 and, one at a time, each DiT expert in fp32 on the CPU.
+
+    A single process also keeps the expert it is not using on the CPU (bf16 after
+    --convert_model_dtype), so single-GPU MoE needs both experts' worth.
+    """
+    t = catalog.TASKS[task]
+    expert_fp32 = t.dit_params_b * 4
+    per_rank = catalog.T5_GB + expert_fp32
+    if ranks == 1 and t.moe:
+        per_rank += t.dit_params_b * 2
+    return round(per_rank * ranks, 1)
+
+
+def plan_memory(task: str, gpus: list[Gpu]) -> MemoryPlan:
+    """The plan doctor judges memory against (until `wan22ctl.plan.launch` decides it)."""
+    ranks = usable_ranks(task, len(gpus))
+    used = sorted(gpus, key=lambda g: -g.memory_gb)[:ranks]
+    have = min(g.memory_gb for g in used) if used else 0.0
+    return MemoryPlan(task, len(gpus), ranks, gpu_need_gb(task, ranks), have, host_ram_need_gb(task, ranks))
+
+
+def _fits(have: float, need: float) -> bool:
+    return have >= need * NOMINAL_SLACK if need in (24, 80) else have >= need
+
+
+def vram_verdict(plan: MemoryPlan, gpus: list[Gpu]) -> Verdict:
+    """GPU memory against the task's per-GPU peak; on failure, the GPU counts that would fit."""
+    mode = "one GPU" if plan.ranks == 1 else f"each of {plan.ranks} GPUs (torchrun, FSDP + Ulysses)"
+    requirement = f"{plan.need_per_gpu_gb:g} GB on {mode} for {plan.task} at 720P"
+    if _fits(plan.have_per_gpu_gb, plan.need_per_gpu_gb):
+        return Verdict(PASS, requirement)
+    options = [f"{n} GPUs of >= {need:g} GB" for n, need in sorted(catalog.GPU_PEAK_GB[plan.task].items())
+               if n > 1 and _fits(plan.have_per_gpu_gb, need)]
+    if options:
+        fix = (f"run it on several GPUs: {' or '.join(options)} fit this card "
+               "(torchrun with --dit_fsdp --t5_fsdp --ulysses_size N; GPUS=all)")
+    else:
+        fix = "use GPUs with more memory"
+    if catalog.TASKS[plan.task].moe and _fits(plan.have_per_gpu_gb, catalog.GPU_PEAK_GB["ti2v-5B"][1]):
+        fix += "; or --task ti2v-5B (one 24 GB GPU)"
+    return Verdict(FAIL, requirement, fix)
+
+
+def host_ram_verdict(plan: MemoryPlan, total_gb: float, available_gb: float) -> Verdict:
+    """Host RAM against what the ranks load on the CPU; FAIL below total, WARN below available."""
+    requirement = (f"{plan.host_ram_need_gb:g} GB for {plan.ranks} rank(s) of {plan.task} "
+                   "(each loads T5 and the DiT on the CPU first)")
+    if total_gb < plan.host_ram_need_gb:
+        fix = "add host RAM or swap, or run fewer ranks (GPUS=device=0,...)"
+        return Verdict(FAIL, requirement, fix)
+    if available_gb < plan.host_ram_need_gb:
+        return Verdict(WARN, requirement, "stop other memory users before generating")
+    return Verdict(PASS, requirement)
+
+
+# ------------------------------------------------------------------------------ disk, shm, memlock
+
+
+def disk_verdict(free_gb: float, still_needed_gb: float, path: str) -> Verdict:
+    requirement = f"{still_needed_gb:g} GB free for the models still to download"
+    if free_gb >= still_needed_gb:
+        return Verdict(PASS, requirement)
+    return Verdict(FAIL, requirement,
+                   f"free {still_needed_gb - free_gb:.1f} GB at {path}, or point CHECKPOINT_DIR at a larger disk")
+
+
+def shm_verdict(shm_gb: float, ranks: int) -> Verdict:
+    requirement = f">= {catalog.MIN_SHM_GB:g} GB (NCCL between GPUs, torch workers)"
+    if shm_gb >= catalog.MIN_SHM_GB:
+        return Verdict(PASS, requirement)
+    fix = "set SHM_SIZE=16g in .env (or keep the host's /dev/shm large: the container shares host IPC) and `wan22ctl up --recreate`"
+    return Verdict(FAIL if ranks > 1 else WARN, requirement, fix)
+
+
+def memlock_verdict(limit_kb: str) -> Verdict:
+    """`ulimit -l` output: 'unlimited' passes; a cap makes NCCL/pinned memory fall back (slower)."""
+    requirement = "unlimited (pinned memory for NCCL and CUDA host transfers)"
+    if limit_kb.strip() == "unlimited":
+        return Verdict(PASS, requirement)
+    return Verdict(WARN, requirement,
+                   "set MEMLOCK=unlimited in .env and `wan22ctl up --recreate` (the host must allow it: "
+                   "LimitMEMLOCK=infinity in docker.service)")
