@@ -1,0 +1,156 @@
+"""Stand-in for the `wan` package's pipeline surface, for CPU tests of the resident server.
+
+It offers what the server takes from `wan`: `WanT2V`, `WanI2V`, `WanTI2V` with upstream's
+constructor and `generate()` signatures (commit 42bf4cf), `WAN_CONFIGS`, `SIZE_CONFIGS`,
+`MAX_AREA_CONFIGS` and `save_video`. Like upstream, each sampling loop iterates
+`tqdm(timesteps)` through a module-level `tqdm`, so the server's progress/cancel hook (which
+replaces that name in the pipeline's module) is exercised exactly as it is on real Wan2.2.
+
+Behaviour knobs (environment, read at call time):
+  FAKE_WAN_STEP_S      seconds slept per denoising step (default 0.02)
+  FAKE_WAN_LOAD_S      seconds slept in the constructor, to see /readyz answer 503 (default 0)
+  FAKE_WAN_FAIL_ON     a prompt containing this text raises RuntimeError mid-run (default "FAIL")
+  FAKE_WAN_CALLS_LOG   a file that gets one JSON line per generate() call (tests read it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import sys
+import time
+from types import SimpleNamespace
+
+
+def tqdm(iterable, *args, **kwargs):
+    """Upstream calls `tqdm(timesteps)`; the stand-in draws no bar."""
+    return iterable
+
+
+def _config(name, steps, shift, guide, fps, frames, boundary=None):
+    return SimpleNamespace(
+        __name__=f"Config: {name}", num_train_timesteps=1000, boundary=boundary, sample_steps=steps,
+        sample_shift=shift, sample_guide_scale=guide, sample_fps=fps, frame_num=frames,
+        sample_neg_prompt="stand-in negative prompt", num_heads=40 if boundary else 24,
+    )
+
+
+WAN_CONFIGS = {
+    "t2v-A14B": _config("t2v-A14B", 40, 12.0, (3.0, 4.0), 16, 81, 0.875),
+    "i2v-A14B": _config("i2v-A14B", 40, 5.0, (3.5, 3.5), 16, 81, 0.900),
+    "ti2v-5B": _config("ti2v-5B", 50, 5.0, 5.0, 24, 121),
+}
+SIZE_CONFIGS = {
+    "720*1280": (720, 1280), "1280*720": (1280, 720), "480*832": (480, 832), "832*480": (832, 480),
+    "704*1280": (704, 1280), "1280*704": (1280, 704), "1024*704": (1024, 704), "704*1024": (704, 1024),
+}
+MAX_AREA_CONFIGS = {k: w * h for k, (w, h) in SIZE_CONFIGS.items()}
+
+
+class _FakeVideo:
+    """What generate() returns on rank 0: enough to write a small file and check the call."""
+
+    def __init__(self, call: dict):
+        self.call = call
+
+    def __getitem__(self, index):
+        # The server saves `video[None]` as upstream's generate.py does with a tensor.
+        return self
+
+
+class _FakeImage:
+    """What `load_image` returns: the server hands it to WanI2V/WanTI2V as upstream hands a PIL image."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.size = (0, 0)
+
+
+def load_image(path: str):
+    """The stand-in's replacement for `PIL.Image.open(path).convert("RGB")` (no Pillow in the test venv)."""
+    return _FakeImage(path)
+
+
+class _Base:
+    moe = True
+
+    def __init__(self, config, checkpoint_dir, device_id=0, rank=0, t5_fsdp=False, dit_fsdp=False,
+                 use_sp=False, t5_cpu=False, init_on_cpu=True, convert_model_dtype=False):
+        if not os.path.isdir(checkpoint_dir):
+            raise FileNotFoundError(f"checkpoint_dir {checkpoint_dir} does not exist")
+        time.sleep(float(os.environ.get("FAKE_WAN_LOAD_S", "0")))
+        self.config = config
+        self.rank = rank
+        self.device_id = device_id
+        self.num_train_timesteps = config.num_train_timesteps
+        self.boundary = config.boundary
+        self.sample_neg_prompt = config.sample_neg_prompt
+
+    def _sample(self, call: dict):
+        """The denoising loop: the same shape as upstream's (tqdm over timesteps, one step each)."""
+        guide_scale = call["guide_scale"]
+        # Upstream only turns a float into a pair; an int would fail at guide_scale[1].
+        guide_scale = (guide_scale, guide_scale) if isinstance(guide_scale, float) else guide_scale
+        guide_scale[1]
+        if call["seed"] < 0:
+            call["seed"] = random.randint(0, sys.maxsize)
+        steps = call["sampling_steps"]
+        timesteps = [1000.0 * (1 - i / steps) for i in range(steps)]
+        step_s = float(os.environ.get("FAKE_WAN_STEP_S", "0.02"))
+        fail_on = os.environ.get("FAKE_WAN_FAIL_ON", "FAIL")
+        for i, _t in enumerate(tqdm(timesteps)):
+            time.sleep(step_s)
+            if fail_on and fail_on in call["input_prompt"] and i == steps // 2:
+                raise RuntimeError("stand-in failure requested by the prompt")
+        log = os.environ.get("FAKE_WAN_CALLS_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps({k: v for k, v in call.items() if k != "img"} | {"rank": self.rank}) + "\n")
+        return _FakeVideo(call) if self.rank == 0 else None
+
+
+class WanT2V(_Base):
+    def generate(self, input_prompt, size=(1280, 720), frame_num=81, shift=5.0, sample_solver='unipc',
+                 sampling_steps=50, guide_scale=5.0, n_prompt="", seed=-1, offload_model=True):
+        return self._sample(dict(input_prompt=input_prompt, size=list(size), frame_num=frame_num, shift=shift,
+                                 sample_solver=sample_solver, sampling_steps=sampling_steps,
+                                 guide_scale=guide_scale, n_prompt=n_prompt, seed=seed,
+                                 offload_model=offload_model))
+
+
+class WanI2V(_Base):
+    def generate(self, input_prompt, img, max_area=720 * 1280, frame_num=81, shift=5.0, sample_solver='unipc',
+                 sampling_steps=40, guide_scale=5.0, n_prompt="", seed=-1, offload_model=True):
+        if img is None:
+            raise ValueError("WanI2V needs an image")
+        return self._sample(dict(input_prompt=input_prompt, img=img, image_size=list(img.size), max_area=max_area,
+                                 frame_num=frame_num, shift=shift, sample_solver=sample_solver,
+                                 sampling_steps=sampling_steps, guide_scale=guide_scale, n_prompt=n_prompt,
+                                 seed=seed, offload_model=offload_model))
+
+
+class WanTI2V(_Base):
+    moe = False
+
+    def generate(self, input_prompt, img=None, size=(1280, 704), max_area=704 * 1280, frame_num=81, shift=5.0,
+                 sample_solver='unipc', sampling_steps=50, guide_scale=5.0, n_prompt="", seed=-1,
+                 offload_model=True):
+        return self._sample(dict(input_prompt=input_prompt, img=img, size=list(size), max_area=max_area,
+                                 frame_num=frame_num, shift=shift, sample_solver=sample_solver,
+                                 sampling_steps=sampling_steps, guide_scale=guide_scale, n_prompt=n_prompt,
+                                 seed=seed, offload_model=offload_model))
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def save_video(tensor, save_file=None, fps=30, suffix='.mp4', nrow=8, normalize=True, value_range=(-1, 1)):
+    """Write a small ISO-BMFF file (ftyp + mdat): an .mp4 by its magic bytes, not a playable one."""
+    video = tensor[0] if isinstance(tensor, list) else tensor
+    payload = json.dumps({"fps": fps, "call": getattr(video, "call", None)}, default=str).encode()
+    with open(save_file, "wb") as f:
+        f.write(_box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2mp41"))
+        f.write(_box(b"mdat", payload))

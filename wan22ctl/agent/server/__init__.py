@@ -1,0 +1,195 @@
+"""`wan22ctl-agent server`: load Wan2.2 once, then serve many videos through an HTTP API.
+
+Examples (inside the container, or anywhere with the kit installed):
+    wan22ctl-agent server --task ti2v-5B                        # 127.0.0.1:8000, no key needed
+    WAN22_API_KEY=... wan22ctl-agent server --task t2v-A14B --host 0.0.0.0
+    torchrun --nproc_per_node 2 -m wan22ctl.agent server --task t2v-A14B --dit-fsdp --t5-fsdp --ulysses-size 2
+    python -m wan22ctl.agent server --task t2v-A14B --pipeline tests/standins/fake_wan_pipeline.py \\
+        --ckpt-dir /tmp/ckpt --output-dir /tmp/out            # a stand-in pipeline, no GPU
+
+The queue lives in `<output-dir>/.wan22ctl/server/queue.sqlite3` (SQLite, WAL), so jobs
+survive a restart of the server or of the container. Modules: `store` (queue), `requests`
+(validation), `engine` (pipeline + progress hook), `ranks` (torchrun hand-off), `service`
+(worker, progress, metrics), `http` (routes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from wan22ctl import catalog
+from wan22ctl.errors import RunFailed, UserError
+
+DEFAULT_PORT = 8000
+STATE_SUBDIR = ".wan22ctl/server"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bool_arg(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError("must be true or false")
+
+
+def read_api_key(args) -> str | None:
+    """The API key: --api-key-file (first line), else WAN22_API_KEY; None when neither is set."""
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise UserError(f"cannot read --api-key-file {args.api_key_file}: {exc.strerror}") from None
+        return key or None
+    return os.environ.get("WAN22_API_KEY") or None
+
+
+def check_exposure(host: str, published_host: str | None, api_key: str | None) -> None:
+    """Listening beyond localhost needs an API key (the address clients reach counts, if given)."""
+    reach = published_host or host
+    if not is_loopback(reach) and not api_key:
+        raise UserError(f"the server would listen on {reach}, beyond localhost, without an API key",
+                        fix="set WAN22_API_KEY (clients send Authorization: Bearer KEY), or listen on 127.0.0.1")
+
+
+def run(args) -> int:
+    from wan22ctl.agent.server.engine import Engine, PipelineOptions, load_backend
+    from wan22ctl.agent.server.ranks import Control, world_from_env
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s", stream=sys.stdout)
+    log = logging.getLogger("wan22ctl.server")
+    if args.task not in catalog.TASKS:
+        raise UserError(f"unknown task {args.task!r}; choose one of {', '.join(catalog.TASKS)}")
+    rank, world_size, local_rank = world_from_env()
+    api_key = read_api_key(args)
+    if rank == 0:
+        check_exposure(args.host, args.published_host, api_key)
+    task = catalog.TASKS[args.task]
+    if args.ulysses_size > 1 and task.num_heads % args.ulysses_size:
+        raise UserError(f"--ulysses-size {args.ulysses_size} does not divide {args.task}'s {task.num_heads} heads")
+    ckpt_dir = args.ckpt_dir or os.path.join(catalog.CONTAINER_CHECKPOINT_DIR, catalog.MODEL_BY_KEY[task.model_key].subdir)
+    options = PipelineOptions(task=args.task, ckpt_dir=ckpt_dir, offload_model=args.offload_model,
+                              ulysses_size=args.ulysses_size, t5_fsdp=args.t5_fsdp, dit_fsdp=args.dit_fsdp,
+                              t5_cpu=args.t5_cpu, convert_model_dtype=args.convert_model_dtype)
+
+    backend = load_backend(args.pipeline)
+    control = Control.start(rank, world_size, local_rank)
+    control.init_sequence_parallel(backend, args.ulysses_size)
+    engine = Engine(backend, options, rank=rank, world_size=world_size, local_rank=local_rank)
+    if rank != 0:
+        from wan22ctl.agent.server.service import follow
+
+        engine.load()
+        follow(engine, control)
+        control.close()
+        return 0
+    return _serve_rank0(args, api_key, engine, control, log)
+
+
+def _serve_rank0(args, api_key, engine, control, log) -> int:
+    from wan22ctl.agent.server.http import ApiServer
+    from wan22ctl.agent.server.service import Service, ServiceConfig
+    from wan22ctl.agent.server.store import JobStore
+
+    output_dir = Path(args.output_dir)
+    state_dir = output_dir / STATE_SUBDIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(state_dir / "queue.sqlite3")
+    for job_id, state in store.recover(args.on_interrupt, args.max_attempts):
+        log.info("job %s was running when the server stopped: now %s", job_id, state)
+    config = ServiceConfig(task=args.task, output_dir=output_dir, state_dir=state_dir,
+                           interrupted_policy=args.on_interrupt, max_attempts=args.max_attempts,
+                           max_image_bytes=args.max_image_mb * 1024 * 1024)
+    service = Service(config, store, engine, control)
+    info = {"task": args.task, "pipeline": args.pipeline, "plan": {
+        "ckpt_dir": engine.options.ckpt_dir, "offload_model": engine.options.resolved_offload(engine.world_size),
+        "ulysses_size": engine.options.ulysses_size, "t5_fsdp": engine.options.t5_fsdp,
+        "dit_fsdp": engine.options.dit_fsdp, "t5_cpu": engine.options.t5_cpu,
+        "convert_model_dtype": engine.options.convert_model_dtype,
+        "attention": os.environ.get("WAN22_ATTENTION", "auto")},
+        "gpus": _gpus(), "queue": str(store.path), "interrupted_policy": args.on_interrupt,
+        "auth": api_key is not None}
+    try:
+        httpd = ApiServer((args.host, args.port), service, api_key, info, args.max_body_mb * 1024 * 1024)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
+    log.info("listening on http://%s:%d (task %s, queue %s)", args.host, httpd.server_address[1], args.task, store.path)
+
+    def stop(signum, frame):
+        log.info("signal %d: stopping after the current step; the running job goes back to the queue", signum)
+        service.stopping.set()
+        service._wake.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        engine.load()
+    except Exception as exc:
+        service.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("loading the pipeline failed")
+        httpd.shutdown()
+        raise RunFailed(f"loading the {args.task} pipeline failed: {service.load_error}") from None
+    service.ready = True
+    log.info("pipeline loaded in %.1f s; serving", engine.load_seconds)
+    service.worker_loop()
+    httpd.shutdown()
+    store.close()
+    control.close()
+    return 0
+
+
+def _gpus() -> list[dict]:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return []
+    return [{"index": i, "name": torch.cuda.get_device_name(i),
+             "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+            for i in range(torch.cuda.device_count())]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("server", help="load Wan2.2 once and serve videos over HTTP")
+    p.add_argument("--task", default=os.environ.get("WAN22_TASK", "ti2v-5B"), help="Wan2.2 task this server runs")
+    p.add_argument("--ckpt-dir", default=None, help="checkpoint folder (default: the task's folder under /opt/checkpoints)")
+    p.add_argument("--output-dir", default=os.environ.get("WAN22_OUTPUT_DIR", catalog.CONTAINER_OUTPUT_DIR),
+                   help="videos, sidecars and the queue database go here")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond localhost needs WAN22_API_KEY)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--published-host", default=None,
+                   help="the address clients reach the server at when it differs from --host (a published "
+                        "container port); decides whether an API key is required")
+    p.add_argument("--api-key-file", default=None, help="read the API key from this file instead of WAN22_API_KEY")
+    p.add_argument("--pipeline", default=os.environ.get("WAN22_SERVER_PIPELINE", "wan"),
+                   help="'wan' (Wan2.2 in WAN22_DIR), or a module name or .py file with the same classes (a stand-in)")
+    p.add_argument("--offload-model", type=_bool_arg, default=None,
+                   help="true/false; default true on one GPU, false under torchrun (as generate.py)")
+    p.add_argument("--ulysses-size", type=int, default=1)
+    p.add_argument("--t5-fsdp", action="store_true")
+    p.add_argument("--dit-fsdp", action="store_true")
+    p.add_argument("--t5-cpu", action="store_true")
+    p.add_argument("--convert-model-dtype", action="store_true")
+    p.add_argument("--on-interrupt", choices=("requeue", "fail"), default="requeue",
+                   help="what happens to a job that was running when the server died")
+    p.add_argument("--max-attempts", type=int, default=2,
+                   help="with requeue: a job interrupted this many times is marked failed")
+    p.add_argument("--max-body-mb", type=int, default=24, help="largest request body accepted")
+    p.add_argument("--max-image-mb", type=int, default=16, help="largest input image accepted")
+    p.set_defaults(func=run)

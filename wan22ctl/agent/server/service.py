@@ -1,0 +1,358 @@
+"""The server's core, apart from HTTP: submit, cancel, the worker loop, live progress, metrics.
+
+Rank 0 runs `Service.worker_loop()` in one thread: it takes the oldest queued job, hands it to
+every rank over the control channel, runs it through the engine, writes the video and its
+sidecar, then records the end state. HTTP handler threads only read the queue, submit, cancel
+and wait on `changed` for progress (server-sent events). Other ranks run `follow()`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wan22ctl.agent.server import requests as reqs
+from wan22ctl.agent.server.engine import Engine, JobCancelled, JobHooks, ServerStopping, StepReport
+from wan22ctl.agent.server.ranks import Control
+from wan22ctl.agent.server.store import TERMINAL, Job, JobStore
+
+log = logging.getLogger("wan22ctl.server")
+
+SIDECAR_SUFFIX = ".json"
+
+
+@dataclass
+class Summary:
+    """A Prometheus summary without quantiles: count and sum."""
+
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+
+
+@dataclass
+class Live:
+    """The running job's progress, in memory only."""
+
+    phase: str = "starting"
+    step: int = 0
+    total: int = 0
+    expert: str | None = None
+    step_times: deque = field(default_factory=lambda: deque(maxlen=8))
+    dequeued_at: float = field(default_factory=time.monotonic)
+    first_step_latency: float | None = None
+    decode_started: float | None = None
+
+
+@dataclass
+class ServiceConfig:
+    task: str
+    output_dir: Path
+    state_dir: Path
+    interrupted_policy: str = "requeue"  # or "fail"
+    max_attempts: int = 2
+    max_image_bytes: int = reqs.MAX_IMAGE_BYTES
+
+
+def _outcome_of(exc: BaseException | None) -> dict:
+    if exc is None:
+        return {"status": "ok"}
+    if isinstance(exc, JobCancelled):
+        return {"status": "cancelled", "reason": str(exc)}
+    if isinstance(exc, ServerStopping):
+        return {"status": "stopping", "reason": str(exc)}
+    return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+
+
+def run_on_rank(engine: Engine, control: Control, message: dict, report) -> tuple[object, dict]:
+    """Run one job message on this rank: (video or None, outcome). Never raises for job errors."""
+    stop_source = message.get("_stop_source")  # rank 0 only: callable(step) -> decision
+
+    def should_stop(step: int):
+        local = stop_source(step) if stop_source else None
+        return control.step_decision(local)
+
+    hooks = JobHooks(should_stop=should_stop, report=report)
+    try:
+        video = engine.run(message["params"], message["seed"], message["params"].get("image_path"), hooks)
+        return video, _outcome_of(None)
+    except Exception as exc:  # the job's failure, reported; the server lives on
+        if not isinstance(exc, (JobCancelled, ServerStopping)):
+            log.error("job %s failed on rank %d:\n%s", message["job_id"], engine.rank, traceback.format_exc())
+        return None, _outcome_of(exc)
+
+
+def follow(engine: Engine, control: Control) -> None:
+    """A non-zero rank: run each job rank 0 broadcasts, until it says stop."""
+    while True:
+        message = control.broadcast(None)
+        if message["op"] == "stop":
+            return
+        _, outcome = run_on_rank(engine, control, message, lambda report: None)
+        control.gather(outcome)
+
+
+class Service:
+    """Queue, worker and live state of one server (rank 0)."""
+
+    def __init__(self, config: ServiceConfig, store: JobStore, engine: Engine, control: Control):
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.control = control
+        self.ready = False
+        self.load_error: str | None = None
+        self.started_at = time.time()
+        self.changed = threading.Condition()
+        self.version = 0
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self.current_id: str | None = None
+        self.live: Live | None = None
+        self._cancel_current = threading.Event()
+        self.job_seconds: dict[str, Summary] = {s: Summary() for s in TERMINAL}
+        self.step_seconds = Summary()
+        self.start_latency = Summary()
+        self.last_decode_seconds: float | None = None
+        (config.state_dir / "inputs").mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ notification
+
+    def notify(self) -> None:
+        with self.changed:
+            self.version += 1
+            self.changed.notify_all()
+
+    # ------------------------------------------------------------------ API operations
+
+    def submit(self, body, idempotency_key: str | None) -> tuple[Job, bool]:
+        """Validate, store an uploaded image, fill defaults from WAN_CONFIGS[task], queue."""
+        params, image = reqs.validate(body, self.config.task, self.config.max_image_bytes)
+        params = reqs.fill_defaults(params, self.engine.config)
+        digest = reqs.request_hash(params)
+        if image is not None:
+            path = self.config.state_dir / "inputs" / f"{image.sha256}.{image.kind}"
+            if not path.exists():
+                tmp = path.with_suffix(".part")
+                tmp.write_bytes(image.data)
+                os.replace(tmp, path)
+            params["image_path"] = str(path)
+        job, created = self.store.submit(params, digest, idempotency_key)
+        if created:
+            self._wake.set()
+            self.notify()
+        return job, created
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.store.request_cancel(job_id)
+        if job is not None and job.state == "running" and job_id == self.current_id:
+            self._cancel_current.set()
+        self.notify()
+        return job
+
+    def delete(self, job_id: str) -> tuple[bool, str | None]:
+        """(deleted, reason when refused). A running job must be cancelled first."""
+        job = self.store.get(job_id)
+        if job is None:
+            return False, None
+        if job.state == "running":
+            return False, "the job is running; cancel it first"
+        for path in (job.output, job.sidecar):
+            if path and os.path.exists(path):
+                os.remove(path)
+        self.store.delete(job_id)
+        self.notify()
+        return True, None
+
+    def view(self, job: Job) -> dict:
+        """The API's JSON for one job, with live progress for the running one."""
+        p = job.params
+        progress: dict = {"phase": job.state, "step": 0, "total": p["sample_steps"], "expert": None,
+                          "seconds_per_step": None, "eta_seconds": None}
+        live = self.live if job.id == self.current_id else None
+        if job.state == "queued":
+            progress["queue_position"] = self.store.queue_position(job.seq)
+        elif live is not None:
+            sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
+            remaining = max(live.total - live.step, 0) if live.total else p["sample_steps"]
+            eta = None if sps is None else remaining * sps + (self.last_decode_seconds or 0.0)
+            progress.update(phase=live.phase, step=live.step, total=live.total or p["sample_steps"],
+                            expert=live.expert, seconds_per_step=sps, eta_seconds=eta)
+        elif job.state == "succeeded":
+            progress.update(phase="done", step=job.steps_done or p["sample_steps"], eta_seconds=0.0)
+        elif job.steps_done is not None:
+            progress["step"] = job.steps_done
+        shown = {k: v for k, v in p.items() if k != "image_path"}
+        return {
+            "id": job.id, "object": "video", "state": job.state, "status": job.state,
+            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+            "task": p["task"], "prompt": p["prompt"], "size": p["size"], "params": shown, "seed": job.seed,
+            "progress": progress, "error": job.error, "attempts": job.attempts,
+            "cancel_requested": job.cancel_requested,
+            "output": job.output, "sidecar": job.sidecar,
+            "content_url": f"/v1/videos/{job.id}/content" if job.state == "succeeded" else None,
+        }
+
+    # ------------------------------------------------------------------ worker
+
+    def worker_loop(self) -> None:
+        """Run queued jobs one at a time until the server stops (rank 0's main loop)."""
+        while not self.stopping.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            self._run(job)
+        self.control.broadcast({"op": "stop"})
+
+    def _stop_decision(self, step: int) -> str | None:
+        if self.stopping.is_set():
+            return "shutdown"
+        if self._cancel_current.is_set():
+            return "cancel"
+        return None
+
+    def _report(self, r: StepReport) -> None:
+        live = self.live
+        if live is None:
+            return
+        if r.step_seconds is not None:
+            live.step_times.append(r.step_seconds)
+            self.step_seconds.observe(r.step_seconds)
+        if live.first_step_latency is None and r.phase == "denoising":
+            # dequeue -> the first denoising step starts: what a resident pipeline makes short
+            live.first_step_latency = time.monotonic() - live.dequeued_at
+            self.start_latency.observe(live.first_step_latency)
+        live.phase, live.step, live.total, live.expert = r.phase, r.step, r.total, r.expert
+        if r.phase == "decoding":
+            live.decode_started = time.monotonic()
+        self.notify()
+
+    def _run(self, job: Job) -> None:
+        started = time.monotonic()
+        self.current_id = job.id
+        self.live = Live(total=job.params["sample_steps"], phase="encoding")
+        self._cancel_current.clear()
+        if job.cancel_requested:
+            self._cancel_current.set()
+        seed = job.params["seed"] if job.params["seed"] >= 0 else (job.seed if job.seed is not None
+                                                                   else random.randint(0, sys.maxsize))
+        self.store.set_seed(job.id, seed)
+        self.notify()
+        message = {"op": "run", "job_id": job.id, "params": job.params, "seed": seed}
+        self.control.broadcast(message)
+        video, outcome = run_on_rank(self.engine, self.control, {**message, "_stop_source": self._stop_decision},
+                                     self._report)
+        outcomes = self.control.gather(outcome)
+        live = self.live
+        state, error, output, sidecar = "failed", None, None, None
+        statuses = [o["status"] for o in outcomes]
+        if "stopping" in statuses:
+            self.store.requeue(job.id)
+            log.info("job %s re-queued: the server is stopping", job.id)
+            self._end_job()
+            return
+        if "failed" in statuses:
+            first = next(i for i, o in enumerate(outcomes) if o["status"] == "failed")
+            error = outcomes[first]["reason"] + (f" (rank {first})" if len(outcomes) > 1 else "")
+        elif "cancelled" in statuses:
+            state, error = "cancelled", outcomes[0].get("reason")
+        else:
+            try:
+                live.phase = "saving"
+                self.notify()
+                decode_started = live.decode_started
+                output, sidecar = self._save(job, seed, video, started)
+                if decode_started is not None:
+                    self.last_decode_seconds = time.monotonic() - decode_started
+                state = "succeeded"
+            except Exception as exc:
+                log.error("job %s: saving failed:\n%s", job.id, traceback.format_exc())
+                error = f"saving the video failed: {type(exc).__name__}: {exc}"
+        self.store.finish(job.id, state, error=error, output=output, sidecar=sidecar,
+                          steps_done=live.step if live else None)
+        self.job_seconds[state].observe(time.monotonic() - started)
+        log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+        self._end_job()
+
+    def _end_job(self) -> None:
+        self.current_id = None
+        self.live = None
+        self._cancel_current.clear()
+        self.notify()
+
+    def _save(self, job: Job, seed: int, video, started: float) -> tuple[str, str]:
+        p = job.params
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(job.created_at))
+        name = f"{p['task']}_{p['size'].replace('*', 'x')}_{stamp}_{job.id}.mp4"
+        path = str(self.config.output_dir / name)
+        self.engine.save(video, path)
+        sidecar = path[: -len(".mp4")] + SIDECAR_SUFFIX
+        write_sidecar(sidecar, {
+            "video": name, "job_id": job.id, "source": "wan22ctl serve", "task": p["task"],
+            "prompt": p["prompt"], "negative_prompt": p.get("negative_prompt") or None, "size": p["size"],
+            "frame_num": p["frame_num"], "sample_steps": p["sample_steps"], "sample_shift": p["sample_shift"],
+            "sample_guide_scale": p["sample_guide_scale"], "sample_solver": p["sample_solver"], "seed": seed,
+            "image_sha256": p.get("image_sha256"), "fps": self.engine.config.sample_fps,
+            "offload_model": self.engine.options.resolved_offload(self.engine.world_size),
+            "world_size": self.engine.world_size, "ulysses_size": self.engine.options.ulysses_size,
+            "backend": self.engine.backend.name, "wan22_ref": os.environ.get("WAN22_REF"),
+            "created_at": job.created_at, "seconds": round(time.monotonic() - started, 3),
+        })
+        return path, sidecar
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition (version 0.0.4)."""
+        counts = self.store.counts()
+        lines = [
+            "# HELP wan22ctl_ready 1 once the pipeline is loaded and jobs run.",
+            "# TYPE wan22ctl_ready gauge", f"wan22ctl_ready {int(self.ready)}",
+            "# HELP wan22ctl_load_seconds Seconds the pipeline took to load.",
+            "# TYPE wan22ctl_load_seconds gauge",
+            f"wan22ctl_load_seconds {self.engine.load_seconds if self.engine.load_seconds is not None else 'NaN'}",
+            "# HELP wan22ctl_queue_depth Jobs waiting in the queue.",
+            "# TYPE wan22ctl_queue_depth gauge", f"wan22ctl_queue_depth {counts['queued']}",
+            "# HELP wan22ctl_jobs Jobs in the queue database by state.", "# TYPE wan22ctl_jobs gauge",
+            *[f'wan22ctl_jobs{{state="{s}"}} {n}' for s, n in counts.items()],
+            "# HELP wan22ctl_job_duration_seconds Job run time (dequeue to end) since the server started.",
+            "# TYPE wan22ctl_job_duration_seconds summary",
+        ]
+        for state, s in self.job_seconds.items():
+            lines += [f'wan22ctl_job_duration_seconds_sum{{state="{state}"}} {s.total:.6f}',
+                      f'wan22ctl_job_duration_seconds_count{{state="{state}"}} {s.count}']
+        lines += [
+            "# HELP wan22ctl_step_seconds Denoising step time.", "# TYPE wan22ctl_step_seconds summary",
+            f"wan22ctl_step_seconds_sum {self.step_seconds.total:.6f}",
+            f"wan22ctl_step_seconds_count {self.step_seconds.count}",
+            "# HELP wan22ctl_job_start_latency_seconds Dequeue to the start of the first denoising step.",
+            "# TYPE wan22ctl_job_start_latency_seconds summary",
+            f"wan22ctl_job_start_latency_seconds_sum {self.start_latency.total:.6f}",
+            f"wan22ctl_job_start_latency_seconds_count {self.start_latency.count}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def write_sidecar(path: str, data: dict) -> None:
+    """The JSON next to a video saying how it was made (written atomically)."""
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

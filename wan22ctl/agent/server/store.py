@@ -1,0 +1,234 @@
+"""The persistent job queue: one SQLite database in WAL mode on the outputs volume.
+
+Every state change is one committed transaction with `synchronous=FULL`, so a `kill -9` or a
+power cut loses nothing that a client was told: a job the server answered 201 for is in the
+file, and a job marked succeeded has its video and sidecar on disk first. At start-up
+`recover()` applies the interrupted-job policy to whatever was running when the server died.
+
+Live progress (step, ETA, seconds per step) is kept in memory by the worker, not here: it is
+worthless after a restart, and writing it per step would only slow the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT NOT NULL,
+    state TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    output TEXT,
+    sidecar TEXT,
+    seed INTEGER,
+    steps_done INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the queue, as the API shows it (less live progress)."""
+
+    seq: int
+    id: str
+    idempotency_key: str | None
+    request_hash: str
+    state: str
+    params: dict
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    cancel_requested: bool
+    error: str | None
+    output: str | None
+    sidecar: str | None
+    seed: int | None
+    steps_done: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        d = dict(row)
+        d["params"] = json.loads(d["params"])
+        d["cancel_requested"] = bool(d["cancel_requested"])
+        return cls(**d)
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request."""
+
+
+class JobStore:
+    """Thread-safe access to the queue database (one connection, one lock)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _one(self, sql: str, args: tuple = ()) -> Job | None:
+        row = self._db.execute(sql, args).fetchone()
+        return Job.from_row(row) if row else None
+
+    # ------------------------------------------------------------------ submit / read
+
+    def submit(self, params: dict, request_hash: str, idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Queue a job; with a known idempotency key return the earlier job instead. (job, created)."""
+        with self._lock:
+            if idempotency_key:
+                old = self._one("SELECT * FROM jobs WHERE idempotency_key=?", (idempotency_key,))
+                if old is not None:
+                    if old.request_hash != request_hash:
+                        raise IdempotencyConflict(idempotency_key)
+                    return old, False
+            job_id = "video_" + uuid.uuid4().hex[:24]
+            self._db.execute(
+                "INSERT INTO jobs (id, idempotency_key, request_hash, state, params, created_at) VALUES (?,?,?,?,?,?)",
+                (job_id, idempotency_key, request_hash, "queued", json.dumps(params, sort_keys=True), time.time()),
+            )
+            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,)), True
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+    def list(self, state: str | None = None, limit: int = 100, after_seq: int = 0) -> list[Job]:
+        """Jobs in submission order, optionally of one state, starting after a sequence number."""
+        with self._lock:
+            if state:
+                rows = self._db.execute("SELECT * FROM jobs WHERE state=? AND seq>? ORDER BY seq LIMIT ?",
+                                        (state, after_seq, limit)).fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM jobs WHERE seq>? ORDER BY seq LIMIT ?",
+                                        (after_seq, limit)).fetchall()
+            return [Job.from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each state (every state present, zero when none)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        counts = {s: 0 for s in STATES}
+        counts.update({r[0]: r[1] for r in rows})
+        return counts
+
+    # ------------------------------------------------------------------ worker side
+
+    def claim_next(self) -> Job | None:
+        """Move the oldest queued job to running and return it (None when the queue is empty)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY seq LIMIT 1").fetchone()
+                if row is None:
+                    self._db.execute("COMMIT")
+                    return None
+                self._db.execute(
+                    "UPDATE jobs SET state='running', started_at=?, attempts=attempts+1 WHERE id=?",
+                    (time.time(), row[0]),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return self._one("SELECT * FROM jobs WHERE id=?", (row[0],))
+
+    def set_seed(self, job_id: str, seed: int) -> None:
+        """Record the seed drawn for a job, so a re-queued job reproduces the same video."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET seed=? WHERE id=?", (seed, job_id))
+
+    def finish(self, job_id: str, state: str, *, error: str | None = None, output: str | None = None,
+               sidecar: str | None = None, steps_done: int | None = None) -> None:
+        """Record a running job's end: succeeded (with its files), failed (with the reason) or cancelled."""
+        assert state in TERMINAL
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state=?, finished_at=?, error=?, output=?, sidecar=?, steps_done=? WHERE id=?",
+                (state, time.time(), error, output, sidecar, steps_done, job_id),
+            )
+
+    def requeue(self, job_id: str) -> None:
+        """Put a running job back at its place in the queue (the server is stopping; not the job's fault)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state='queued', started_at=NULL, attempts=MAX(attempts-1, 0) "
+                             "WHERE id=? AND state='running'", (job_id,))
+
+    def queue_position(self, seq: int) -> int:
+        """How many queued jobs are ahead of the one with this sequence number."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq<?", (seq,)).fetchone()[0]
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job at once; mark a running one so the worker stops it at the next step."""
+        with self._lock:
+            job = self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+            if job is None or job.state in TERMINAL:
+                return job
+            if job.state == "queued":
+                self._db.execute("UPDATE jobs SET state='cancelled', finished_at=?, error=? WHERE id=?",
+                                 (time.time(), "cancelled before it started", job_id))
+            else:
+                self._db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,)).rowcount > 0
+
+    def recover(self, policy: str, max_attempts: int) -> list[tuple[str, str]]:
+        """Apply the interrupted-job policy to jobs left running by a crash: [(id, new state)].
+
+        `requeue` puts them back at their place in the queue unless they already had
+        `max_attempts` tries (a job that kills the server each time must not loop forever);
+        `fail` marks them failed with the reason. A cancel asked before the crash is honoured.
+        """
+        changed = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute("SELECT id, attempts, cancel_requested FROM jobs WHERE state='running'").fetchall()
+            now = time.time()
+            for job_id, attempts, cancel in rows:
+                if cancel:
+                    self._db.execute("UPDATE jobs SET state='cancelled', finished_at=?, error=? WHERE id=?",
+                                     (now, "cancelled; the server stopped before the job ended", job_id))
+                    changed.append((job_id, "cancelled"))
+                elif policy == "requeue" and attempts < max_attempts:
+                    self._db.execute("UPDATE jobs SET state='queued', started_at=NULL WHERE id=?", (job_id,))
+                    changed.append((job_id, "queued"))
+                else:
+                    reason = (f"interrupted by a server restart after {attempts} attempt(s)" if policy == "requeue"
+                              else "interrupted by a server restart (policy: fail)")
+                    self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE id=?",
+                                     (now, reason, job_id))
+                    changed.append((job_id, "failed"))
+            self._db.execute("COMMIT")
+        return changed
