@@ -101,7 +101,8 @@ MODELS: tuple[Model, ...] = (
         modelscope_id="PAI/CogVideoX-Fun-V1.1-5b-InP",
         subdir="Diffusion_Transformer/CogVideoX-Fun-V1.1-5b-InP",
         mount="videox",
-        required=("model_index.json",),
+        # diffusers layout (CogVideoXPipeline): the pipeline index and its component folders.
+        required=("model_index.json", "transformer/", "vae/", "text_encoder/", "tokenizer/", "scheduler/"),
         approx_gb=30,
         description="VideoX-Fun CogVideoX-Fun 5B image-to-video (the seed's model)",
     ),
@@ -231,14 +232,6 @@ CUDA_MIN_DRIVER: dict[str, str] = {
 # Floor of CUDA minor-version compatibility per major: below a toolkit's own minimum but above
 # this, precompiled kernels still run (PTX JIT does not); below it nothing runs.
 CUDA_MAJOR_MIN_DRIVER: dict[str, str] = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
-
-# Peak GPU memory per GPU (GB) at 720P with the official multi-GPU flags (FSDP + Ulysses for
-# A14B; offload flags for 5B): README efficiency table, H100 rows. Key 1 is the single-GPU need.
-GPU_PEAK_GB: dict[str, dict[int, float]] = {
-    "t2v-A14B": {1: 80, 4: 51.7, 8: 37.1},
-    "i2v-A14B": {1: 80, 4: 51.6, 8: 37.0},
-    "ti2v-5B": {1: 24, 4: 22.6, 8: 22.6},
-}
 
 # /dev/shm below this makes NCCL (multi-GPU) fail; Docker's default is 64 MiB.
 MIN_SHM_GB = 1.0

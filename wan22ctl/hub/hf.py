@@ -1,0 +1,234 @@
+"""huggingface_hub 2.x adapter: list a repo at a commit, fetch one file into a local_dir, and
+turn the hub's failures into the kit's errors.
+
+Files go through `hf_hub_download(local_dir=...)`, the same call `snapshot_download` makes per
+file; the kit drives its own worker pool so each file is hashed as soon as it lands (overlapping
+the next transfers) and one bad file is retried alone. huggingface_hub keeps partial files as
+`.cache/huggingface/download/*.incomplete` and resumes them with a Range request.
+
+Unreachable endpoints (connection refused, DNS, timeouts, 5xx) are retried with exponential
+backoff: `WAN22CTL_HUB_RETRIES` attempts (default 5), first delay `WAN22CTL_HUB_BACKOFF_S`
+seconds (default 2), doubling up to 60 s.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from wan22ctl.errors import EnvError, UserError, Wan22Error
+from wan22ctl.plan.download import RemoteFile, RemoteListing
+
+T = TypeVar("T")
+
+TOKEN_FIX = (
+    "set HF_TOKEN in .env (or the environment) to a read token from https://huggingface.co/settings/tokens "
+    "whose account has accepted the model's terms on its Hugging Face page"
+)
+ENDPOINT_FIX = "check the network (proxy, firewall), or set HF_ENDPOINT to a reachable mirror such as https://hf-mirror.com"
+
+
+def retry_settings() -> tuple[int, float]:
+    """(attempts, first delay in seconds) from the environment."""
+    try:
+        attempts = max(1, int(os.environ.get("WAN22CTL_HUB_RETRIES", "5")))
+    except ValueError:
+        attempts = 5
+    try:
+        delay = max(0.0, float(os.environ.get("WAN22CTL_HUB_BACKOFF_S", "2")))
+    except ValueError:
+        delay = 2.0
+    return attempts, delay
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in _chain(exc))
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """A short reason when `exc` means the endpoint could not be reached (worth retrying), else None."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for e in _chain(exc):
+        if isinstance(e, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError,
+                          httpx2.NetworkError, ConnectionError)):
+            return f"{type(e).__name__}: {e}".strip()
+        if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code in (500, 502, 503, 504):
+            return f"HTTP {e.response.status_code}"
+    return None
+
+
+def translate(exc: BaseException, repo_id: str, endpoint: str, token_set: bool) -> Wan22Error | None:
+    """The kit's error for a hub failure (token, gate, missing repo/revision), or None when not one of those."""
+    from huggingface_hub.errors import (
+        GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    token_state = "HF_TOKEN is set but was refused (invalid, expired, or without access)" if token_set \
+        else "HF_TOKEN is not set"
+    for e in _chain(exc):
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(e, GatedRepoError):
+            return EnvError(f"{repo_id} is gated on {endpoint} (HTTP {status}): {token_state}", fix=TOKEN_FIX)
+        if isinstance(e, RevisionNotFoundError):
+            return UserError(f"{repo_id} has no such revision on {endpoint}")
+        if isinstance(e, RepositoryNotFoundError):
+            if status in (401, 403):
+                return EnvError(
+                    f"{repo_id} was refused by {endpoint} (HTTP {status}: not found or private): {token_state}",
+                    fix=TOKEN_FIX,
+                )
+            return EnvError(f"{repo_id} does not exist on {endpoint}", fix="check HF_ENDPOINT and the catalog repo id")
+        if isinstance(e, HfHubHTTPError) and status in (401, 403):
+            return EnvError(f"{endpoint} refused access to {repo_id} (HTTP {status}): {token_state}", fix=TOKEN_FIX)
+    return None
+
+
+def with_retries(fn: Callable[[], T], *, what: str, endpoint: str,
+                 on_retry: Callable[[int, int, float, str], None] | None = None) -> T:
+    """Run `fn`, retrying while the endpoint is unreachable; EnvError naming the endpoint after the last try."""
+    attempts, delay = retry_settings()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Wan22Error:
+            raise
+        except Exception as exc:
+            reason = unreachable_reason(exc)
+            if reason is None:
+                raise
+            if attempt == attempts:
+                raise EnvError(
+                    f"cannot reach the Hugging Face endpoint {endpoint} while {what} "
+                    f"({reason}; {attempts} attempts)",
+                    fix=ENDPOINT_FIX,
+                ) from None
+            wait = min(60.0, delay * 2 ** (attempt - 1))
+            if on_retry:
+                on_retry(attempt, attempts, wait, reason)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def list_repo(repo_id: str, revision: str, endpoint: str, token: str | None,
+              on_retry: Callable[[int, int, float, str], None] | None = None) -> RemoteListing:
+    """The repo's files with sizes and hashes at the commit `revision` resolves to."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=endpoint, token=token or None)
+
+    def fetch() -> RemoteListing:
+        try:
+            commit = api.model_info(repo_id, revision=revision).sha
+            entries = api.list_repo_tree(repo_id, revision=commit, recursive=True)
+            files = tuple(
+                RemoteFile(
+                    path=e.path, size=e.lfs.size if e.lfs else e.size,
+                    sha256=e.lfs.sha256 if e.lfs else None, blob_id=None if e.lfs else e.blob_id,
+                )
+                for e in entries if isinstance(e, RepoFile)
+            )
+        except Exception as exc:
+            err = translate(exc, repo_id, endpoint, bool(token))
+            if err is not None:
+                raise err from None
+            raise
+        return RemoteListing(repo_id=repo_id, revision=revision, commit=commit, files=files,
+                             source="hf", endpoint=endpoint)
+
+    return with_retries(fetch, what=f"listing {repo_id}", endpoint=endpoint, on_retry=on_retry)
+
+
+def byte_counter(on_bytes: Callable[[int], None]) -> type:
+    """A tqdm stand-in class that forwards byte counts to `on_bytes` (huggingface_hub instantiates it)."""
+
+    class _Counter:
+        def __init__(self, *args, **kwargs):
+            self.total = kwargs.get("total")
+            self.n = kwargs.get("initial", 0) or 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def update(self, n: float | None = 1) -> None:
+            on_bytes(int(n or 0))
+
+        def update_transfer(self, n: float | None = 1) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def refresh(self, *args, **kwargs) -> None:
+            pass
+
+        def set_description(self, *args, **kwargs) -> None:
+            pass
+
+        set_description_str = set_postfix_str = set_transfer_postfix_str = set_description
+
+    return _Counter
+
+
+def download_file(repo_id: str, path: str, commit: str, local_dir: Path, endpoint: str, token: str | None,
+                  on_bytes: Callable[[int], None]) -> Path:
+    """Fetch one file of the repo at `commit` into `local_dir`, resuming a partial download."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        out = hf_hub_download(
+            repo_id, filename=path, revision=commit, local_dir=local_dir, endpoint=endpoint,
+            token=token or None, tqdm_class=byte_counter(on_bytes),
+        )
+    except Exception as exc:
+        err = translate(exc, repo_id, endpoint, bool(token))
+        if err is not None:
+            raise err from None
+        raise
+    return Path(out)
+
+
+def _hf_download_dir(local_dir: Path, path: str) -> Path:
+    # huggingface_hub's layout for local_dir downloads (`_local_folder.get_local_download_paths`,
+    # computed here because that helper creates folders and planning must change nothing).
+    return (local_dir / ".cache" / "huggingface" / "download" / path).parent
+
+
+def forget_local(local_dir: Path, path: str) -> None:
+    """Remove a bad file and huggingface_hub's metadata for it, so the next fetch downloads it afresh."""
+    meta = _hf_download_dir(local_dir, path) / (Path(path).name + ".metadata")
+    for p in (local_dir / path, meta):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def partial_bytes(local_dir: Path, path: str, etag: str | None) -> int:
+    """Size of huggingface_hub's resumable `.incomplete` file for `path`, 0 when none."""
+    if not etag:
+        return 0
+    import base64
+    import hashlib
+
+    short = base64.urlsafe_b64encode(hashlib.sha1((Path(path).name + ".metadata").encode()).digest()).decode()
+    try:
+        return (_hf_download_dir(local_dir, path) / f"{short}.{etag}.incomplete").stat().st_size
+    except OSError:
+        return 0
