@@ -77,6 +77,10 @@ def up(
     client = connect()
     out = console(stderr=as_json)
     _ensure_image(client, settings, image_plan, out)
+    if stack == "videox-fun":
+        from wan22ctl.cli.ui import prepare_up
+
+        prepare_up(client, settings, out)
     result = containers.ensure_running(client, spec, recreate=recreate)
     if result.action == "unchanged":
         out.print(f"{spec.name} is already running with this configuration; nothing to do")
@@ -88,6 +92,10 @@ def up(
         out.print(f"{spec.name} {result.action}")
     container = client.containers.get(spec.name)
     status = "skipped"
+    if stack == "videox-fun":
+        # The UI loads its model before it listens (minutes); `wan22ctl ui` waits for that.
+        wait = 0
+        out.print("the UI is starting: `wan22ctl ui` waits until it answers and prints its URL")
     if wait > 0:
         status = containers.wait_healthy(container, wait)
         out.print(f"{spec.name} is {status if status != 'none' else 'running'}")
@@ -111,7 +119,8 @@ def _ensure_image(client, settings, image_plan, out) -> None:
     if image_plan.action == "none":
         return
     if image_plan.action == "build":
-        out.print(f"building {image_plan.build.tag} ({image_plan.reason})")
+        out.print(f"building {image_plan.build.tag} from BASE_IMAGE={image_plan.build.buildargs['BASE_IMAGE']} "
+                  f"({image_plan.reason})")
         _run_build(client, image_plan.build, out)
     else:
         out.print(f"pulling {image_plan.ref} ({image_plan.reason})")

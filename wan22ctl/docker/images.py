@@ -72,16 +72,22 @@ def build_image(client, plan: BuildPlan, on_line: LineFn) -> str:
             raise RunFailed(f"docker buildx build failed (exit {proc.returncode}): {' / '.join(tail)}")
         return client.images.get(plan.tag).id
     image_id = ""
+    last_step = ""
     stream = client.api.build(
         path=plan.context, dockerfile=plan.dockerfile, tag=plan.tag, target=plan.target,
         buildargs=plan.buildargs, labels=plan.labels, rm=True, forcerm=True, decode=True,
     )
     for item in stream:
-        _check_item(item)
+        try:
+            _check_item(item)
+        except RunFailed as exc:
+            raise RunFailed(f"build of {plan.tag} failed at `{last_step}`: {exc.message}") from None
         text = item.get("stream")
         if text:
             for line in text.rstrip("\n").split("\n"):
                 on_line(line)
+                if line.startswith("Step "):
+                    last_step = line
         aux = item.get("aux") or {}
         if "ID" in aux:
             image_id = aux["ID"]
@@ -138,8 +144,12 @@ def push_image(client, ref: str, auth: dict | None, on_progress: ProgressFn) -> 
         for item in client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
             _check_item(item)
             on_progress(item)
-    except docker.errors.APIError as exc:
-        raise RunFailed(f"push of {ref} failed: {explanation(exc)}") from None
+    except (docker.errors.APIError, RunFailed) as exc:
+        text = exc.message if isinstance(exc, RunFailed) else explanation(exc)
+        fix = None
+        if "unauthorized" in text.lower() or "authentication required" in text.lower() or "denied" in text.lower():
+            fix = "set REGISTRY_USERNAME and REGISTRY_PASSWORD (or use --ecr-region for Amazon ECR)"
+        raise RunFailed(f"push of {ref} failed: {text}", fix=fix) from None
 
 
 def login(client, registry: str, username: str, password: str) -> None:

@@ -1,0 +1,90 @@
+"""One spec, two renderings: docker-compose.yml and the docker-py spec agree on every field.
+
+`docker-compose config` (Compose v1, the one Debian ships) renders the file with the same
+environment the CLI sees; the result is compared field by field with `plan_container()`.
+Compose v1 does not know `uts` (Compose v2.15.1+ does), so that key is checked in the raw
+file and removed from the copy v1 renders.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, clean_environ
+from wan22ctl.plan.container import plan_container
+from wan22ctl.plan.image import build_args
+from wan22ctl.settings import load_settings
+
+pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+
+VARIANTS = [
+    {},
+    {"CONTAINER_NAME": "other-name", "SHM_SIZE": "64g", "OUTPUT_DIR": "/data/out", "CHECKPOINT_DIR": "/data/ckpt",
+     "HF_HOME": "/data/hf", "DOCKER_IMAGE": "registry.example:5000/wan:1", "PRIVILEGED": "false",
+     "RESTART_POLICY": "always"},
+]
+
+
+def compose_config(tmp_path, env: dict, profile: str | None = None) -> dict:
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for svc in raw["services"].values():
+        svc.pop("uts", None)
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(raw))
+    shutil.copy(REPO / "container.env", tmp_path / "container.env")
+    cmd = ["docker-compose"] + (["--profile", profile] if profile else []) + ["config"]
+    r = subprocess.run(cmd, cwd=tmp_path, env={**clean_environ(), **env}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return yaml.safe_load(r.stdout)["services"]
+
+
+def _seconds(value: str) -> int:
+    assert value.endswith("s"), value
+    return int(value[:-1])
+
+
+@pytest.mark.parametrize("env", VARIANTS, ids=["defaults", "overridden"])
+def test_compose_matches_docker_py_spec(tmp_path, env):
+    spec = plan_container(load_settings(None, environ=env), "main")
+    svc = compose_config(tmp_path, env)["wan22"]
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["wan22"]
+
+    assert svc["image"] == spec.image
+    assert svc["container_name"] == spec.name
+    assert svc["command"] == list(spec.command)
+    assert svc["working_dir"] == spec.working_dir
+    assert svc["ipc"] == spec.ipc_mode == "host"
+    assert raw["uts"] == spec.uts_mode == "host"
+    assert svc["privileged"] in (spec.privileged, str(spec.privileged).lower())
+    assert svc["security_opt"] == list(spec.security_opt)
+    assert svc["shm_size"] == spec.shm_size
+    assert svc["ulimits"]["memlock"] == {"soft": spec.memlock, "hard": spec.memlock}
+    assert svc["tty"] is spec.tty is True and svc["stdin_open"] is spec.stdin_open is True
+    assert svc["restart"] == spec.restart_policy
+    assert svc["environment"] == spec.environment
+    mounts = sorted(v.rsplit(":", 1)[0] if v.endswith((":rw", ":ro")) else v for v in svc["volumes"])
+    assert mounts == sorted(f"{m.source}:{m.target}" for m in spec.mounts)
+    hc = svc["healthcheck"]
+    assert hc["test"] == ["CMD", *spec.healthcheck.test]
+    assert _seconds(hc["interval"]) == spec.healthcheck.interval_s
+    assert _seconds(hc["timeout"]) == spec.healthcheck.timeout_s
+    assert _seconds(hc["start_period"]) == spec.healthcheck.start_period_s
+    assert hc["retries"] == spec.healthcheck.retries
+    devices = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert spec.gpus is not None and spec.gpus.count == -1  # GPUS=all
+
+
+def test_compose_build_args_match_the_image_plan(tmp_path):
+    settings = load_settings(None, environ={})
+    svc = compose_config(tmp_path, {})["wan22"]
+    assert svc["build"]["args"] == build_args(settings, "main")
+    assert svc["build"]["target"] == "inference"
+
+
+def test_container_env_file_is_the_spec_environment():
+    lines = [l for l in (REPO / "container.env").read_text().splitlines() if l and not l.startswith("#")]
+    assert dict(l.split("=", 1) for l in lines) == plan_container(load_settings(None, environ={})).environment

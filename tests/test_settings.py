@@ -1,0 +1,94 @@
+"""Settings: precedence, .env.example ≡ embedded defaults, misspelt keys, invalid values, masking."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO, clean_environ
+from wan22ctl.settings import DEFAULTS, load_settings, render_env_example
+
+
+def run(cwd, *args, env_extra=None):
+    env = clean_environ()
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "wan22ctl", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_env_example_is_the_embedded_defaults():
+    assert (REPO / ".env.example").read_text() == render_env_example()
+    assert DEFAULTS["CONTAINER_NAME"] == "wan22-inference"
+    assert DEFAULTS["OUTPUT_DIR"] == "/opt/outputs"
+    assert DEFAULTS["TORCH_CUDA_ARCH_LIST"] == "8.9;9.0"
+    assert DEFAULTS["WAN22_REF"] == "42bf4cfaa384bc21833865abc2f9e6c0e67233dc"
+    assert ":latest" not in DEFAULTS["BASE_IMAGE"] and ":" in DEFAULTS["BASE_IMAGE"]
+
+
+def test_precedence_flag_over_environment_over_env_file_over_default(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("SHM_SIZE=32g\nGPUS=2\nCONTAINER_NAME=from-file\n")
+    s = load_settings(env_file, environ={"GPUS": "device=0,1", "CONTAINER_NAME": "from-env"},
+                      overrides={"CONTAINER_NAME": "from-flag"})
+    assert (s["CONTAINER_NAME"], s.source("CONTAINER_NAME")) == ("from-flag", "flag")
+    assert (s["GPUS"], s.source("GPUS")) == ("device=0,1", "environment")
+    assert s["SHM_SIZE"] == "32g" and s.source("SHM_SIZE").startswith(".env")
+    assert (s["IMAGE_MODE"], s.source("IMAGE_MODE")) == ("build", "default")
+
+
+def test_no_env_file_works_on_defaults(tmp_path):
+    r = run(tmp_path, "config", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["env_file"] is None
+    assert data["settings"]["CONTAINER_NAME"] == {"value": "wan22-inference", "source": "default"}
+
+
+def test_misspelt_key_is_reported_with_the_closest_key(tmp_path):
+    (tmp_path / ".env").write_text("DOCKR_IMAGE=foo:1\nSHM_SIZE=8g\n")
+    r = run(tmp_path, "config", "--json")
+    assert r.returncode == 0
+    assert "unknown key DOCKR_IMAGE" in r.stderr and "did you mean DOCKER_IMAGE?" in r.stderr
+    assert json.loads(r.stdout)["settings"]["SHM_SIZE"]["value"] == "8g"
+
+
+def test_invalid_value_names_the_key_and_exits_2(tmp_path):
+    (tmp_path / ".env").write_text("IMAGE_MODE=sometimes\n")
+    r = run(tmp_path, "config")
+    assert r.returncode == 2
+    assert "IMAGE_MODE" in r.stderr and "build, pull" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run(tmp_path, "up", "--dry-run", env_extra={"IMAGE_MODE": "pull", "GPUS": "lots"})
+    assert r.returncode == 2 and "GPUS" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_secrets_are_masked_in_config(tmp_path):
+    (tmp_path / ".env").write_text("HF_TOKEN=hf_supersecretvalue123\nREGISTRY_PASSWORD=pw-xyz-987\n")
+    r = run(tmp_path, "config")
+    j = run(tmp_path, "config", "--json")
+    for out in (r.stdout + r.stderr, j.stdout + j.stderr):
+        assert "hf_supersecretvalue123" not in out and "pw-xyz-987" not in out
+    assert json.loads(j.stdout)["settings"]["HF_TOKEN"]["value"] == "(set, hidden)"
+
+
+def test_gpus_forms_normalise(tmp_path):
+    for raw, norm in (("all", "all"), ("2", "2"), ("0,2", "device=0,2"), ("device=1", "device=1"), ("none", "none")):
+        assert load_settings(None, environ={"GPUS": raw})["GPUS"] == norm
+
+
+def test_help_starts_fast(tmp_path):
+    env = clean_environ()
+    best = 9.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "wan22ctl", "--help"], cwd=tmp_path, env=env, capture_output=True)
+        best = min(best, time.perf_counter() - t0)
+        assert r.returncode == 0
+    # Measured ~0.15 s here; the limit catches an eager import of docker/huggingface_hub/rich.
+    assert best < 0.5, best
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, wan22ctl.cli.app; print(sorted(m for m in ('docker','huggingface_hub','rich') if m in sys.modules))"],
+        env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
