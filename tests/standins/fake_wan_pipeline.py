@@ -10,7 +10,8 @@ Behaviour knobs (environment, read at call time):
   FAKE_WAN_STEP_S      seconds slept per denoising step (default 0.02)
   FAKE_WAN_LOAD_S      seconds slept in the constructor, to see /readyz answer 503 (default 0)
   FAKE_WAN_FAIL_ON     a prompt containing this text raises RuntimeError mid-run (default "FAIL")
-  FAKE_WAN_CALLS_LOG   a file that gets one JSON line per generate() call (tests read it)
+  FAKE_WAN_CALLS_LOG   a file that gets one JSON line per generate() call: its arguments, rank,
+                       steps done and how it ended ("ok" or the exception's name)
 """
 
 from __future__ import annotations
@@ -100,14 +101,23 @@ class _Base:
         timesteps = [1000.0 * (1 - i / steps) for i in range(steps)]
         step_s = float(os.environ.get("FAKE_WAN_STEP_S", "0.02"))
         fail_on = os.environ.get("FAKE_WAN_FAIL_ON", "FAIL")
-        for i, _t in enumerate(tqdm(timesteps)):
-            time.sleep(step_s)
-            if fail_on and fail_on in call["input_prompt"] and i == steps // 2:
-                raise RuntimeError("stand-in failure requested by the prompt")
-        log = os.environ.get("FAKE_WAN_CALLS_LOG")
-        if log:
-            with open(log, "a") as f:
-                f.write(json.dumps({k: v for k, v in call.items() if k != "img"} | {"rank": self.rank}) + "\n")
+        done, ended = 0, "ok"
+        try:
+            for i, _t in enumerate(tqdm(timesteps)):
+                time.sleep(step_s)
+                if fail_on and fail_on in call["input_prompt"] and i == steps // 2:
+                    raise RuntimeError("stand-in failure requested by the prompt")
+                done = i + 1
+        except BaseException as exc:
+            ended = type(exc).__name__
+            raise
+        finally:
+            log = os.environ.get("FAKE_WAN_CALLS_LOG")
+            if log:
+                line = {k: v for k, v in call.items() if k != "img"} | {"rank": self.rank, "steps_done": done,
+                                                                         "ended": ended, "pid": os.getpid()}
+                with open(log, "a") as f:
+                    f.write(json.dumps(line, default=str) + "\n")
         return _FakeVideo(call) if self.rank == 0 else None
 
 

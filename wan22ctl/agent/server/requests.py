@@ -1,7 +1,8 @@
 """Turning a `POST /v1/videos` body into job parameters, or a 422 naming the field and the reason.
 
-The rules are the CLI's (`wan22ctl generate`): sizes per task, frame count 4n+1, the solver
-list, an image required by i2v and refused by t2v, all from `wan22ctl.catalog`. Fields the
+The rules are the CLI's (`wan22ctl generate`, through `plan.launch.build_request`): sizes per
+task, frame count 4n+1, the solver list, an image required by i2v and refused by t2v; this
+module adds JSON types and the server's resource limits (prompt length, steps, frames). Fields the
 request leaves out are filled from the task's Wan2.2 config, because upstream's `generate()`
 keyword defaults differ from `generate.py`'s (e.g. `WanT2V.generate(shift=5.0,
 sampling_steps=50)` against t2v-A14B's 12.0 and 40). A guide scale is always sent as float
@@ -137,14 +138,40 @@ def _int(body: dict, name: str, lo: int, hi: int) -> int | None:
 def _number(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise RequestInvalid(name, "must be a number")
-    if not 0 <= v <= 100:
-        raise RequestInvalid(name, "must be between 0 and 100")
+    if not -1000 <= v <= 1000:
+        raise RequestInvalid(name, "must be between -1000 and 1000")
     return float(v)
 
 
-def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tuple[dict, CheckedImage | None]:
-    """Checked, complete job parameters for the server's task, and the checked image if one was sent.
+# Which request field a CLI validation message is about (the CLI names its flags).
+_MESSAGE_FIELDS = (("size ", "size"), ("--frame-num", "frame_num"), ("--steps", "sample_steps"),
+                   ("--shift", "sample_shift"), ("--guide-scale", "sample_guide_scale"), ("--seed", "seed"),
+                   ("solver", "sample_solver"), ("prompt", "prompt"), ("image", "image"), ("task", "task"))
 
+
+def _cli_rules(task_name: str, prompt, size, frame_num, steps, shift, guide, seed, solver, has_image) -> str:
+    """Apply `wan22ctl generate`'s own checks (plan.launch.build_request); the normalised size."""
+    from wan22ctl.errors import UserError
+    from wan22ctl.plan.launch import build_request
+
+    try:
+        request = build_request(
+            task_name, prompt, size=size, frame_num=frame_num, sample_steps=steps, sample_shift=shift,
+            guide_scale=guide, seed=max(seed, 0) if seed is not None else 0, solver=solver,
+            image="upload" if has_image else None, file_exists=lambda _: True,
+        )
+    except UserError as exc:
+        message = exc.message
+        field = next((f for key, f in _MESSAGE_FIELDS if key in message), "body")
+        raise RequestInvalid(field, message) from None
+    return request.size
+
+
+def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tuple[dict, CheckedImage | None]:
+    """Checked job parameters for the server's task, and the checked image if one was sent.
+
+    JSON types and the server's own limits are checked here; the value rules are the CLI's
+    (`plan.launch.build_request`). Fields left out stay None for `fill_defaults`.
     Raises RequestInvalid for the first field that is wrong.
     """
     if not isinstance(body, dict):
@@ -157,63 +184,51 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
         raise RequestInvalid("task", f"this server runs {task_name}; {body['task']!r} needs its own server")
 
     prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise RequestInvalid("prompt", "is required and must be non-empty text")
+    if not isinstance(prompt, str):
+        raise RequestInvalid("prompt", "is required and must be text")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise RequestInvalid("prompt", f"longer than {MAX_PROMPT_CHARS} characters")
     negative = body.get("negative_prompt", "")
     if not isinstance(negative, str) or len(negative) > MAX_PROMPT_CHARS:
         raise RequestInvalid("negative_prompt", f"must be text of at most {MAX_PROMPT_CHARS} characters")
-
-    size = body.get("size") or task.default_size
-    if size not in task.sizes:
-        raise RequestInvalid("size", f"{size!r} is not supported by {task_name}; choose one of {', '.join(task.sizes)}")
-
-    frame_num = _int(body, "frame_num", 5, MAX_FRAMES)
-    if frame_num is not None and (frame_num - 1) % 4:
-        raise RequestInvalid("frame_num", "must be 4n+1 (e.g. 81 or 121)")
-    steps = _int(body, "sample_steps", 1, MAX_STEPS)
+    size = body.get("size")
+    if size is not None and not isinstance(size, str):
+        raise RequestInvalid("size", "must be text such as 1280*720")
+    frame_num = _int(body, "frame_num", -MAX_FRAMES, MAX_FRAMES)
+    steps = _int(body, "sample_steps", -MAX_STEPS, MAX_STEPS)
     seed = _int(body, "seed", -1, MAX_SEED)
-
     shift = body.get("sample_shift")
     if shift is not None:
         shift = _number(shift, "sample_shift")
-        if shift <= 0:
-            raise RequestInvalid("sample_shift", "must be greater than 0")
-
     guide = body.get("sample_guide_scale")
+    pair = None
     if guide is not None:
         if isinstance(guide, list):
             if not task.moe or len(guide) != 2:
                 raise RequestInvalid("sample_guide_scale",
                                      "a pair [low_noise, high_noise] is only for the A14B (MoE) tasks" if not task.moe
                                      else "a list must be [low_noise, high_noise]")
-            guide = [_number(g, "sample_guide_scale") for g in guide]
+            pair = [_number(g, "sample_guide_scale") for g in guide]
+            guide = None
         else:
             guide = _number(guide, "sample_guide_scale")
-
     solver = body.get("sample_solver") or "unipc"
-    if solver not in catalog.SOLVERS:
+    if not isinstance(solver, str):
         raise RequestInvalid("sample_solver", f"choose one of {', '.join(catalog.SOLVERS)}")
 
-    image = None
-    if body.get("image") is not None:
-        if not task.accepts_image:
-            raise RequestInvalid("image", f"{task_name} takes no image (use i2v-A14B or ti2v-5B)")
-        image = check_image(body["image"], max_image_bytes)
-    elif task.needs_image:
-        raise RequestInvalid("image", f"{task_name} needs an input image")
-
+    size = _cli_rules(task_name, prompt, size, frame_num, steps, shift, guide, seed, solver,
+                      body.get("image") is not None)
+    image = check_image(body["image"], max_image_bytes) if body.get("image") is not None else None
     params = {
         "task": task_name,
-        "prompt": prompt,
+        "prompt": prompt.strip(),
         "negative_prompt": negative,
         "size": size,
         # None: filled from the loaded pipeline's WAN_CONFIGS[task] (see fill_defaults).
         "frame_num": frame_num,
         "sample_steps": steps,
         "sample_shift": shift,
-        "sample_guide_scale": guide,
+        "sample_guide_scale": pair if pair is not None else guide,
         "sample_solver": solver,
         "seed": -1 if seed is None else seed,
         "image_sha256": image.sha256 if image else None,
