@@ -245,13 +245,13 @@ def generate(args):
     time.sleep(float(os.environ.get("WAN22_STANDIN_LOAD_S", "0.05")))
     logging.info(f"Creating WanModel from {args.ckpt_dir}")
     logging.info("Generating video ...")
-    time.sleep(0.02)  # "text encoding"
+    time.sleep(0.2)  # "text encoding": long enough that stdout and stderr arrive in order
     prompt = args.prompt
     step_s = 0.25 if "@@slow" in prompt else float(os.environ.get("WAN22_STANDIN_STEP_S", "0.005"))
     _tqdm(args.sample_steps, step_s,
           hang_at=2 if "@@hang" in prompt else None,
           fail_at=args.sample_steps // 2 if "@@fail" in prompt else None)
-    time.sleep(0.02)  # "VAE decode"
+    time.sleep(0.1)  # "VAE decode"
     if rank == 0:
         if args.save_file is None:
             formatted_time = datetime.now().strftime("%Y%m%d_%H%M%S")
