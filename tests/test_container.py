@@ -143,3 +143,36 @@ def test_dry_run_prints_the_spec_without_touching_containers(cli, docker_client)
     assert data["container"]["ipc_mode"] == "host"
     assert data["image"]["action"] == "none"
     assert not docker_client.containers.list(all=True, filters={"name": cli.env["CONTAINER_NAME"]})
+
+
+def test_run_sh_brings_the_container_up(cli, docker_client):
+    """README quick start: ./run.sh, then the container is running and attachable."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    r = subprocess.run(["bash", str(REPO / "run.sh"), "--wait", "60"], env=cli.env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    name = cli.env["CONTAINER_NAME"]
+    assert f"docker attach {name}" in r.stdout
+    container = docker_client.containers.get(name)
+    assert container.status == "running" and container.attrs["Config"]["Tty"] is True
+    assert cli("down").returncode == 0
+
+
+def test_status_shows_gpus_seen_in_the_container_and_logs(cli, docker_client, standin_image):
+    up(cli, extra_env={"DOCKER_IMAGE": standin_image})
+    name = cli.env["CONTAINER_NAME"]
+    container = docker_client.containers.get(name)
+    code, _ = container.exec_run(["sh", "-c", "echo '2x80:9.0:NVIDIA H100 80GB HBM3' > /etc/wan22-fake-gpus"])
+    assert code == 0
+    r = cli("status", "--json", extra_env={"DOCKER_IMAGE": standin_image})
+    gpus = json.loads(r.stdout)["containers"][0]["gpus_visible"]
+    assert [(g["index"], g["name"], g["memory_gb"], g["compute_cap"]) for g in gpus] == [
+        (0, "NVIDIA H100 80GB HBM3", 80.0, "9.0"), (1, "NVIDIA H100 80GB HBM3", 80.0, "9.0")]
+    r = cli("status", extra_env={"DOCKER_IMAGE": standin_image})
+    assert "NVIDIA H100" in r.stdout and "running" in r.stdout
+    container.exec_run(["sh", "-c", "echo hello-from-pid1 > /proc/1/fd/1"])
+    r = cli("logs", "--tail", "5")
+    assert r.returncode == 0 and "hello-from-pid1" in r.stdout
+    assert cli("down").returncode == 0
