@@ -96,6 +96,10 @@ def run(args) -> int:
     if rank != 0:
         from wan22ctl.agent.server.service import follow
 
+        # torchrun and Ctrl-C signal every rank; followers stop when rank 0 says so, after the
+        # running job's current step, so all ranks leave their collectives together.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         engine.load()
         follow(engine, control)
         control.close()

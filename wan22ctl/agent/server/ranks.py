@@ -12,6 +12,7 @@ On one process (`WORLD_SIZE` unset or 1) the same interface runs without torch.d
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 
@@ -49,8 +50,12 @@ class Control:
         if cuda:
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
+            kwargs = {}
+            if os.environ.get("WAN22_DIST_TIMEOUT_S"):
+                # The pipeline's own collectives (a very slow step may need more than NCCL's 10 minutes).
+                kwargs["timeout"] = timedelta(seconds=float(os.environ["WAN22_DIST_TIMEOUT_S"]))
             dist.init_process_group(backend="nccl" if cuda else "gloo", init_method="env://",
-                                    rank=rank, world_size=world_size)
+                                    rank=rank, world_size=world_size, **kwargs)
         control.group = dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
         return control
 
@@ -63,14 +68,20 @@ class Control:
                 backend.init_distributed_group()
 
     def broadcast(self, message=None):
-        """Rank 0 sends `message`; every other rank blocks until it arrives and returns it."""
+        """Rank 0 sends `message` (JSON-able); every other rank blocks until it arrives and returns it."""
         if self.world_size <= 1:
             return message
+        import torch
         import torch.distributed as dist
 
-        box = [message if self.rank == 0 else None]
-        dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
+        # JSON over two tensor broadcasts: broadcast_object_list would need numpy and pickle.
+        data = json.dumps(message).encode() if self.rank == 0 else b""
+        size = torch.tensor([len(data)], dtype=torch.int64)
+        dist.broadcast(size, src=0, group=self.group)
+        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if self.rank == 0 else \
+            torch.empty(int(size.item()), dtype=torch.uint8)
+        dist.broadcast(buf, src=0, group=self.group)
+        return message if self.rank == 0 else json.loads(bytes(buf.tolist()))
 
     def step_decision(self, decision: str | None) -> str | None:
         """Rank 0's stop decision for this step, known to every rank (None: go on)."""
@@ -85,14 +96,21 @@ class Control:
         return {v: k for k, v in codes.items()}[int(flag.item())]
 
     def gather(self, outcome) -> list:
-        """Every rank's outcome of the last job (the list on every rank, rank order)."""
+        """Every rank's outcome (JSON-able) of the last job, in rank order, on every rank."""
         if self.world_size <= 1:
             return [outcome]
+        import torch
         import torch.distributed as dist
 
-        out = [None] * self.world_size
-        dist.all_gather_object(out, outcome, group=self.group)
-        return out
+        data = json.dumps(outcome).encode()
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.int64), group=self.group)
+        longest = max(int(t.item()) for t in sizes)
+        mine = torch.zeros(longest, dtype=torch.uint8)
+        mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else mine[:0]
+        bufs = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world_size)]
+        dist.all_gather(bufs, mine, group=self.group)
+        return [json.loads(bytes(b[: int(n.item())].tolist())) for b, n in zip(bufs, sizes)]
 
     def close(self) -> None:
         if self.world_size > 1:
