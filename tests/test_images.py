@@ -124,3 +124,18 @@ def test_build_dry_run_names_the_builder(cli):
     assert plan["build"]["builder"] == ("buildx" if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0 else "classic")
     assert plan["build"]["buildargs"]["TORCH_CUDA_ARCH_LIST"] == "8.9;9.0"
     assert "HF_TOKEN" not in json.dumps(plan)
+
+
+def test_kit_image_carries_settings_and_no_secrets(docker_client, kit_image):
+    image = docker_client.images.get(kit_image)
+    config = image.attrs["Config"]
+    env = dict(e.split("=", 1) for e in config["Env"])
+    assert env["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"
+    assert env["TORCH_CUDA_ARCH_LIST"] == "8.9;9.0"
+    assert env["WAN22_REF"] == "42bf4cfaa384bc21833865abc2f9e6c0e67233dc"
+    assert config["Healthcheck"]["Test"] == ["CMD", "wan22ctl-agent", "health"]
+    history = json.dumps(image.history()) + json.dumps(config)
+    for word in ("HF_TOKEN", "REGISTRY_PASSWORD"):
+        assert word not in history, word
+    out = docker_client.containers.run(kit_image, ["wan22ctl", "--version"], remove=True)
+    assert out.strip() == b"wan22ctl 0.1.0"
