@@ -48,6 +48,8 @@ GpuCountOpt = Annotated[Optional[int], typer.Option("--gpu-count", help="Plan fo
 GpuMemOpt = Annotated[float, typer.Option("--gpu-mem-gb", help="With --gpu-count: memory of each GPU in GB.")]
 HostRamOpt = Annotated[Optional[float], typer.Option("--host-ram-gb", help="With --gpu-count: host RAM free for loading, GB.")]
 
+BLANK_OPTIONS = dict(size=None, frame_num=None, steps=None, shift=None, guide_scale=None, seed=None, solver="unipc",
+                     image=None, offload="auto", gpus=None)
 JSONL_KEYS = {"prompt", "task", "size", "frame_num", "steps", "sample_steps", "shift", "guide_scale", "seed",
               "solver", "image", "offload", "gpus"}
 
@@ -88,7 +90,7 @@ def read_prompt_file(path: Path, defaults: dict) -> list[Job]:
         if not line or line.startswith("#"):
             continue
         label = f"{path.name}:{number}"
-        options = dict(defaults)
+        options = {**BLANK_OPTIONS, **defaults}
         try:
             if line.startswith("{"):
                 try:

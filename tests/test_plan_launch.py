@@ -1,0 +1,395 @@
+"""The launch plan and the pieces of the container side that need no container (pure and fast).
+
+Validation of every field, the GPU/flag matrix (1/2/3/4/8 GPUs x 24/48/80/141 GB x each task),
+the exact argv, host-RAM checks, and the launcher's MP4 check, naming, progress parsing and
+path mapping. The CLI tests here point DOCKER_HOST at nothing: a validation error must come
+out (exit 2, one line) before Docker is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wan22ctl import catalog
+from wan22ctl.agent import launcher, outputs
+from wan22ctl.errors import UserError
+from wan22ctl.plan.launch import LaunchPlan, build_request, plan_launch, synthetic_inventory
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MP4 = REPO / "tests" / "standins" / "tiny.mp4"
+
+
+def req(task="t2v-A14B", prompt="a red fox", **kw):
+    kw.setdefault("seed", 42)
+    if task == "i2v-A14B":
+        kw.setdefault("image", "/host/cat.jpg")
+    return build_request(task, prompt, file_exists=lambda p: p.startswith("/host/"), **kw)
+
+
+def plan(task="t2v-A14B", count=1, mem=80.0, ram=None, **kw):
+    return plan_launch(req(task, **kw), synthetic_inventory(count, mem), ram, run_id="run1")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(task="t2v-14B"), "unknown task 't2v-14B'; choose one of t2v-A14B, i2v-A14B, ti2v-5B"),
+    (dict(task="ti2v-5B", size="1280*720"), "size 1280*720 is not supported by ti2v-5B; choose one of 704*1280, 1280*704"),
+    (dict(size="1024*704"), "size 1024*704 is not supported by t2v-A14B"),
+    (dict(frame_num=80), "--frame-num 80 is not of the form 4n+1; use 77 or 81"),
+    (dict(frame_num=0), "--frame-num 0 is not of the form 4n+1"),
+    (dict(sample_steps=0), "--steps 0 must be at least 1"),
+    (dict(sample_shift=0), "--shift 0 must be greater than 0"),
+    (dict(guide_scale=-1), "--guide-scale -1 must be 0 or more"),
+    (dict(seed=-5), "--seed -5 must be between 0"),
+    (dict(solver="euler"), "unknown solver 'euler'; choose one of unipc, dpm++"),
+    (dict(offload="maybe"), "--offload 'maybe'; choose auto, on or off"),
+    (dict(prompt="   "), "a prompt is required"),
+    (dict(prompt=None), "a prompt is required"),
+    (dict(image="/host/cat.jpg"), "t2v-A14B takes no image"),
+    (dict(task="i2v-A14B", image=None), "i2v-A14B needs --image PATH"),
+    (dict(task="i2v-A14B", image="/elsewhere/cat.jpg"), "image /elsewhere/cat.jpg does not exist"),
+    (dict(task="ti2v-5B", image="/elsewhere/cat.jpg"), "image /elsewhere/cat.jpg does not exist"),
+    (dict(gpus="two"), "--gpus 'two': use all, a count (2) or indices"),
+    (dict(gpus="0"), "--gpus must be at least 1"),
+    (dict(gpus="1,1"), "an index appears twice"),
+])
+def test_each_invalid_request_is_one_user_error(kwargs, message):
+    task = kwargs.pop("task", "t2v-A14B")
+    prompt = kwargs.pop("prompt", "a red fox")
+    if task == "i2v-A14B" and "image" in kwargs and kwargs["image"] is None:
+        kwargs.pop("image")
+        with pytest.raises(UserError) as err:
+            build_request(task, prompt, seed=1, file_exists=lambda p: True)
+    else:
+        with pytest.raises(UserError) as err:
+            req(task, prompt, **kwargs)
+    assert message in err.value.message
+    assert "\n" not in err.value.message
+    assert err.value.exit_code == 2
+
+
+def test_defaults_come_from_the_catalog_and_sizes_accept_x():
+    r = req("ti2v-5B")
+    assert (r.size, r.frame_num, r.sample_steps, r.sample_shift, r.guide_scale) == ("1280*704", 121, 50, 5.0, None)
+    assert req("t2v-A14B", size="832x480").size == "832*480"
+    r = req("i2v-A14B")
+    assert (r.size, r.frame_num, r.sample_steps, r.sample_shift) == ("1280*720", 81, 40, 5.0)
+
+
+# --------------------------------------------------------------------------- the matrix
+
+# (task, visible GPUs, GB) -> (processes, FSDP, --offload_model, --convert_model_dtype, --t5_cpu, fits)
+# Single GPU: README commands (A14B: offload+convert on 80 GB, + --t5_cpu below; 5B: all three on
+# 24 GB, none on 80 GB); H200 keeps T5 resident. Multi-GPU: FSDP + Ulysses, offloading only when
+# both experts would not fit; 5B on 24 GB cards uses the efficiency table's non-FSDP flags.
+A14B = {
+    (1, 24): (1, False, True, True, True, False),
+    (1, 48): (1, False, True, True, True, False),
+    (1, 80): (1, False, True, True, False, True),
+    (1, 141): (1, False, False, True, False, True),
+    (2, 24): (2, True, True, False, False, False),
+    (2, 48): (2, True, True, False, False, False),
+    (2, 80): (2, True, True, False, False, True),
+    (2, 141): (2, True, False, False, False, True),
+    (3, 24): (2, True, True, False, False, False),
+    (3, 48): (2, True, True, False, False, False),
+    (3, 80): (2, True, True, False, False, True),
+    (3, 141): (2, True, False, False, False, True),
+    (4, 24): (4, True, True, False, False, False),
+    (4, 48): (4, True, True, False, False, True),
+    (4, 80): (4, True, False, False, False, True),
+    (4, 141): (4, True, False, False, False, True),
+    (8, 24): (8, True, True, False, False, False),
+    (8, 48): (8, True, False, False, False, True),
+    (8, 80): (8, True, False, False, False, True),
+    (8, 141): (8, True, False, False, False, True),
+}
+TI2V = {
+    (1, 24): (1, False, True, True, True, True),
+    (1, 48): (1, False, True, True, False, True),
+    (1, 80): (1, False, False, False, False, True),
+    (1, 141): (1, False, False, False, False, True),
+    **{(n, 24): (n, False, True, True, True, True) for n in (2, 3, 4, 8)},
+    **{(n, m): (n, True, False, False, False, True) for n in (2, 3, 4, 8) for m in (48, 80, 141)},
+}
+MATRIX = [("t2v-A14B", k, v) for k, v in A14B.items()] + [("i2v-A14B", k, v) for k, v in A14B.items()] + \
+         [("ti2v-5B", k, v) for k, v in TI2V.items()]
+
+
+@pytest.mark.parametrize("task, gpus, expected", MATRIX, ids=[f"{t}-{n}x{m}" for t, (n, m), _ in MATRIX])
+def test_plan_matrix(task, gpus, expected):
+    count, mem = gpus
+    p = plan(task, count, mem)
+    nproc, fsdp, offload, convert, t5_cpu, fits = expected
+    assert (p.nproc, p.dit_fsdp, p.offload_model, p.convert_model_dtype, p.t5_cpu, p.fits) == expected
+    argv = list(p.argv)
+    assert argv[argv.index("--offload_model") + 1] == str(offload)
+    assert ("--convert_model_dtype" in argv) == convert
+    assert ("--t5_cpu" in argv) == t5_cpu
+    assert ("--dit_fsdp" in argv) == fsdp and ("--t5_fsdp" in argv) == fsdp
+    if nproc == 1:
+        assert argv[:2] == ["python3", "generate.py"] and "--ulysses_size" not in argv
+        assert p.launcher == "python"
+    else:
+        assert argv[:4] == ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "generate.py"]
+        assert argv[argv.index("--ulysses_size") + 1] == str(nproc)
+        assert catalog.TASKS[task].num_heads % nproc == 0
+    assert p.env["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, range(nproc)))
+    assert p.reasons and all(isinstance(r, str) and r for r in p.reasons)
+    assert bool(p.warnings) == (not fits)
+    if count == 3 and nproc == 2:
+        assert any("2 of 3 GPUs" in r for r in p.reasons)
+
+
+def test_official_table_peaks_are_reproduced():
+    # A14B 720P: 59.8 GB on one GPU, 51.7 on four, 37.0 on eight (H100 rows); 5B: 22.9 on a 4090.
+    assert plan("t2v-A14B", 1, 80).est_peak_gpu_gb == pytest.approx(59.8, abs=1)
+    assert plan("t2v-A14B", 4, 141).est_peak_gpu_gb == pytest.approx(51.7, abs=1.5)
+    assert plan("t2v-A14B", 8, 80).est_peak_gpu_gb == pytest.approx(37.0, abs=1.5)
+    assert plan("t2v-A14B", 1, 80, size="832*480").est_peak_gpu_gb == pytest.approx(41.3, abs=1)
+    assert plan("ti2v-5B", 1, 24).est_peak_gpu_gb == pytest.approx(22.9, abs=0.5)
+
+
+def test_a_480p_size_fits_where_720p_does_not():
+    assert not plan("t2v-A14B", 1, 48).fits
+    assert plan("t2v-A14B", 1, 48, size="832*480").fits
+
+
+def test_exact_argv():
+    p = plan("i2v-A14B", 1, 80, prompt="a cat's \"smile\" * 2", size="480*832", frame_num=41, sample_steps=12,
+             sample_shift=3.5, guide_scale=4.0, solver="dpm++", seed=7)
+    assert list(p.argv) == [
+        "python3", "generate.py", "--task", "i2v-A14B", "--size", "480*832",
+        "--ckpt_dir", "/opt/checkpoints/Wan2.2-I2V-A14B", "--frame_num", "41", "--sample_steps", "12",
+        "--sample_shift", "3.5", "--sample_solver", "dpm++", "--base_seed", "7", "--sample_guide_scale", "4",
+        "--image", "/opt/outputs/.staging/run1/cat.jpg", "--offload_model", "True", "--convert_model_dtype",
+        "--prompt", "a cat's \"smile\" * 2", "--save_file", "/opt/outputs/.partial-run1.mp4",
+    ]
+    assert p.cwd == "/workspace/wan2.2" and p.save_file == "/opt/outputs/.partial-run1.mp4"
+    assert LaunchPlan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_explicit_gpu_choices():
+    inv = synthetic_inventory(4, 80)
+    with pytest.raises(UserError, match=r"--gpus 3: t2v-A14B splits its 40 attention heads .* usable here: 1, 2, 4"):
+        plan_launch(req(gpus="3"), inv, None, run_id="r")
+    assert plan_launch(req("ti2v-5B", gpus="3"), inv, None, run_id="r").nproc == 3
+    p = plan_launch(req(gpus="0,2"), inv, None, run_id="r")
+    assert p.gpus == (0, 2) and p.env["CUDA_VISIBLE_DEVICES"] == "0,2" and p.nproc == 2
+    with pytest.raises(UserError, match="no GPU with index 7"):
+        plan_launch(req(gpus="0,7"), inv, None, run_id="r")
+    with pytest.raises(UserError, match="only 4 GPU"):
+        plan_launch(req(gpus="8"), inv, None, run_id="r")
+    with pytest.raises(UserError, match="no GPU is visible"):
+        plan_launch(req(), [], None, run_id="r")
+
+
+def test_host_ram_limits_the_rank_count():
+    p = plan("t2v-A14B", 8, 80, ram=300)
+    assert p.nproc == 5 and p.host_ram_need_gb <= 300  # 5 divides 40 heads; 5 x 57 GB fits in 300
+    assert any("host RAM" in r and "8 ranks" in r for r in p.reasons)
+    fixed = plan_launch(req(gpus="8"), synthetic_inventory(8, 80), 300, run_id="r")
+    assert fixed.nproc == 8 and any("host RAM" in w for w in fixed.warnings)
+    tiny = plan("t2v-A14B", 1, 80, ram=32)
+    assert any("may be killed" in w for w in tiny.warnings)
+    assert any("host RAM not checked" in r for r in plan("t2v-A14B", 1, 80).reasons)
+
+
+def test_offload_flag_overrides_auto():
+    assert plan("ti2v-5B", 1, 80, offload="on").offload_model is True
+    assert plan("t2v-A14B", 1, 80, offload="off").offload_model is False
+    assert any("--offload on" in r for r in plan("ti2v-5B", 1, 80, offload="on").reasons)
+
+
+def test_bootstrap_entry_for_other_attention_backends():
+    r = req("ti2v-5B")
+    one = plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", attention="sdpa")
+    assert list(one.argv[:3]) == ["python3", "-m", "wan22ctl.agent.wanrun"] and one.bootstrap
+    assert one.env["WAN22_ATTENTION"] == "sdpa"
+    many = plan_launch(r, synthetic_inventory(2, 80), None, run_id="r", attention="flash3")
+    assert list(many.argv[:5]) == ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "wan22ctl.agent.wanrun"]
+    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r").argv[1] == "generate.py"
+    assert launcher.set_bootstrap(list(many.argv), False)[3] == "generate.py"
+    assert launcher.set_bootstrap(launcher.set_bootstrap(list(one.argv), False), True) == list(one.argv)
+
+
+# --------------------------------------------------------------------------- container side, pure parts
+
+
+def test_mp4_check(tmp_path):
+    assert outputs.check_mp4(str(TINY_MP4)) is None
+    data = TINY_MP4.read_bytes()
+    cases = {
+        "empty": (b"", "empty"),
+        "truncated": (data[:-100], "runs past the end"),
+        "garbage": (b"\x00" * 64, "garbage box type"),
+        "ftyp only": (b"\x00\x00\x00\x18ftypisom" + b"\x00" * 12, "no moov"),
+        "no ftyp": (data[32:], "no ftyp"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(content)
+        problem = outputs.check_mp4(str(path))
+        assert problem and message in problem, (name, problem)
+    assert outputs.check_mp4(str(tmp_path / "missing.mp4")) == "no file was written"
+
+
+def test_publish_never_overwrites(tmp_path):
+    (tmp_path / "stem.mp4").write_bytes(b"precious")
+    (tmp_path / "stem-2.json").write_text("{}")  # a sidecar without video still reserves its stem
+    temp = tmp_path / ".partial-x.mp4"
+    temp.write_bytes(b"new")
+    final = outputs.publish(str(temp), str(tmp_path), "stem")
+    assert os.path.basename(final) == "stem-3.mp4" and Path(final).read_bytes() == b"new"
+    assert (tmp_path / "stem.mp4").read_bytes() == b"precious" and not temp.exists()
+    sidecar = outputs.write_sidecar(final, {"a": 1})
+    assert sidecar.endswith("stem-3.json") and json.loads(Path(sidecar).read_text()) == {"a": 1}
+    with pytest.raises(FileExistsError):
+        outputs.write_sidecar(final, {"a": 2})
+
+
+def test_final_names_are_readable_and_shell_safe():
+    from datetime import datetime
+
+    stem = outputs.final_stem("t2v-A14B", "1280*720", "Two cats / boxing * on stage!", datetime(2026, 1, 2, 3, 4, 5))
+    assert stem == "t2v-A14B_1280x720_two-cats-boxing-on-stage_20260102-030405"
+    assert outputs.slug("视频中的人") == "视频中的人" and outputs.slug("***") == "video"
+
+
+def test_progress_tracker_reads_upstream_output(capsys):
+    clock = iter(range(100)).__next__
+    t = launcher.ProgressTracker(clock=clock)
+    t.on_stdout("[2026-01-01 10:00:00,000] INFO: Creating WanT2V pipeline.")
+    t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
+    assert t.on_stderr("  0%|          | 0/40 [00:00<?, ?it/s]")
+    assert t.on_stderr(" 50%|█████     | 20/40 [1:02:03<1:00:00, 186.15s/it]")
+    assert t.on_stderr(" 45%|████▌     | 18/40 [1:01:00<1:05:00, 186.15s/it]")  # another rank, behind
+    assert t.on_stderr("100%|██████████| 40/40 [2:02:03<00:00, 186.15s/it]")
+    assert not t.on_stderr("Traceback (most recent call last):")
+    t.on_stdout("[2026-01-01 12:00:00,000] INFO: save_video failed, error: disk full")
+    t.on_stdout("[2026-01-01 12:00:00,000] INFO: Saving generated video to /opt/outputs/x.mp4")
+    t.on_stdout("[2026-01-01 12:00:00,000] INFO: Finished.")
+    events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
+    progress = [(e["step"], e["eta_s"]) for e in events if e["event"] == "progress"]
+    assert progress == [(0, None), (20, 3600), (40, 0)]
+    assert [e["name"] for e in events if e["event"] == "phase" and e["state"] == "end"] == list(launcher.PHASES)
+    assert set(t.phases) == set(launcher.PHASES) and t.save_error == "error: disk full"
+
+
+def test_localize_maps_container_paths(monkeypatch, tmp_path):
+    p = plan("i2v-A14B").to_dict()
+    monkeypatch.setenv("WAN22_OUTPUT_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("WAN22_CHECKPOINT_DIR", "/data/ckpt")
+    monkeypatch.setenv("WAN22_DIR", "/src/Wan2.2")
+    local = launcher.localize(p)
+    argv = local["argv"]
+    assert argv[argv.index("--ckpt_dir") + 1] == "/data/ckpt/Wan2.2-I2V-A14B"
+    assert argv[argv.index("--save_file") + 1] == str(tmp_path / "out" / ".partial-run1.mp4")
+    assert argv[argv.index("--image") + 1] == str(tmp_path / "out" / ".staging" / "run1" / "cat.jpg")
+    assert local["cwd"] == "/src/Wan2.2" and local["output_dir"] == str(tmp_path / "out")
+
+
+def test_agent_runs_a_plan_without_docker(tmp_path, monkeypatch):
+    """What the GPU machine does (issue 6): the same launcher on a plain checkout, env-var paths."""
+    wan = tmp_path / "wan2.2"
+    wan.mkdir()
+    shutil.copy(REPO / "tests" / "standins" / "generate.py", wan / "generate.py")
+    (tmp_path / "ckpt" / "Wan2.2-TI2V-5B").mkdir(parents=True)
+    p = plan_launch(req("ti2v-5B", sample_steps=4, prompt="fox"), synthetic_inventory(2, 80), None, run_id="loc1")
+    (tmp_path / "plan.json").write_text(json.dumps(p.to_dict()))
+    env = {**os.environ, "WAN22_DIR": str(wan), "WAN22_OUTPUT_DIR": str(tmp_path / "out"),
+           "WAN22_CHECKPOINT_DIR": str(tmp_path / "ckpt"), "WAN22_PYTHON": sys.executable,
+           "WAN22_TORCHRUN": str(REPO / "tests" / "standins" / "torchrun"),
+           "WAN22_STANDIN_MP4": str(TINY_MP4), "WAN22_STANDIN_LOG": str(tmp_path / "calls.jsonl"),
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", str(tmp_path / "plan.json")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    videos = sorted((tmp_path / "out").glob("*.mp4"))
+    assert [v.name[:len("ti2v-5B_1280x704_fox_")] for v in videos] == ["ti2v-5B_1280x704_fox_"]
+    side = json.loads(videos[0].with_suffix(".json").read_text())
+    assert side["seed"] == 42 and side["plan"]["nproc"] == 2 and side["exit_code"] == 0
+    calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert sorted(c["RANK"] for c in calls) == ["0", "1"] and {c["WORLD_SIZE"] for c in calls} == {"2"}
+    assert not list((tmp_path / "out").glob(".partial-*"))
+
+
+def test_prompt_file_lines(tmp_path):
+    from wan22ctl.cli.generate import read_prompt_file
+
+    (tmp_path / "cat.jpg").write_bytes(b"jpg")
+    f = tmp_path / "prompts.txt"
+    f.write_text("# comment\n\na plain prompt\n"
+                 '{"prompt": "json prompt", "steps": 3, "seed": 9, "size": "832x480"}\n'
+                 '{"prompt": "bad frames", "frame_num": 80}\n'
+                 '{"prompt": "typo", "stpes": 3}\n'
+                 '{"prompt": "cut\n'
+                 '{"task": "i2v-A14B", "prompt": "relative image", "image": "cat.jpg"}\n')
+    jobs = read_prompt_file(f, {"task": "t2v-A14B", "seed": None, "solver": "unipc", "offload": "auto"})
+    assert [j.label for j in jobs] == [f"prompts.txt:{n}" for n in (3, 4, 5, 6, 7, 8)]
+    assert jobs[0].request.prompt == "a plain prompt"
+    assert (jobs[1].request.sample_steps, jobs[1].request.seed, jobs[1].request.size) == (3, 9, "832*480")
+    assert "4n+1" in jobs[2].error and "stpes" in jobs[3].error and "not valid JSON" in jobs[4].error
+    assert jobs[5].request.image == str(tmp_path / "cat.jpg")
+
+
+# --------------------------------------------------------------------------- CLI before Docker
+
+
+def _cli(tmp_path, *args):
+    from tests.conftest import clean_environ
+
+    env = clean_environ()
+    env.update(DOCKER_HOST="unix:///nonexistent/docker.sock", CHECKPOINT_DIR=str(tmp_path / "ckpt"),
+               OUTPUT_DIR=str(tmp_path / "out"))
+    return subprocess.run([sys.executable, "-m", "wan22ctl", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "ti2v-5B", "--prompt", "x", "--size", "1280*720"], "size 1280*720 is not supported by ti2v-5B"),
+    (["--task", "t2v-A14B", "--prompt", "x", "--frame-num", "80"], "not of the form 4n+1"),
+    (["--task", "i2v-A14B", "--prompt", "x"], "i2v-A14B needs --image PATH"),
+    (["--task", "i2v-A14B", "--prompt", "x", "--image", "nope.jpg"], "image nope.jpg does not exist"),
+    (["--task", "t2v-A14B"], "a prompt is required"),
+    (["--task", "t2v-A14B", "--prompt", "x", "--prompt-file", "p.txt"], "not both"),
+    (["--task", "t2v-A14B", "--prompt-file", "missing.txt"], "prompt file missing.txt does not exist"),
+    (["--task", "t2v-A14B", "--prompt", "x"], "checkpoints for t2v-A14B are absent"),
+    (["--task", "t2v-A14B", "--prompt", "x", "--gpus", "x"], "--gpus 'x'"),
+    (["--task", "wan"], "unknown task 'wan'"),
+])
+def test_cli_validation_happens_before_docker(tmp_path, args, message):
+    r = _cli(tmp_path, "generate", *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "docker" not in r.stderr.lower()
+
+
+def test_cli_missing_checkpoints_names_the_download(tmp_path):
+    r = _cli(tmp_path, "generate", "--task", "i2v-A14B", "--prompt", "x", "--image", __file__)
+    assert r.returncode == 2 and r.stderr.strip().endswith("run: wan22ctl download i2v"), r.stderr
+
+
+def test_cli_plan_without_docker(tmp_path):
+    r = _cli(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "8", "--gpu-mem-gb", "80", "--host-ram-gb",
+             "2000", "--json", "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    p = data["plans"][0]["plan"]
+    assert p["nproc"] == 8 and p["argv"][:3] == ["torchrun", "--standalone", "--nproc_per_node=8"]
+    assert "--prompt" in p["argv"] and p["request"]["seed"] == 5
+    assert data["checkpoints"] and "wan22ctl download t2v" in data["checkpoints"][0]
+    human = _cli(tmp_path, "plan", "--task", "ti2v-5B", "--gpu-count", "1", "--gpu-mem-gb", "24")
+    assert human.returncode == 0 and "--t5_cpu" in human.stdout and "README command for 24 GB" in human.stdout
+    dry = _cli(tmp_path, "generate", "--task", "ti2v-5B", "--prompt", "fox", "--gpu-count", "2", "--dry-run", "--json")
+    assert dry.returncode == 0 and json.loads(dry.stdout)["plans"][0]["plan"]["nproc"] == 2
