@@ -108,11 +108,27 @@ class Context:
             return gpus, "nvidia-smi in a --gpus probe container", "" if gpus else _first_line(probe.output)
         return self._once("inventory", fetch)
 
-    def memory_plan(self) -> rules.MemoryPlan | None:
+    def host_memory(self) -> tuple[float, float] | None:
+        """(total, available) GB of the Docker host's RAM; available = total when only the daemon knows."""
+        def fetch():
+            client = self.client()
+            if probes.daemon_is_local() or client is None:
+                mem = probes.host_memory_gb()
+                if mem:
+                    return mem
+            if client is not None:
+                total = client.info().get("MemTotal", 0) / 1024**3
+                return total, total
+            return None
+        return self._once("host_memory", fetch)
+
+    def memory_plan(self):
+        """The launch plan `generate --task T` would make here (`wan22ctl.plan.launch`), or None."""
         gpus, _, _ = self.inventory()
         if not self.task or not gpus:
             return None
-        return rules.plan_memory(self.task, gpus)
+        mem = self.host_memory()
+        return self._once("plan", lambda: rules.launch_plan(self.task, gpus, mem[1] if mem else None))
 
 
 def _first_line(text: str) -> str:
@@ -163,7 +179,7 @@ def check_host_folders(ctx: Context) -> CheckResult:
         existing = path
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
-        if not os.access(existing, os.W_OK):
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
             problems.append((key, path))
     if problems:
         key, path = problems[0]
@@ -343,26 +359,23 @@ def check_vram(ctx: Context) -> CheckResult:
     if plan is None:
         return _skip("gpu.vram", name, "no GPU seen", f"the per-GPU peak of {ctx.task}")
     verdict = rules.vram_verdict(plan, gpus)
-    value = f"{plan.gpus_seen} GPU(s) seen, {plan.ranks} used, {plan.have_per_gpu_gb:.0f} GB each"
-    return _result("gpu.vram", name, verdict, value, ranks=plan.ranks, need_gb=plan.need_per_gpu_gb,
-                   have_gb=plan.have_per_gpu_gb)
+    value = f"{len(gpus)} GPU(s) seen, plan uses {plan.nproc} x {plan.gpu_memory_gb:.0f} GB"
+    return _result("gpu.vram", name, verdict, value, nproc=plan.nproc, launcher=plan.launcher,
+                   est_peak_gb=plan.est_peak_gpu_gb, gpu_memory_gb=plan.gpu_memory_gb)
 
 
 def check_host_ram(ctx: Context) -> CheckResult:
     name = "host RAM"
     if not ctx.task:
         return _skip("host.ram", name, "no --task given", "what the task's ranks load on the CPU", "rerun with --task T")
-    plan = ctx.memory_plan() or rules.plan_memory(ctx.task, [])
-    total = available = None
-    client = ctx.client()
-    if probes.daemon_is_local() or client is None:
-        mem = probes.host_memory_gb()
-        if mem:
-            total, available = mem
-    if total is None and client is not None:
-        total = available = client.info().get("MemTotal", 0) / 1024**3
-    if total is None:
-        return _skip("host.ram", name, "cannot read host memory", f"{plan.host_ram_need_gb:g} GB")
+    mem = ctx.host_memory()
+    plan = ctx.memory_plan()
+    if mem is None:
+        return _skip("host.ram", name, "cannot read host memory", "what the task's ranks load on the CPU")
+    total, available = mem
+    if plan is None:
+        # No GPU seen: judge the smallest plan (one process) so a hopeless host still shows.
+        plan = rules.launch_plan(ctx.task, [Gpu(0, "any", 80.0, "9.0", "")], None)
     verdict = rules.host_ram_verdict(plan, total, available)
     return _result("host.ram", name, verdict, f"{_gb(total)} total, {_gb(available)} available",
                    total_gb=round(total, 1), available_gb=round(available, 1), need_gb=plan.host_ram_need_gb)
@@ -412,7 +425,7 @@ def check_shm(ctx: Context) -> CheckResult:
         return CheckResult("container.shm", name, WARN, f"cannot read: {_first_line(text)}", requirement)
     size_gb = int(rows[-1][1]) / 1024**2
     plan = ctx.memory_plan()
-    verdict = rules.shm_verdict(size_gb, plan.ranks if plan else 1)
+    verdict = rules.shm_verdict(size_gb, plan.nproc if plan else 1)
     return _result("container.shm", name, verdict, _gb(size_gb) if size_gb >= 0.1 else f"{size_gb * 1024:.0f} MB",
                    size_gb=round(size_gb, 3))
 

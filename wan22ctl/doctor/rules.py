@@ -15,10 +15,6 @@ from wan22ctl import catalog
 from wan22ctl.doctor.result import FAIL, PASS, WARN
 from wan22ctl.plan.inventory import Gpu
 
-# Cards are sold by nominal size; nvidia-smi reports a little less (an H100 80GB shows 79.6 GiB).
-NOMINAL_SLACK = 0.95
-
-
 @dataclass(frozen=True)
 class Verdict:
     status: str
@@ -100,83 +96,60 @@ def driver_verdict(driver: str, cuda: str) -> Verdict:
     return Verdict(FAIL, requirement, fix)
 
 
-# ------------------------------------------------------------------------------ GPU memory plan
+# ------------------------------------------------------------------------------ GPU memory and host RAM
+# Judged against the launch plan `generate` would use (`wan22ctl.plan.launch`), not a rule of our own.
 
 
-@dataclass(frozen=True)
-class MemoryPlan:
-    """How many GPUs a task would use here and what each needs (the doctor's minimum rule)."""
+def doctor_request(task: str):
+    """A representative request for `task`: its default size and frames (an i2v image is assumed)."""
+    from wan22ctl.plan.launch import build_request
 
-    task: str
-    gpus_seen: int
-    ranks: int  # processes (1: python generate.py; >1: torchrun FSDP + Ulysses)
-    need_per_gpu_gb: float
-    have_per_gpu_gb: float
-    host_ram_need_gb: float
+    image = "input.png" if catalog.TASKS[task].needs_image else None
+    return build_request(task, "doctor", seed=0, image=image, file_exists=lambda _path: True)
 
 
-def usable_ranks(task: str, gpu_count: int) -> int:
-    """Largest GPU count <= gpu_count that divides the task's head count (Ulysses rule)."""
-    heads = catalog.TASKS[task].num_heads
-    return max(catalog.ulysses_degrees(heads, max(gpu_count, 1)))
+def launch_plan(task: str, gpus: list[Gpu], host_ram_gb: float | None):
+    """The plan `generate --task T` would make on these GPUs and this much free host RAM."""
+    from wan22ctl.plan.launch import plan_launch
+
+    return plan_launch(doctor_request(task), gpus, host_ram_gb, run_id="doctor")
 
 
-def gpu_need_gb(task: str, ranks: int) -> float:
-    """Peak GB per GPU for `ranks` GPUs: the table entry for the largest measured count <= ranks."""
-    table = catalog.GPU_PEAK_GB[task]
-    return table[max(k for k in table if k <= ranks)]
+def _same_card(gpu: Gpu, count: int) -> list[Gpu]:
+    return [Gpu(i, gpu.name, gpu.memory_gb, gpu.compute_cap, gpu.driver) for i in range(count)]
 
 
-def host_ram_need_gb(task: str, ranks: int) -> float:
-    """Host RAM at load time: every rank loads T5 and, one at a time, each DiT expert in fp32 on the CPU.
-
-    A single process also keeps the expert it is not using on the CPU (bf16 after
-    --convert_model_dtype), so single-GPU MoE needs both experts' worth.
-    """
-    t = catalog.TASKS[task]
-    expert_fp32 = t.dit_params_b * 4
-    per_rank = catalog.T5_GB + expert_fp32
-    if ranks == 1 and t.moe:
-        per_rank += t.dit_params_b * 2
-    return round(per_rank * ranks, 1)
-
-
-def plan_memory(task: str, gpus: list[Gpu]) -> MemoryPlan:
-    """The plan doctor judges memory against (until `wan22ctl.plan.launch` decides it)."""
-    ranks = usable_ranks(task, len(gpus))
-    used = sorted(gpus, key=lambda g: -g.memory_gb)[:ranks]
-    have = min(g.memory_gb for g in used) if used else 0.0
-    return MemoryPlan(task, len(gpus), ranks, gpu_need_gb(task, ranks), have, host_ram_need_gb(task, ranks))
-
-
-def _fits(have: float, need: float) -> bool:
-    return have >= need * NOMINAL_SLACK if need in (24, 80) else have >= need
-
-
-def vram_verdict(plan: MemoryPlan, gpus: list[Gpu]) -> Verdict:
-    """GPU memory against the task's per-GPU peak; on failure, the GPU counts that would fit."""
-    mode = "one GPU" if plan.ranks == 1 else f"each of {plan.ranks} GPUs (torchrun, FSDP + Ulysses)"
-    requirement = f"{plan.need_per_gpu_gb:g} GB on {mode} for {plan.task} at 720P"
-    if _fits(plan.have_per_gpu_gb, plan.need_per_gpu_gb):
+def vram_verdict(plan, gpus: list[Gpu]) -> Verdict:
+    """The plan's per-GPU peak estimate against the smallest GPU it uses; on failure, what would fit."""
+    mode = "one GPU" if plan.nproc == 1 else f"each of {plan.nproc} GPUs (torchrun, FSDP + Ulysses)"
+    requirement = f"about {plan.est_peak_gpu_gb:g} GB on {mode} for {plan.task} at {plan.request['size']}"
+    if plan.fits:
         return Verdict(PASS, requirement)
-    options = [f"{n} GPUs of >= {need:g} GB" for n, need in sorted(catalog.GPU_PEAK_GB[plan.task].items())
-               if n > 1 and _fits(plan.have_per_gpu_gb, need)]
+    card = min((g for g in gpus if g.index in plan.gpus), key=lambda g: g.memory_gb)
+    heads = catalog.TASKS[plan.task].num_heads
+    options = []
+    for n in catalog.ulysses_degrees(heads, 8):
+        if n > plan.nproc:
+            bigger = launch_plan(plan.task, _same_card(card, n), None)
+            if bigger.fits:
+                options.append(f"{n} x {card.name} (about {bigger.est_peak_gpu_gb:g} GB each)")
+                break
     if options:
-        fix = (f"run it on several GPUs: {' or '.join(options)} fit this card "
-               "(torchrun with --dit_fsdp --t5_fsdp --ulysses_size N; GPUS=all)")
+        fix = (f"run it on several GPUs: {options[0]} fits (torchrun --dit_fsdp --t5_fsdp --ulysses_size N; "
+               "GPUS=all)")
     else:
         fix = "use GPUs with more memory"
-    if catalog.TASKS[plan.task].moe and _fits(plan.have_per_gpu_gb, catalog.GPU_PEAK_GB["ti2v-5B"][1]):
-        fix += "; or --task ti2v-5B (one 24 GB GPU)"
+    if catalog.TASKS[plan.task].moe and launch_plan("ti2v-5B", [card], None).fits:
+        fix += "; or --task ti2v-5B, which fits this GPU"
     return Verdict(FAIL, requirement, fix)
 
 
-def host_ram_verdict(plan: MemoryPlan, total_gb: float, available_gb: float) -> Verdict:
-    """Host RAM against what the ranks load on the CPU; FAIL below total, WARN below available."""
-    requirement = (f"{plan.host_ram_need_gb:g} GB for {plan.ranks} rank(s) of {plan.task} "
-                   "(each loads T5 and the DiT on the CPU first)")
+def host_ram_verdict(plan, total_gb: float, available_gb: float) -> Verdict:
+    """Host RAM against what the plan's ranks load on the CPU; FAIL below total, WARN below available."""
+    requirement = (f"about {plan.host_ram_need_gb:g} GB for {plan.nproc} rank(s) of {plan.task} "
+                   "(each loads the weights on the CPU first)")
     if total_gb < plan.host_ram_need_gb:
-        fix = "add host RAM or swap, or run fewer ranks (GPUS=device=0,...)"
+        fix = "add host RAM (or swap), use fewer GPUs (--gpus N), or a smaller task (ti2v-5B)"
         return Verdict(FAIL, requirement, fix)
     if available_gb < plan.host_ram_need_gb:
         return Verdict(WARN, requirement, "stop other memory users before generating")
