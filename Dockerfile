@@ -46,3 +46,24 @@ COPY download_model.sh /usr/local/bin/download_model.sh
 WORKDIR /workspace/wan2.2
 HEALTHCHECK --interval=5s --timeout=20s --start-period=5s --retries=3 CMD ["wan22ctl-agent", "health"]
 CMD ["/bin/bash"]
+
+# --- target "videox-fun": the VideoX-Fun UI stack (`wan22ctl up --stack videox-fun`, VIDEOX_IMAGE_MODE=build).
+# The inference image plus VideoX-Fun at a pinned commit and its requirements (already-satisfied
+# pins such as transformers==4.51.3 stay). Its models/ is a host mount; the container's command,
+# `python3 -m wan22ctl.agent.videox ui`, comes from wan22ctl/plan/videox.py.
+FROM inference AS videox-fun
+ARG GPU_STACK=true
+ARG VIDEOX_REPO=https://github.com/aigc-apps/VideoX-Fun.git
+ARG VIDEOX_REF=804a4258e2608f855ccaec8fffa279e75a3b89c6
+ENV VIDEOX_DIR=/workspace/VideoX-Fun \
+    VIDEOX_REF=${VIDEOX_REF} \
+    PYTHONPATH=/opt/wan22ctl-src
+RUN if [ "$GPU_STACK" = "true" ]; then \
+        git clone --filter=blob:none "$VIDEOX_REPO" /workspace/VideoX-Fun \
+     && git -C /workspace/VideoX-Fun checkout --detach "$VIDEOX_REF" \
+     && python3 -m pip install -r /workspace/VideoX-Fun/requirements.txt; \
+    fi && mkdir -p /workspace/VideoX-Fun/models/Diffusion_Transformer /workspace/VideoX-Fun/models/Personalized_Model
+WORKDIR /workspace/VideoX-Fun
+EXPOSE 7860
+HEALTHCHECK --interval=10s --timeout=5s --start-period=900s --retries=3 CMD ["python3", "-m", "wan22ctl.agent.videox", "ui-health"]
+CMD ["python3", "-m", "wan22ctl.agent.videox", "ui"]

@@ -38,6 +38,8 @@ def build_args(settings: Settings, stack: str) -> dict[str, str]:
         "WAN22_REPO": settings["WAN22_REPO"],
         "WAN22_REF": settings["WAN22_REF"],
     }
+    if stack == "videox-fun":
+        args.update(VIDEOX_REPO=settings["VIDEOX_REPO"], VIDEOX_REF=settings["VIDEOX_REF"])
     return args
 
 

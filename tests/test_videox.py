@@ -1,0 +1,248 @@
+"""The VideoX-Fun stack against a real Docker Engine: `up --stack videox-fun`, `wan22ctl ui`, side by side.
+
+The image is the product Dockerfile's `videox-fun` target (GPU_STACK=false) plus stand-ins at
+the process boundary (tests/standins/videox.Dockerfile): nvidia-smi reporting one 24 GB GPU,
+and a UI stand-in that the real launcher starts in place of VideoX-Fun's Gradio app. The
+stand-in serves the launch plan at /plan, so the tests see what VideoX-Fun would be given.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import pytest
+
+from tests.conftest import BASE_IMAGE, REPO, STANDINS, _build, _tree_hash
+from wan22ctl.plan.videox import (
+    CONTAINER_KIT_DIR,
+    choose_gpu_memory_mode,
+    plan_ui_launch,
+    plan_videox_container,
+    shm_warning,
+    ui_host_address,
+)
+from wan22ctl.settings import load_settings
+
+
+# ---------------------------------------------------------------------------- plans (no Docker)
+
+
+@pytest.mark.parametrize("mib, mode", [
+    (81559, "model_full_load"),  # H100 80GB
+    (46068, "model_full_load"),  # L40S
+    (24564, "model_cpu_offload"),  # RTX 4090
+    (16384, "model_cpu_offload_and_qfloat8"),  # V100 16GB
+    (12288, "sequential_cpu_offload"),  # RTX 3060
+    (None, "sequential_cpu_offload"),  # nvidia-smi failed
+])
+def test_gpu_memory_mode_follows_gpu_memory(mib, mode):
+    assert choose_gpu_memory_mode(mib) == mode
+
+
+def test_ui_launch_plan_host_mode_loads_the_control_model():
+    env = {"VIDEOX_DIR": "/vx", "VIDEOX_MODEL": "Wan2.2-Fun-5B-Control", "VIDEOX_SERVER_PORT": "7999"}
+    launch = plan_ui_launch(env, 81559, model_present=True)
+    assert launch.ui_mode == "host"
+    assert launch.model_path == "/vx/models/Diffusion_Transformer/Wan2.2-Fun-5B-Control"
+    assert (launch.model_type, launch.config_path) == ("Control", "config/wan2.2/wan_civitai_5b.yaml")
+    assert launch.ui_module == "videox_fun.ui.wan2_2_fun_ui" and launch.scheduler_dict == "flow_scheduler_dict"
+    assert (launch.gpu_memory_mode, launch.server_port) == ("model_full_load", 7999)
+
+    cog = plan_ui_launch({**env, "VIDEOX_MODEL": "CogVideoX-Fun-V1.1-5b-InP",
+                          "VIDEOX_GPU_MEMORY_MODE": "sequential_cpu_offload"}, 81559, model_present=False)
+    assert (cog.ui_mode, cog.model_type, cog.config_path) == ("normal", "Inpaint", None)
+    assert cog.ui_module == "videox_fun.ui.cogvideox_fun_ui" and cog.scheduler_dict == "ddpm_scheduler_dict"
+    assert cog.gpu_memory_mode == "sequential_cpu_offload"  # an explicit mode wins over the GPU size
+
+    with pytest.raises(ValueError, match="wan22ctl download fun-control"):
+        plan_ui_launch({**env, "VIDEOX_UI_MODE": "host"}, None, model_present=False)
+
+
+def test_spec_networking_and_no_secrets():
+    host = plan_videox_container(load_settings(None, environ={"HF_TOKEN": "hf_secret123"}))
+    assert host.network_mode == "host" and host.ports == {}
+    assert host.environment["VIDEOX_SERVER_PORT"] == "7860"
+    assert host.security_opt == ("seccomp=unconfined",) and host.shm_size == "200g"
+    assert "hf_secret123" not in json.dumps(host.to_dict())
+    bridged = plan_videox_container(load_settings(None, environ={"VIDEOX_HOST_NETWORK": "false", "VIDEOX_PORT": "8111"}))
+    assert bridged.network_mode is None and bridged.ports == {"7860/tcp": 8111}
+    assert bridged.environment["VIDEOX_SERVER_PORT"] == "7860"
+
+
+def test_shm_warning_and_ui_address():
+    assert "VIDEOX_SHM_SIZE=200g" in shm_warning("200g", 128 * 1024**3)
+    assert "at most 128g" in shm_warning("200g", 128 * 1024**3)
+    assert shm_warning("200g", 256 * 1024**3) is None
+    assert shm_warning("200g", None) is None
+    assert ui_host_address(None) == "localhost"
+    assert ui_host_address("unix:///var/run/docker.sock") == "localhost"
+    assert ui_host_address("tcp://gpu-box.lan:2376") == "gpu-box.lan"
+    assert ui_host_address("ssh://me@gpu-box") == "gpu-box"
+
+
+# ---------------------------------------------------------------------------- real Docker
+
+docker = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def videox_image(docker_client, kit_image) -> str:
+    """Dockerfile target videox-fun (GPU_STACK=false) with the nvidia-smi and UI stand-ins."""
+    target = "wan22ctl-test/videox:" + _tree_hash(
+        [REPO / "Dockerfile", REPO / "docker", REPO / "wan22ctl", REPO / "pyproject.toml", REPO / "download_model.sh"],
+        BASE_IMAGE,
+    )
+    try:
+        docker_client.images.get(target)
+    except Exception:
+        _build(docker_client, REPO, target, {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="videox-fun")
+    tag = "wan22ctl-test/videox-standin:" + _tree_hash(
+        [STANDINS / "videox.Dockerfile", STANDINS / "nvidia-smi", STANDINS / "videox_ui_standin.py"], target)
+    try:
+        docker_client.images.get(tag)
+    except Exception:
+        _build(docker_client, STANDINS, tag, {"VIDEOX_IMAGE": target}, dockerfile="videox.Dockerfile")
+    return tag
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def vx(cli, videox_image):
+    """The `cli` fixture set up for the VideoX-Fun stack on a free published port."""
+    cli.env.update(VIDEOX_IMAGE=videox_image, VIDEOX_IMAGE_MODE="pull", VIDEOX_HOST_NETWORK="false",
+                   VIDEOX_PORT=str(free_port()))
+    return cli
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def vx_up(cli):
+    r = cli("up", "--stack", "videox-fun")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def write_control(cli, control: dict) -> None:
+    from pathlib import Path
+
+    models = Path(cli.env["VIDEOX_MODELS_DIR"])
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "standin.json").write_text(json.dumps(control))
+
+
+@docker
+def test_up_then_ui_prints_the_url(vx, docker_client, tmp_path):
+    write_control(vx, {"delay_s": 3})  # the UI listens a few seconds after the container starts
+    r = vx_up(vx)
+    name = vx.env["VIDEOX_CONTAINER_NAME"]
+    assert f"{name} created" in r.stdout and "wan22ctl ui" in r.stdout
+    # This Docker host has less memory than the default 200g /dev/shm: a warning, not a failure.
+    assert "warning: VIDEOX_SHM_SIZE=200g is more than the Docker host's memory" in r.stdout
+    for sub in ("Diffusion_Transformer", "Personalized_Model"):
+        assert (tmp_path / "videox-models" / sub).is_dir()  # made on the host before the container
+
+    port = vx.env["VIDEOX_PORT"]
+    r = vx("ui", "--timeout", "60")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"VideoX-Fun UI ready: http://localhost:{port}/" in r.stdout
+    assert "normal mode" in r.stderr and "GPU memory mode model_cpu_offload" in r.stderr
+
+    plan = get_json(f"http://127.0.0.1:{port}/plan")
+    assert plan["gpu_memory_mode"] == "model_cpu_offload"  # auto, from the stand-in's 24 GB GPU
+    assert plan["ui_mode"] == "normal"  # no model downloaded yet: VideoX-Fun's model picker
+    assert plan["cwd"] == "/workspace/VideoX-Fun" and plan["server_port"] == 7860
+    assert plan["savedir"] == "/opt/outputs/videox-fun"
+    assert (tmp_path / "outputs" / "videox-fun").is_dir()
+
+    container = docker_client.containers.get(name)
+    attrs = container.attrs
+    assert attrs["HostConfig"]["ShmSize"] == 200 * 1024**3
+    assert attrs["HostConfig"]["SecurityOpt"] == ["seccomp=unconfined"]
+    assert attrs["HostConfig"]["PortBindings"] == {"7860/tcp": [{"HostIp": "", "HostPort": port}]}
+    mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+    assert mounts["/workspace/VideoX-Fun/models"]["Source"] == str(tmp_path / "videox-models")
+    assert mounts[f"{CONTAINER_KIT_DIR}/wan22ctl"]["RW"] is False
+
+    r = vx("ui", "--json", "--timeout", "5")
+    data = json.loads(r.stdout)
+    assert (data["url"], data["http_status"], data["gpu_memory_mode"]) == (f"http://localhost:{port}/", 200, "model_cpu_offload")
+    code, out = container.exec_run(["python3", "-m", "wan22ctl.agent.videox", "ui-health"])
+    assert code == 0, out  # the container's health check sees the UI too
+
+
+@docker
+def test_host_mode_with_a_downloaded_model_on_host_networking(vx, tmp_path):
+    model = tmp_path / "videox-models" / "Diffusion_Transformer" / "Wan2.2-Fun-5B-Control"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    vx.env.update(VIDEOX_HOST_NETWORK="true", VIDEOX_GPU_MEMORY_MODE="model_full_load", VIDEOX_SHM_SIZE="1g")
+    r = vx_up(vx)
+    assert "warning" not in r.stdout
+    port = vx.env["VIDEOX_PORT"]
+    r = vx("ui", "--timeout", "60")
+    assert r.returncode == 0, r.stdout + r.stderr
+    plan = get_json(f"http://127.0.0.1:{port}/plan")
+    assert plan["ui_mode"] == "host" and plan["model_type"] == "Control"
+    assert plan["model_path"] == "/workspace/VideoX-Fun/models/Diffusion_Transformer/Wan2.2-Fun-5B-Control"
+    assert plan["config_path"] == "config/wan2.2/wan_civitai_5b.yaml"
+    assert plan["gpu_memory_mode"] == "model_full_load" and plan["server_port"] == int(port)
+
+
+@docker
+def test_ui_times_out_with_the_last_log_lines(vx):
+    write_control(vx, {"mode": "hang"})
+    vx_up(vx)
+    r = vx("ui", "--timeout", "4")
+    assert r.returncode == 1
+    assert f"did not answer at http://localhost:{vx.env['VIDEOX_PORT']}/ within 4s" in r.stderr
+    assert "loading the model forever, never listening" in r.stderr  # the container's own log line
+
+
+@docker
+def test_ui_fails_when_the_launcher_stops(vx):
+    vx.env["VIDEOX_UI_MODE"] = "host"  # host mode without the model: the launcher refuses
+    vx_up(vx)
+    r = vx("ui", "--timeout", "60")
+    assert r.returncode == 1
+    assert "stopped before its UI answered" in r.stderr and "exit code 2" in r.stderr
+    assert "wan22ctl download fun-control" in r.stderr  # the launcher's own message, from the log
+
+
+@docker
+def test_ui_without_the_container_says_how_to_start_it(vx):
+    r = vx("ui")
+    assert r.returncode == 2
+    assert "does not exist" in r.stderr and "wan22ctl up --stack videox-fun" in r.stderr
+
+
+@docker
+def test_both_stacks_side_by_side(vx, docker_client):
+    main, videox = vx.env["CONTAINER_NAME"], vx.env["VIDEOX_CONTAINER_NAME"]
+    r = vx("up", "--wait", "60")
+    assert r.returncode == 0, r.stdout + r.stderr
+    vx_up(vx)
+    assert vx("ui", "--timeout", "60").returncode == 0
+
+    r = vx("status", "--json")
+    states = {c["stack"]: c["state"] for c in json.loads(r.stdout)["containers"]}
+    assert states == {"main": "running", "videox-fun": "running"}
+
+    r = vx("down", "--stack", "videox-fun")
+    assert r.returncode == 0 and f"{videox} removed" in r.stdout
+    assert docker_client.containers.get(main).status == "running"
+
+    vx_up(vx)
+    r = vx("down")
+    assert r.returncode == 0 and f"{main} removed" in r.stdout
+    assert docker_client.containers.get(videox).status == "running"
+    assert vx("ui", "--timeout", "60").returncode == 0  # the UI still answers
