@@ -178,6 +178,9 @@ def test_submit_stream_poll_download(server):
     assert status == 200 and headers["Content-Type"] == "video/mp4" and body[4:8] == b"ftyp"
     sidecar = json.loads(Path(done["sidecar"]).read_text())
     assert sidecar["seed"] == 42 and sidecar["prompt"] == "two cats boxing" and sidecar["video"] in done["output"]
+    assert sidecar["run_id"] == job["id"] and sidecar["bytes"] == len(body) and sidecar["fps"] == 16
+    assert sidecar["guide_scale"] == [3.0, 4.0] and sidecar["guide_scale_source"] == "config default"
+    assert Path(done["output"]).name.startswith("t2v-A14B_832x480_two-cats-boxing_")
 
     # Left-out fields came from the task's config (not upstream's generate() defaults); guide is float.
     call = next(c for c in server.calls_made() if c["input_prompt"] == "two cats boxing")
@@ -225,6 +228,16 @@ def test_failure_is_reported_and_server_lives_on(server):
     final = server.wait(bad["id"])
     assert final["state"] == "failed" and "stand-in failure requested" in final["error"]
     assert server.wait(server.submit(prompt="fine again")["id"])["state"] == "succeeded"
+
+
+def test_unusable_video_fails_the_job(tmp_path):
+    s = Server(tmp_path, env={"FAKE_WAN_SAVE_NOTHING": "1"}).start()
+    try:
+        final = s.wait(s.submit(prompt="nothing saved")["id"])
+        assert final["state"] == "failed" and "unusable: no file was written" in final["error"]
+        assert final["output"] is None and not list(s.out.glob("*.mp4"))
+    finally:
+        s.stop()
 
 
 def test_idempotent_submit(server):

@@ -252,16 +252,17 @@ class Engine:
             _current.hooks = None
             _release_cached_memory()
 
-    def save(self, video, path: str) -> None:
-        """Write the video as generate.py does; raise when nothing was written (upstream only logs)."""
-        tmp = path + ".part"
-        self.backend.save_video(tensor=video[None], save_file=tmp, fps=self.config.sample_fps, nrow=1,
+    def save(self, video, temp_path: str) -> None:
+        """Write the video as generate.py does, then check it: upstream's save_video only logs its errors."""
+        from wan22ctl.agent.outputs import check_mp4
+
+        self.backend.save_video(tensor=video[None], save_file=temp_path, fps=self.config.sample_fps, nrow=1,
                                 normalize=True, value_range=(-1, 1))
-        if not os.path.isfile(tmp) or os.path.getsize(tmp) == 0:
-            raise RuntimeError(f"save_video wrote nothing to {tmp} (see the server log)")
-        with open(tmp, "rb") as f:
+        problem = check_mp4(temp_path)
+        if problem:
+            raise RuntimeError(f"the video written by save_video is unusable: {problem}")
+        with open(temp_path, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
 
 
 def _release_cached_memory() -> None:

@@ -229,6 +229,7 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
         "sample_steps": steps,
         "sample_shift": shift,
         "sample_guide_scale": pair if pair is not None else guide,
+        "guide_scale_given": pair is not None or guide is not None,
         "sample_solver": solver,
         "seed": -1 if seed is None else seed,
         "image_sha256": image.sha256 if image else None,

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -26,9 +27,6 @@ from wan22ctl.agent.server.ranks import Control
 from wan22ctl.agent.server.store import TERMINAL, Job, JobStore
 
 log = logging.getLogger("wan22ctl.server")
-
-SIDECAR_SUFFIX = ".json"
-
 
 @dataclass
 class Summary:
@@ -127,6 +125,8 @@ class Service:
         self.start_latency = Summary()
         self.last_decode_seconds: float | None = None
         (config.state_dir / "inputs").mkdir(parents=True, exist_ok=True)
+        # Half-written videos of a server that died mid-save: their jobs run again.
+        shutil.rmtree(config.state_dir / "tmp", ignore_errors=True)
 
     # ------------------------------------------------------------------ notification
 
@@ -295,24 +295,44 @@ class Service:
         self.notify()
 
     def _save(self, job: Job, seed: int, video, started: float) -> tuple[str, str]:
+        """Check and publish the video under a readable name (never overwriting), then its sidecar."""
+        from datetime import datetime
+
+        from wan22ctl.agent import outputs
+
+        temp = str(self.config.state_dir / "tmp" / f"{job.id}.mp4")
+        os.makedirs(os.path.dirname(temp), exist_ok=True)
+        self.engine.save(video, temp)
         p = job.params
-        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(job.created_at))
-        name = f"{p['task']}_{p['size'].replace('*', 'x')}_{stamp}_{job.id}.mp4"
-        path = str(self.config.output_dir / name)
-        self.engine.save(video, path)
-        sidecar = path[: -len(".mp4")] + SIDECAR_SUFFIX
-        write_sidecar(sidecar, {
-            "video": name, "job_id": job.id, "source": "wan22ctl serve", "task": p["task"],
-            "prompt": p["prompt"], "negative_prompt": p.get("negative_prompt") or None, "size": p["size"],
-            "frame_num": p["frame_num"], "sample_steps": p["sample_steps"], "sample_shift": p["sample_shift"],
-            "sample_guide_scale": p["sample_guide_scale"], "sample_solver": p["sample_solver"], "seed": seed,
-            "image_sha256": p.get("image_sha256"), "fps": self.engine.config.sample_fps,
-            "offload_model": self.engine.options.resolved_offload(self.engine.world_size),
-            "world_size": self.engine.world_size, "ulysses_size": self.engine.options.ulysses_size,
-            "backend": self.engine.backend.name, "wan22_ref": os.environ.get("WAN22_REF"),
-            "created_at": job.created_at, "seconds": round(time.monotonic() - started, 3),
-        })
+        stem = outputs.final_stem(p["task"], p["size"], p["prompt"], datetime.fromtimestamp(job.created_at))
+        path = outputs.publish(temp, str(self.config.output_dir), stem)
+        sidecar = outputs.write_sidecar(path, self._sidecar_data(job, seed, path, started))
         return path, sidecar
+
+    def _sidecar_data(self, job: Job, seed: int, path: str, started: float) -> dict:
+        """The same keys as `wan22ctl generate`'s sidecar (agent.launcher.sidecar_data), plus the job."""
+        from wan22ctl import __version__
+
+        p, eng = job.params, self.engine
+        width, height = (int(x) for x in p["size"].split("*"))
+        return {
+            "video": os.path.basename(path), "bytes": os.path.getsize(path), "status": "ok", "exit_code": 0,
+            "task": p["task"], "prompt": p["prompt"],
+            "negative_prompt": p.get("negative_prompt") or eng.config.sample_neg_prompt,
+            "size": p["size"], "width": width, "height": height, "frame_num": p["frame_num"],
+            "fps": eng.config.sample_fps, "sample_steps": p["sample_steps"], "sample_shift": p["sample_shift"],
+            "guide_scale": p["sample_guide_scale"],
+            "guide_scale_source": "request" if p.get("guide_scale_given") else "config default",
+            "seed": seed, "solver": p["sample_solver"],
+            "image": {"sha256": p["image_sha256"], "staged_as": p.get("image_path")} if p.get("image_sha256") else None,
+            "plan": {"server": True, "world_size": eng.world_size, "pipeline": eng.backend.name,
+                     **{k: v for k, v in vars(eng.options).items()},
+                     "offload_model": eng.options.resolved_offload(eng.world_size)},
+            "total_s": round(time.monotonic() - started, 3),
+            "wan22_commit": os.environ.get("WAN22_REF"), "wan22ctl_version": __version__,
+            "run_id": job.id, "job_id": job.id, "attempts": job.attempts,
+            "started_at": _iso(job.started_at), "finished_at": _iso(time.time()),
+        }
 
     # ------------------------------------------------------------------ metrics
 
@@ -347,12 +367,5 @@ class Service:
         return "\n".join(lines) + "\n"
 
 
-def write_sidecar(path: str, data: dict) -> None:
-    """The JSON next to a video saying how it was made (written atomically)."""
-    tmp = path + ".part"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
