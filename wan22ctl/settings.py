@@ -114,6 +114,30 @@ def _git_ref(value: str) -> str:
     return v
 
 
+def _choice_exact(*choices: str) -> Callable[[str], str]:
+    """Like _choice, for case-sensitive names (Wan2.2 task names)."""
+    by_lower = {c.lower(): c for c in choices}
+
+    def parse(value: str) -> str:
+        v = by_lower.get(value.strip().lower())
+        if v is None:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def _ip_address(value: str) -> str:
+    import ipaddress
+
+    v = value.strip()
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+    return v
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One known key: its default (the `.env.example` value), parser, and whether it is secret."""
@@ -165,6 +189,11 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_MODEL", "Wan2.2-Fun-5B-Control", _nonempty, "model the UI loads: a folder under VIDEOX_MODELS_DIR/Diffusion_Transformer", group="videox"),
     SettingSpec("VIDEOX_UI_MODE", "auto", _choice("auto", "host", "normal"), "host: load VIDEOX_MODEL at start; normal: VideoX-Fun's model picker; auto: host when the model is downloaded", group="videox"),
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
+    # -- resident server (`wan22ctl up --serve`, `jobs`, `wait`, `cancel`)
+    SettingSpec("SERVER_TASK", "ti2v-5B", _choice_exact("t2v-A14B", "i2v-A14B", "ti2v-5B"), "task the resident server loads once and serves (`up --serve`)", group="server"),
+    SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server"),
+    SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
+    SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),
 )
 
 SPEC_BY_KEY: dict[str, SettingSpec] = {s.key: s for s in SPECS}
