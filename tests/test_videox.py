@@ -181,10 +181,15 @@ def test_up_then_ui_prints_the_url(vx, docker_client, tmp_path):
 
 
 @docker
-def test_host_mode_with_a_downloaded_model_on_host_networking(vx, tmp_path):
+def test_downloaded_model_is_loaded_at_start_on_host_networking(vx, hub, tmp_path):
+    # `wan22ctl download fun-control` (issue 3's code, real HF-compatible server) puts the model
+    # where VideoX-Fun looks; the launcher then starts the UI in host mode with it loaded.
+    vx.env.update(HF_ENDPOINT=hub.endpoint)
+    r = vx("download", "fun-control", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
     model = tmp_path / "videox-models" / "Diffusion_Transformer" / "Wan2.2-Fun-5B-Control"
-    model.mkdir(parents=True)
-    (model / "config.json").write_text("{}")
+    assert (model / "config.json").read_bytes() == hub.files["alibaba-pai/Wan2.2-Fun-5B-Control"]["config.json"]
+
     vx.env.update(VIDEOX_HOST_NETWORK="true", VIDEOX_GPU_MEMORY_MODE="model_full_load", VIDEOX_SHM_SIZE="1g")
     r = vx_up(vx)
     assert "warning" not in r.stdout
