@@ -70,6 +70,10 @@ def up(
         emit({"container": spec.to_dict(), "image": image_plan.to_dict()}, as_json,
              lambda d: _print_spec(d))
         return
+    if stack == "main":
+        from wan22ctl.doctor import require  # doctor's cheap checks (issue 9): one line + fix, before any build
+
+        require(settings, "up")
 
     from wan22ctl.docker import containers
     from wan22ctl.docker.client import connect

@@ -183,7 +183,7 @@ def check_host_folders(ctx: Context) -> CheckResult:
             problems.append((key, path))
     if problems:
         key, path = problems[0]
-        return CheckResult("host.folders", name, FAIL, ", ".join(f"{k}={p} not writable" for k, p in problems),
+        return CheckResult("host.folders", name, FAIL, ", ".join(f"{k}={p} is not a writable folder" for k, p in problems),
                            requirement, f"sudo mkdir -p {path} && sudo chown $USER {path}, or set {key} to a folder you own")
     return CheckResult("host.folders", name, PASS, "writable", requirement)
 
@@ -498,8 +498,8 @@ def check_hf_token(ctx: Context) -> CheckResult:
             return CheckResult("hf.token", name, FAIL, "rejected (401)", requirement,
                                "create a read token at https://huggingface.co/settings/tokens and set HF_TOKEN in .env")
         # Mirrors (hf-mirror, olah) have no whoami: the repo check below still tries the token.
-        return CheckResult("hf.token", name, WARN, f"set; the endpoint cannot verify it (HTTP {status})", requirement,
-                           None)
+        return CheckResult("hf.token", name, WARN, f"set; this endpoint has no whoami (HTTP {status})", requirement,
+                           "nothing if the repo check passes: it uses the token")
     return CheckResult("hf.token", name, PASS, f"valid (user {info.get('name', '?')})", requirement)
 
 
