@@ -50,14 +50,21 @@ def filesystem_of(path: Path) -> tuple[str, int]:
 
 
 class ByteProgress:
-    """Thread-safe byte counter that emits at most ~5 `progress` events a second."""
+    """Thread-safe byte counter that emits at most ~5 `progress` events a second.
+
+    It is also where workers learn that the run was interrupted: `add()` raises once `cancel`
+    is set, so every transfer stops at its next chunk and leaves a resumable partial.
+    """
 
     def __init__(self, on_event: EventSink, phase: str, total: int, done: int):
         self.on_event, self.phase, self.total, self.done = on_event, phase, total, done
+        self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._last = 0.0
 
     def add(self, n: int) -> None:
+        if self.cancel.is_set():
+            raise hf.Cancelled()
         with self._lock:
             self.done += n
             now = time.monotonic()
@@ -93,7 +100,7 @@ def prepare(models: tuple[Model, ...], roots: dict[str, str], *, endpoint: str, 
             size = path.stat().st_size if path.is_file() else None
             etag = f.sha256 or f.blob_id
             local[f.path] = LocalFile(
-                size=size, partial=hf.partial_bytes(target, f.path, etag),
+                size=size, partial=hf.partial_bytes(target, f.path, etag) if size != f.size else 0,
                 verified=size is not None and ledger.vouches(f.path, etag),
             )
         plans.append(plan_model(model, listing, local, str(target)))
@@ -130,7 +137,7 @@ def _execute_model(m: ModelPlan, *, token: str | None, workers: int, progress: B
             ledger.record(step.path, expected_hash(step))
             on_event("file", key=m.key, path=step.path, status="verified")
             return None
-        hf.forget_local(target, step.path)
+        hf.forget_local(target, step.path, expected_hash(step))
         ledger.forget([step.path])
         progress.add(-step.size)
         on_event("file", key=m.key, path=step.path, status="mismatch, fetching again")
@@ -141,7 +148,8 @@ def _execute_model(m: ModelPlan, *, token: str | None, workers: int, progress: B
         nonlocal fetched
         for attempt in (1, 2):
             hf.with_retries(
-                lambda: hf.download_file(m.repo_id, step.path, m.commit, target, m.endpoint, token, progress.add),
+                lambda: hf.download_file(m.repo_id, step.path, m.commit, target, endpoint=m.endpoint, token=token,
+                                         size=step.size, expect_hash=expected_hash(step), on_bytes=progress.add),
                 what=f"downloading {m.repo_id}/{step.path}", endpoint=m.endpoint,
                 on_retry=_retry_reporter(on_event, m.endpoint),
             )
@@ -150,7 +158,7 @@ def _execute_model(m: ModelPlan, *, token: str | None, workers: int, progress: B
                 fetched += 1
                 on_event("file", key=m.key, path=step.path, status="fetched")
                 return
-            hf.forget_local(target, step.path)
+            hf.forget_local(target, step.path, expected_hash(step))
             progress.add(-step.size)
             on_event("file", key=m.key, path=step.path, status=f"hash mismatch after download (attempt {attempt})")
         raise RunFailed(f"{m.repo_id}/{step.path} does not match the hub's hash after two downloads; "
@@ -160,9 +168,9 @@ def _execute_model(m: ModelPlan, *, token: str | None, workers: int, progress: B
     to_fetch = [f for f in m.files if f.action == "fetch"]
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            to_fetch += [s for s in _run_all(pool, check, to_check) if s is not None]
+            to_fetch += [s for s in _run_all(pool, check, to_check, progress.cancel) if s is not None]
             to_fetch.sort(key=lambda s: -s.size)
-            _run_all(pool, fetch, to_fetch)
+            _run_all(pool, fetch, to_fetch, progress.cancel)
     except Wan22Error:
         raise
     except Exception as exc:
@@ -183,16 +191,25 @@ def _execute_model(m: ModelPlan, *, token: str | None, workers: int, progress: B
     on_event("model_done", key=m.key, state="complete", fetched=fetched, target_dir=m.target_dir, commit=m.commit)
 
 
-def _run_all(pool: ThreadPoolExecutor, fn, items: list) -> list:
-    """Map `fn` over `items` in the pool; on the first exception cancel what has not started and raise it."""
+def _run_all(pool: ThreadPoolExecutor, fn, items: list, cancel: threading.Event | None = None) -> list:
+    """Map `fn` over `items` in the pool; on the first failure (or Ctrl-C) stop the rest and raise it."""
     futures = [pool.submit(fn, item) for item in items]
-    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-    for fut in done:
-        if fut.exception() is not None:
-            for p in pending:
-                p.cancel()
-            wait(pending)  # let running transfers stop at their own pace; their partials stay resumable
-            raise fut.exception()
+    try:
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:  # KeyboardInterrupt lands in this (main) thread
+        if cancel is not None:
+            cancel.set()
+        for f in futures:
+            f.cancel()
+        raise
+    failed = [f for f in done if f.exception() is not None]
+    if failed:
+        if cancel is not None:
+            cancel.set()  # running transfers stop at their next chunk; their partials stay resumable
+        for p in pending:
+            p.cancel()
+        wait(pending)
+        raise failed[0].exception()
     return [f.result() for f in futures]
 
 

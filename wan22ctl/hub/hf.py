@@ -1,10 +1,13 @@
-"""huggingface_hub 2.x adapter: list a repo at a commit, fetch one file into a local_dir, and
+"""huggingface_hub 2.x adapter: list a repo at a commit, fetch one file into a model folder, and
 turn the hub's failures into the kit's errors.
 
-Files go through `hf_hub_download(local_dir=...)`, the same call `snapshot_download` makes per
-file; the kit drives its own worker pool so each file is hashed as soon as it lands (overlapping
-the next transfers) and one bad file is retried alone. huggingface_hub keeps partial files as
-`.cache/huggingface/download/*.incomplete` and resumes them with a Range request.
+Listing uses `HfApi.model_info` + `list_repo_tree` (sizes, LFS sha256, git blob ids). Files are
+streamed through huggingface_hub's own HTTP session, auth headers and error mapping
+(`get_session`, `build_hf_headers`, `hf_raise_for_status`) into a partial file under
+`.cache/wan22ctl/partial/` that outlives the process, resumed with a Range request: 2.x's
+`hf_hub_download` writes to a per-process temporary file it deletes on error, so an interrupted
+126 GB download would start each shard again. The kit drives its own worker pool so each file
+is hashed as soon as it lands, while others are still transferring.
 
 Unreachable endpoints (connection refused, DNS, timeouts, 5xx) are retried with exponential
 backoff: `WAN22CTL_HUB_RETRIES` attempts (default 5), first delay `WAN22CTL_HUB_BACKOFF_S`
@@ -152,83 +155,86 @@ def list_repo(repo_id: str, revision: str, endpoint: str, token: str | None,
     return with_retries(fetch, what=f"listing {repo_id}", endpoint=endpoint, on_retry=on_retry)
 
 
-def byte_counter(on_bytes: Callable[[int], None]) -> type:
-    """A tqdm stand-in class that forwards byte counts to `on_bytes` (huggingface_hub instantiates it)."""
-
-    class _Counter:
-        def __init__(self, *args, **kwargs):
-            self.total = kwargs.get("total")
-            self.n = kwargs.get("initial", 0) or 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            pass
-
-        def update(self, n: float | None = 1) -> None:
-            on_bytes(int(n or 0))
-
-        def update_transfer(self, n: float | None = 1) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-        def refresh(self, *args, **kwargs) -> None:
-            pass
-
-        def set_description(self, *args, **kwargs) -> None:
-            pass
-
-        set_description_str = set_postfix_str = set_transfer_postfix_str = set_description
-
-    return _Counter
+class Cancelled(Exception):
+    """The run was interrupted (Ctrl-C); workers stop at their next chunk, partials stay."""
 
 
-def download_file(repo_id: str, path: str, commit: str, local_dir: Path, endpoint: str, token: str | None,
-                  on_bytes: Callable[[int], None]) -> Path:
-    """Fetch one file of the repo at `commit` into `local_dir`, resuming a partial download."""
-    from huggingface_hub import hf_hub_download
+class ShortTransfer(ConnectionError):
+    """The server closed the stream before the whole file arrived (retried like a dropped link)."""
 
+
+CHUNK = 1 << 20  # written (and resumable) a MiB at a time
+
+
+def partial_path(local_dir: Path, path: str, expect_hash: str | None) -> Path:
+    """Where the resumable partial of `path` lives; keyed by the expected hash so a changed
+    upstream file never resumes onto the old one's bytes."""
+    return local_dir / ".cache" / "wan22ctl" / "partial" / f"{path}.{expect_hash or 'nohash'}.part"
+
+
+def partial_bytes(local_dir: Path, path: str, expect_hash: str | None) -> int:
+    """Bytes of `path` already transferred by an interrupted run, 0 when none."""
     try:
-        out = hf_hub_download(
-            repo_id, filename=path, revision=commit, local_dir=local_dir, endpoint=endpoint,
-            token=token or None, tqdm_class=byte_counter(on_bytes),
-        )
-    except Exception as exc:
-        err = translate(exc, repo_id, endpoint, bool(token))
-        if err is not None:
-            raise err from None
-        raise
-    return Path(out)
+        return partial_path(local_dir, path, expect_hash).stat().st_size
+    except OSError:
+        return 0
 
 
-def _hf_download_dir(local_dir: Path, path: str) -> Path:
-    # huggingface_hub's layout for local_dir downloads (`_local_folder.get_local_download_paths`,
-    # computed here because that helper creates folders and planning must change nothing).
-    return (local_dir / ".cache" / "huggingface" / "download" / path).parent
-
-
-def forget_local(local_dir: Path, path: str) -> None:
-    """Remove a bad file and huggingface_hub's metadata for it, so the next fetch downloads it afresh."""
-    meta = _hf_download_dir(local_dir, path) / (Path(path).name + ".metadata")
-    for p in (local_dir / path, meta):
+def forget_local(local_dir: Path, path: str, expect_hash: str | None) -> None:
+    """Remove a bad file (and any partial of it) so the next fetch starts afresh."""
+    for p in (local_dir / path, partial_path(local_dir, path, expect_hash)):
         try:
             p.unlink()
         except FileNotFoundError:
             pass
 
 
-def partial_bytes(local_dir: Path, path: str, etag: str | None) -> int:
-    """Size of huggingface_hub's resumable `.incomplete` file for `path`, 0 when none."""
-    if not etag:
-        return 0
-    import base64
-    import hashlib
+def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endpoint: str, token: str | None,
+                  size: int, expect_hash: str | None, on_bytes: Callable[[int], None]) -> Path:
+    """Fetch one file of the repo at `commit` into `local_dir`, resuming an earlier partial with Range.
 
-    short = base64.urlsafe_b64encode(hashlib.sha1((Path(path).name + ".metadata").encode()).digest()).decode()
-    try:
-        return (_hf_download_dir(local_dir, path) / f"{short}.{etag}.incomplete").stat().st_size
-    except OSError:
-        return 0
+    huggingface_hub 2.x downloads into a process-unique temporary file that it deletes on error
+    (and orphans on SIGKILL), so nothing resumes across runs; this streams through its HTTP
+    session, headers and error mapping instead, into a partial file that survives the process.
+    """
+    from huggingface_hub import constants, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint)
+    headers = build_hf_headers(token=token or None)
+    part = partial_path(local_dir, path, expect_hash)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with open(part, "ab") as f:
+        have = f.tell()
+        if have > size:
+            f.truncate(0)
+            on_bytes(-have)
+            have = 0
+        if have < size:
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            try:
+                with get_session().stream("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        hf_raise_for_status(resp)
+                    if have and resp.status_code == 200:  # Range ignored: start over
+                        f.truncate(0)
+                        on_bytes(-have)
+                        have = 0
+                    for chunk in resp.iter_bytes(CHUNK):
+                        f.write(chunk)
+                        f.flush()
+                        on_bytes(len(chunk))
+            except Exception as exc:
+                err = translate(exc, repo_id, endpoint, bool(token))
+                if err is not None:
+                    raise err from None
+                raise
+    got = part.stat().st_size
+    if got != size:
+        raise ShortTransfer(f"{path}: got {got} of {size} bytes")
+    final = local_dir / path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, final)
+    return final
