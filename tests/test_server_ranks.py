@@ -7,9 +7,12 @@ process group's timeout (here shortened to 3 s) because jobs travel over the con
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +61,35 @@ def test_two_rank_gloo_handoff(tmp_path):
         s.proc.wait(timeout=60)
     log = s.logtext()
     assert "[rank1]: Traceback" not in log and "[rank0]: Traceback" not in log, log
+
+
+def test_plan_auto_picks_torchrun_like_generate(tmp_path):
+    """--plan auto on two (stand-in) 80 GB GPUs: generate's plan for t2v-A14B is torchrun x2 with
+    Ulysses 2 and FSDP; the server re-executes itself that way and serves on both ranks."""
+    from tests.conftest import STANDINS
+
+    venv_bin = str(Path(sys.executable).parent)
+    s = Server(tmp_path, args=("--plan", "auto"), env={
+        "WAN22_FAKE_GPUS": "2x80:9.0:NVIDIA H100 80GB HBM3", "OMP_NUM_THREADS": "1",
+        "PATH": f"{STANDINS}{os.pathsep}{venv_bin}{os.pathsep}{os.environ['PATH']}",
+        "WAN22_TORCHRUN": str(Path(venv_bin) / "torchrun")})
+    s.start()
+    try:
+        info = s.api("GET", "/v1/info")[1]
+        assert info["world_size"] == 2 and info["plan"]["ulysses_size"] == 2
+        from wan22ctl.agent.inventory import host_ram_gb
+        from wan22ctl.agent.server.autoplan import plan_for_server
+        from wan22ctl.plan.inventory import parse_nvidia_smi
+
+        smi = subprocess.run([str(STANDINS / "nvidia-smi"), "--query-gpu=index"], capture_output=True, text=True,
+                             env=s.env).stdout
+        expected = plan_for_server("t2v-A14B", {"gpus": [g.to_dict() for g in parse_nvidia_smi(smi)],
+                                                "host_ram_gb": host_ram_gb()}, "auto")
+        assert (info["plan"]["dit_fsdp"], info["plan"]["t5_fsdp"], info["plan"]["offload_model"]) == \
+            (expected.dit_fsdp, expected.t5_fsdp, expected.offload_model) and expected.dit_fsdp
+        assert s.wait(s.submit(prompt="planned")["id"])["state"] == "succeeded"
+        assert sorted(c["rank"] for c in s.calls_made() if c["input_prompt"] == "planned") == [0, 1]
+        assert "plan: torchrun --nproc_per_node=2" in s.logtext()
+    finally:
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=60)

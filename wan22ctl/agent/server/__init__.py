@@ -3,13 +3,15 @@
 Examples (inside the container, or anywhere with the kit installed):
     wan22ctl-agent server --task ti2v-5B                        # 127.0.0.1:8000, no key needed
     WAN22_API_KEY=... wan22ctl-agent server --task t2v-A14B --host 0.0.0.0
+    wan22ctl-agent server --task t2v-A14B --plan auto            # GPUs and flags as `generate` picks them
     torchrun --nproc_per_node 2 -m wan22ctl.agent server --task t2v-A14B --dit-fsdp --t5-fsdp --ulysses-size 2
     python -m wan22ctl.agent server --task t2v-A14B --pipeline tests/standins/fake_wan_pipeline.py \\
         --ckpt-dir /tmp/ckpt --output-dir /tmp/out            # a stand-in pipeline, no GPU
 
 The queue lives in `<output-dir>/.wan22ctl/server/queue.sqlite3` (SQLite, WAL), so jobs
 survive a restart of the server or of the container. Modules: `store` (queue), `requests`
-(validation), `engine` (pipeline + progress hook), `ranks` (torchrun hand-off), `service`
+(validation), `engine` (pipeline + progress hook), `ranks` (torchrun hand-off), `autoplan`
+(`--plan auto` through `plan.launch`), `service`
 (worker, progress, metrics), `http` (routes).
 """
 
@@ -81,6 +83,11 @@ def run(args) -> int:
     api_key = read_api_key(args)
     if rank == 0:
         check_exposure(args.host, args.published_host, api_key)
+    plan_info = None
+    if args.plan == "auto" and "RANK" not in os.environ:
+        from wan22ctl.agent.server.autoplan import apply
+
+        plan_info = apply(args, sys.argv[1:])  # with several GPUs: re-executes under torchrun
     task = catalog.TASKS[args.task]
     if args.ulysses_size > 1 and task.num_heads % args.ulysses_size:
         raise UserError(f"--ulysses-size {args.ulysses_size} does not divide {args.task}'s {task.num_heads} heads")
@@ -104,10 +111,10 @@ def run(args) -> int:
         follow(engine, control)
         control.close()
         return 0
-    return _serve_rank0(args, api_key, engine, control, log)
+    return _serve_rank0(args, api_key, engine, control, log, plan_info)
 
 
-def _serve_rank0(args, api_key, engine, control, log) -> int:
+def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     from wan22ctl.agent.server.http import ApiServer
     from wan22ctl.agent.server.service import Service, ServiceConfig
     from wan22ctl.agent.server.store import JobStore
@@ -127,7 +134,7 @@ def _serve_rank0(args, api_key, engine, control, log) -> int:
         "ulysses_size": engine.options.ulysses_size, "t5_fsdp": engine.options.t5_fsdp,
         "dit_fsdp": engine.options.dit_fsdp, "t5_cpu": engine.options.t5_cpu,
         "convert_model_dtype": engine.options.convert_model_dtype,
-        "attention": os.environ.get("WAN22_ATTENTION", "auto")},
+        "attention": os.environ.get("WAN22_ATTENTION", "auto"), "auto": plan_info},
         "gpus": _gpus(), "queue": str(store.path), "interrupted_policy": args.on_interrupt,
         "auth": api_key is not None}
     try:
@@ -183,6 +190,9 @@ def add_parser(sub) -> None:
     p.add_argument("--api-key-file", default=None, help="read the API key from this file instead of WAN22_API_KEY")
     p.add_argument("--pipeline", default=os.environ.get("WAN22_SERVER_PIPELINE", "wan"),
                    help="'wan' (Wan2.2 in WAN22_DIR), or a module name or .py file with the same classes (a stand-in)")
+    p.add_argument("--plan", choices=("flags", "auto"), default="flags",
+                   help="auto: choose GPUs, torchrun/Ulysses/FSDP and memory flags as `generate` would "
+                        "(from nvidia-smi and host RAM); flags: use the options below")
     p.add_argument("--offload-model", type=_bool_arg, default=None,
                    help="true/false; default true on one GPU, false under torchrun (as generate.py)")
     p.add_argument("--ulysses-size", type=int, default=1)

@@ -64,6 +64,7 @@ def load_backend(name: str, wan_dir: str | None = None) -> Backend:
         wan_dir = wan_dir or os.environ.get("WAN22_DIR", "/workspace/wan2.2")
         if wan_dir not in sys.path:
             sys.path.insert(0, wan_dir)
+        _install_attention()
         import wan  # noqa: F401  (Wan2.2, cloned into the image)
         from wan.configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, WAN_CONFIGS
         from wan.distributed.util import init_distributed_group
@@ -81,6 +82,22 @@ def load_backend(name: str, wan_dir: str | None = None) -> Backend:
     return Backend(name, module, {"t2v": module.WanT2V, "i2v": module.WanI2V, "ti2v": module.WanTI2V},
                    module.WAN_CONFIGS, module.SIZE_CONFIGS, module.MAX_AREA_CONFIGS, module.save_video,
                    getattr(module, "load_image", _pil_loader), getattr(module, "init_distributed_group", None))
+
+
+def _install_attention() -> None:
+    """The attention backend `generate` would use: a WAN22_ATTENTION other than auto is installed
+    before `wan` is imported (plan.launch starts generate.py through the same bootstrap then)."""
+    if os.environ.get("WAN22_ATTENTION", "auto") == "auto":
+        return
+    try:
+        from wan22ctl.agent import attention
+    except ModuleNotFoundError as exc:
+        if exc.name != "wan22ctl.agent.attention":
+            raise
+        log.warning("WAN22_ATTENTION=%s but this kit has no attention module; upstream's choice applies",
+                    os.environ["WAN22_ATTENTION"])
+        return
+    log.info("attention backend: %s", attention.install())
 
 
 def pipeline_kind(task: str) -> str:
