@@ -13,7 +13,7 @@ Behaviour on request, by a marker in the prompt:
   @@fail     raise RuntimeError half way through denoising (exit 1, traceback)
   @@hang     stop at step 2 and sleep until killed
   @@nosave   log upstream's "save_video failed" and exit 0 without writing (upstream swallows it)
-  @@badsave  write a file that is not an MP4 and exit 0
+  @@badsave  write half an MP4 (a cut-short write) and exit 0
   @@slow     0.25 s per denoising step (default WAN22_STANDIN_STEP_S or 0.005 s)
 Every process appends one JSON line (argv, RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES, pid) to
 WAN22_STANDIN_LOG (default /tmp/wan22-standin-calls.jsonl).
@@ -216,6 +216,12 @@ def _record(args):
         f.write(json.dumps(entry) + "\n")
 
 
+def _fixture():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.environ.get("WAN22_STANDIN_MP4") or next(
+        p for p in ("/opt/standins/tiny.mp4", os.path.join(here, "tiny.mp4")) if os.path.exists(p))
+
+
 def generate(args):
     rank = int(os.getenv("RANK", 0))
     world_size = int(os.getenv("WORLD_SIZE", 1))
@@ -261,13 +267,12 @@ def generate(args):
         if "@@nosave" in prompt:
             logging.info("save_video failed, error: Could not find a backend to open `%s`` with iomode `wI`." % args.save_file)
         elif "@@badsave" in prompt:
+            with open(_fixture(), "rb") as f:  # a write cut short: the first half of a real MP4
+                data = f.read()
             with open(args.save_file, "wb") as f:
-                f.write(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 40)  # an ftyp box and nothing else
+                f.write(data[:len(data) // 2])
         else:
-            here = os.path.dirname(os.path.abspath(__file__))
-            fixture = os.environ.get("WAN22_STANDIN_MP4") or next(
-                p for p in ("/opt/standins/tiny.mp4", os.path.join(here, "tiny.mp4")) if os.path.exists(p))
-            shutil.copyfile(fixture, args.save_file)
+            shutil.copyfile(_fixture(), args.save_file)
     logging.info("Finished.")
 
 

@@ -31,6 +31,13 @@ from wan22ctl.errors import EnvError, RunFailed, UserError
 
 EXIT_BUSY = 75  # wan22ctl.agent.launcher.EXIT_BUSY (not imported: keeps the CLI start light)
 
+
+class Interrupted(RunFailed):
+    """Ctrl-C / SIGTERM: the run in the container was stopped (Typer would turn a bare
+    KeyboardInterrupt into a return value that `app.main` drops, exiting 0)."""
+
+    exit_code = 130
+
 TaskOpt = Annotated[str, typer.Option("--task", help="t2v-A14B, i2v-A14B or ti2v-5B (required).")]
 SizeOpt = Annotated[Optional[str], typer.Option("--size", help="WIDTH*HEIGHT (or WIDTHxHEIGHT); default per task (ti2v-5B: 1280*704).")]
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="What to generate.")]
@@ -387,6 +394,15 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate videos with Wan2.2 in the container; outputs land in OUTPUT_DIR with a JSON sidecar."""
+    try:
+        _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, guide_scale, seed, solver, gpus,
+                  offload, gpu_count, gpu_mem_gb, host_ram_gb, force, no_wait, dry_run, as_json)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: the generation was stopped in the container; no partial file is left") from None
+
+
+def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, guide_scale, seed, solver, gpus,
+              offload, gpu_count, gpu_mem_gb, host_ram_gb, force, no_wait, dry_run, as_json) -> None:
     settings = settings_from()
     options = dict(size=size, frame_num=frame_num, steps=steps, shift=shift, guide_scale=guide_scale, seed=seed,
                    solver=solver, image=image, offload=offload, gpus=gpus)
