@@ -251,3 +251,38 @@ def test_both_stacks_side_by_side(vx, docker_client):
     assert r.returncode == 0 and f"{main} removed" in r.stdout
     assert docker_client.containers.get(videox).status == "running"
     assert vx("ui", "--timeout", "60").returncode == 0  # the UI still answers
+
+
+def test_launcher_fetches_videox_fun_into_the_mounted_checkout(tmp_path):
+    """A pulled image without VideoX-Fun: the launcher fetches the pinned commit with real git,
+    around the already-mounted models/ folder (which `git clone` would refuse)."""
+    import subprocess
+
+    from wan22ctl.agent.videox import ensure_checkout
+
+    upstream = tmp_path / "upstream"
+    (upstream / "videox_fun").mkdir(parents=True)
+    (upstream / "videox_fun" / "__init__.py").write_text("")
+    (upstream / "models").mkdir()
+    (upstream / "models" / "put models here.txt").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(upstream)]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "pinned"],
+                 ["config", "uploadpack.allowAnySHA1InWant", "true"]):
+        subprocess.run(git + args, check=True)
+    pinned = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (upstream / "later.txt").write_text("")
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "later"], check=True)
+
+    checkout = tmp_path / "VideoX-Fun"
+    (checkout / "models" / "Diffusion_Transformer" / "Wan2.2-Fun-5B-Control").mkdir(parents=True)  # the mount
+    ensure_checkout(str(checkout), f"file://{upstream}", pinned)
+    assert (checkout / "videox_fun" / "__init__.py").is_file()
+    assert not (checkout / "later.txt").exists()  # the pinned commit, not the branch tip
+    assert (checkout / "models" / "Diffusion_Transformer" / "Wan2.2-Fun-5B-Control").is_dir()
+    ensure_checkout(str(checkout), "file:///nonexistent", pinned)  # present: nothing fetched again
+
+    from wan22ctl.errors import EnvError
+
+    with pytest.raises(EnvError, match="fetching VideoX-Fun failed"):
+        ensure_checkout(str(tmp_path / "other"), "file:///nonexistent", pinned)
