@@ -1,0 +1,333 @@
+"""Wan2.2's `flash_attention` contract on PyTorch's fused attention, and the switch between backends.
+
+Upstream's DiT calls `wan.modules.attention.flash_attention`, which needs the flash-attn package
+(FlashAttention-3 or -2) and dies on an assert without it. This module implements the same
+function on `torch.nn.functional.scaled_dot_product_attention` (SDPA) so that the image runs without
+flash-attn, and picks the kernel per `WAN22_ATTENTION`:
+
+    auto            the fastest backend measured on this GPU architecture (`MEASURED_ORDER`), else
+                    the first available of flash3, sdpa-cudnn, flash2, sdpa-flash
+    flash3 / flash2 the flash-attn packages, exactly as upstream calls them (must be installed)
+    sdpa            SDPA preferring cuDNN, then flash, mem-efficient, math
+    sdpa-cudnn / sdpa-flash / sdpa-efficient / sdpa-math
+                    SDPA with that kernel first (sdpa-flash = FlashAttention-2 kernels inside PyTorch,
+                    the FA2-equivalent baseline of the benchmarks)
+
+Semantics follow flash-attn's varlen call as upstream uses it: q/k/v are [B, L, N, C]; sample i
+attends its first `q_lens[i]` queries to its first `k_lens[i]` keys (query rows past `q_lens[i]`
+come back as zeros, as do rows with no key to attend); `causal` and `window_size` align the last
+query with the last key (flash-attn >= 2.1); inputs that are not fp16/bf16 are cast to `dtype`, and
+the result comes back in q's original dtype. Nq may be a multiple of Nk (grouped heads).
+
+Wan's own Python process imports this file: it imports only the standard library and torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+ENV_VAR = "WAN22_ATTENTION"
+CHOICES = ("auto", "flash3", "flash2", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
+
+# Backends ranked by measured speed at Wan2.2 shapes, keyed by CUDA compute capability. A backend
+# that is not installed is skipped. Sources (BENCHMARKS.md, "Attention backends"): on sm_90
+# (H100/H200, torch 2.11+cu130) cuDNN SDPA ran 1.5-1.6x the FlashAttention-2 kernels at 480P/720P
+# A14B shapes. FA3 was not installable on the benchmark machine, so it ranks after the measured
+# winner there; where nothing was measured the fallback order applies.
+MEASURED_ORDER: dict[tuple[int, int], tuple[str, ...]] = {
+    (9, 0): ("sdpa-cudnn", "flash3", "flash2", "sdpa-flash", "sdpa-efficient"),
+}
+FALLBACK_ORDER = ("flash3", "sdpa-cudnn", "flash2", "sdpa-flash", "sdpa-efficient", "sdpa-math")
+
+_HALF = (torch.float16, torch.bfloat16)
+_resolved: dict[int, str] = {}  # device index -> backend name
+
+
+def _sdpa_backends(name: str) -> list:
+    """SDPBackend priority list for an `sdpa-*` choice; fallbacks cover masks the first can't take."""
+    from torch.nn.attention import SDPBackend
+
+    table = {
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
+    first = {"sdpa": "cudnn"}.get(name, name.removeprefix("sdpa-"))
+    order = [first] + [k for k in ("cudnn", "flash", "efficient", "math") if k != first]
+    if name != "sdpa" and first in ("cudnn", "flash"):
+        # an explicit kernel must not silently turn into the other fast one: keep it measurable
+        order = [first, "efficient", "math"]
+    return [table[k] for k in order]
+
+
+def _flash_module(name: str):
+    try:
+        if name == "flash3":
+            import flash_attn_interface as mod  # noqa: PLC0415
+        else:
+            import flash_attn as mod  # noqa: PLC0415
+    except ImportError:
+        return None
+    return mod
+
+
+def _sdpa_usable(name: str, device: torch.device) -> bool:
+    """Whether an SDPA kernel runs here: one tiny call with only that kernel allowed."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: no per-kernel choice
+        return name in ("sdpa", "sdpa-math")
+    kernel = {
+        "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+        "sdpa-flash": SDPBackend.FLASH_ATTENTION,
+        "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }.get(name)
+    if kernel is None:
+        return True
+    q = torch.randn(1, 2, 256, 128, device=device, dtype=torch.bfloat16)
+    try:
+        with warnings.catch_warnings(), sdpa_kernel([kernel]):
+            warnings.simplefilter("ignore")
+            F.scaled_dot_product_attention(q, q, q)
+        return True
+    except RuntimeError:
+        return False
+
+
+def available(name: str, device: torch.device | None = None) -> bool:
+    """Whether backend `name` can run on `device` (default: the current CUDA device)."""
+    if name in ("flash3", "flash2"):
+        return _flash_module(name) is not None
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type != "cuda":
+        return name in ("sdpa", "sdpa-math")
+    return _sdpa_usable(name, device)
+
+
+def requested() -> str:
+    """The backend asked for through WAN22_ATTENTION (default auto); ValueError when unknown."""
+    name = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if name not in CHOICES:
+        raise ValueError(f"{ENV_VAR}={name!r} is not one of {', '.join(CHOICES)}")
+    return name
+
+
+def resolve(name: str | None = None, device: torch.device | None = None) -> str:
+    """The concrete backend for `name` (default: the environment's) on `device`.
+
+    `auto` walks the measured order for the device's compute capability, else the fallback order,
+    and returns the first available backend. An explicit choice that is not available raises
+    RuntimeError naming what is missing, so a run never silently measures the wrong kernel.
+    """
+    name = requested() if name is None else name
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if name != "auto":
+        if not available(name, device):
+            missing = {"flash3": "the flash_attn_interface package (FlashAttention-3)",
+                       "flash2": "the flash_attn package (FlashAttention-2)"}.get(name, f"PyTorch's {name} kernel on this GPU")
+            raise RuntimeError(f"{ENV_VAR}={name} needs {missing}; use {ENV_VAR}=auto or sdpa")
+        return name
+    if device.type != "cuda":
+        return "sdpa-math"
+    order = MEASURED_ORDER.get(torch.cuda.get_device_capability(device), FALLBACK_ORDER)
+    for candidate in order:
+        if available(candidate, device):
+            return candidate
+    return "sdpa"
+
+
+def _backend_for(device: torch.device) -> str:
+    index = device.index if device.index is not None else -1
+    name = _resolved.get(index)
+    if name is None:
+        name = resolve(device=device)
+        _resolved[index] = name
+        cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        where = f"sm_{cap[0]}{cap[1]}" if cap else device.type
+        print(f"wan22ctl: attention backend {name} ({ENV_VAR}={requested()}, {where})", file=sys.stderr, flush=True)
+    return name
+
+
+def reset() -> None:
+    """Forget the per-device choice (tests and benchmarks switch WAN22_ATTENTION between calls)."""
+    _resolved.clear()
+
+
+def _flash_varlen(name, q, k, v, q_lens, k_lens, lq, lk, b, dropout_p, softmax_scale, causal, window_size, deterministic):
+    """The flash-attn varlen call as upstream makes it (q/k/v already packed to [total, N, C])."""
+    mod = _flash_module(name)
+    cu_q = torch.cat([q_lens.new_zeros([1]), q_lens]).cumsum(0, dtype=torch.int32).to(q.device, non_blocking=True)
+    cu_k = torch.cat([k_lens.new_zeros([1]), k_lens]).cumsum(0, dtype=torch.int32).to(q.device, non_blocking=True)
+    if name == "flash3":
+        out = mod.flash_attn_varlen_func(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqused_q=None,
+                                         seqused_k=None, max_seqlen_q=lq, max_seqlen_k=lk,
+                                         softmax_scale=softmax_scale, causal=causal, deterministic=deterministic)
+        return out[0] if isinstance(out, tuple) else out
+    return mod.flash_attn_varlen_func(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=lq,
+                                      max_seqlen_k=lk, dropout_p=dropout_p, softmax_scale=softmax_scale,
+                                      causal=causal, window_size=window_size, deterministic=deterministic)
+
+
+def _mask(lq: int, lk: int, causal: bool, window_size, device) -> torch.Tensor | None:
+    """Boolean [lq, lk] mask (True = attend) with flash-attn's bottom-right alignment, or None."""
+    left, right = window_size
+    if causal:
+        right = 0
+    if left < 0 and right < 0:
+        return None
+    i = torch.arange(lq, device=device).unsqueeze(1) + (lk - lq)
+    j = torch.arange(lk, device=device).unsqueeze(0)
+    keep = torch.ones(lq, lk, dtype=torch.bool, device=device)
+    if right >= 0:
+        keep &= j <= i + right
+    if left >= 0:
+        keep &= j >= i - left
+    return keep
+
+
+def _sdpa(name, q, k, v, dropout_p, softmax_scale, mask):
+    """SDPA on [1, L, N, C] tensors with the kernel order of backend `name`; returns [1, Lq, N, C]."""
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    kwargs = dict(attn_mask=mask, dropout_p=dropout_p, scale=softmax_scale)
+    try:
+        from torch.nn.attention import sdpa_kernel
+    except ImportError:
+        out = F.scaled_dot_product_attention(qt, kt, vt, **kwargs)
+    else:
+        backends = _sdpa_backends(name) if q.device.type == "cuda" else _sdpa_backends("sdpa-math")
+        try:
+            ctx = sdpa_kernel(backends, set_priority=True)
+        except TypeError:  # torch < 2.6 has no priority order: the listed kernels, default order
+            ctx = sdpa_kernel(backends)
+        with ctx:
+            out = F.scaled_dot_product_attention(qt, kt, vt, **kwargs)
+    return out.transpose(1, 2)
+
+
+def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None,
+                     causal=False, window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16, version=None):
+    assert dtype in _HALF, f"dtype must be float16 or bfloat16, got {dtype}"
+    b, lq, lk, out_dtype = q.size(0), q.size(1), k.size(1), q.dtype
+    backend = _backend_for(q.device)
+    window_size = tuple(window_size)
+
+    def half(x):
+        return x if x.dtype in _HALF else x.to(dtype)
+
+    q, k, v = half(q), half(k), half(v)
+    q, k = q.to(v.dtype), k.to(v.dtype)
+    if q_scale is not None:
+        q = q * q_scale
+
+    if backend in ("flash3", "flash2"):
+        q_l = torch.tensor([lq] * b, dtype=torch.int32, device=q.device) if q_lens is None else q_lens
+        k_l = torch.tensor([lk] * b, dtype=torch.int32, device=k.device) if k_lens is None else k_lens
+        pq = q.flatten(0, 1) if q_lens is None else torch.cat([u[:n] for u, n in zip(q, q_lens)])
+        pk = k.flatten(0, 1) if k_lens is None else torch.cat([u[:n] for u, n in zip(k, k_lens)])
+        pv = v.flatten(0, 1) if k_lens is None else torch.cat([u[:n] for u, n in zip(v, k_lens)])
+        x = _flash_varlen(backend, pq, pk, pv, q_l.to(torch.int32), k_l.to(torch.int32), lq, lk, b,
+                          dropout_p, softmax_scale, causal, window_size, deterministic)
+        if q_lens is None:
+            return x.unflatten(0, (b, lq)).type(out_dtype)
+        out = x.new_zeros(b, lq, *x.shape[1:])
+        for i, (start, n) in enumerate(zip(torch.cumsum(q_lens, 0) - q_lens, q_lens)):
+            out[i, :n] = x[start:start + n]
+        return out.type(out_dtype)
+
+    if q.size(2) != k.size(2):  # grouped heads: SDPA's kernels want equal head counts here
+        rep = q.size(2) // k.size(2)
+        k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+
+    # lengths live on the CPU in Wan (torch.tensor of Python ints): reading them costs no sync
+    q_n = [lq] * b if q_lens is None else [int(n) for n in q_lens.tolist()]
+    k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
+    if all(n == lq for n in q_n) and all(n == lk for n in k_n):
+        mask = _mask(lq, lk, causal, window_size, q.device)
+        out = _sdpa(backend, q, k, v, dropout_p, softmax_scale, mask)
+        if mask is not None:
+            out = out.masked_fill(~mask.any(-1).view(1, lq, 1, 1), 0)
+        return out.contiguous().type(out_dtype)
+
+    out = q.new_zeros(b, lq, q.size(2), v.size(3))
+    for i in range(b):
+        nq, nk = min(q_n[i], lq), min(k_n[i], lk)
+        if nq <= 0 or nk <= 0:
+            continue
+        mask = _mask(nq, nk, causal, window_size, q.device)
+        y = _sdpa(backend, q[i:i + 1, :nq], k[i:i + 1, :nk], v[i:i + 1, :nk], dropout_p, softmax_scale, mask)
+        if mask is not None:
+            y = y.masked_fill(~mask.any(-1).view(1, nq, 1, 1), 0)
+        out[i, :nq] = y[0]
+    return out.type(out_dtype)
+
+
+_disable = getattr(getattr(torch, "compiler", None), "disable", None)
+# torch.compile of a block breaks the graph here: the kernel choice and the length loop stay eager
+flash_attention = _disable(_flash_attention) if _disable else _flash_attention
+flash_attention.__doc__ = """Wan2.2's `flash_attention(q, k, v, q_lens, k_lens, dropout_p, softmax_scale, q_scale,
+causal, window_size, deterministic, dtype, version)` on the backend chosen by WAN22_ATTENTION.
+
+q: [B, Lq, Nq, C1]; k: [B, Lk, Nk, C1]; v: [B, Lk, Nk, C2]; returns [B, Lq, Nq, C2] in q's dtype.
+`version` is accepted for compatibility and ignored: the backend is chosen by WAN22_ATTENTION."""
+
+
+def attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None, causal=False,
+              window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16, fa_version=None):
+    """Upstream's `attention` wrapper: the same call, always with the padding honoured."""
+    return flash_attention(q, k, v, q_lens=q_lens, k_lens=k_lens, dropout_p=dropout_p, softmax_scale=softmax_scale,
+                           q_scale=q_scale, causal=causal, window_size=window_size, deterministic=deterministic,
+                           dtype=dtype, version=fa_version)
+
+
+def _patch_module(module) -> None:
+    module.flash_attention = flash_attention
+    if hasattr(module, "attention") and module.__name__ == "wan.modules.attention":
+        module.attention = attention
+
+
+class _PatchAfterLoad:
+    """A meta-path finder that swaps `flash_attention` into wan.modules.attention as soon as it loads,
+    so every later `from .attention import flash_attention` (model.py, ulysses.py, ...) binds ours."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "wan.modules.attention":
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module):
+            original_exec(module)
+            _patch_module(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def install() -> str:
+    """Route Wan's attention through this module; returns the requested backend name.
+
+    Call before `import wan`. Modules of Wan that are already imported get their `flash_attention`
+    name rebound too, so calling it later still works for code that looks the name up at call time.
+    Validates WAN22_ATTENTION at once (ValueError) so that a typo fails before any weights load.
+    """
+    name = requested()
+    if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAfterLoad())
+    for mod_name, module in list(sys.modules.items()):
+        if mod_name == "wan" or mod_name.startswith("wan."):
+            if hasattr(module, "flash_attention"):
+                _patch_module(module)
+    return name
