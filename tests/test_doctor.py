@@ -169,6 +169,34 @@ def test_eight_a100_40gb_fit_t2v_a14b(kit, running):
     assert ram["status"] == "FAIL" and ram["data"]["need_gb"] > 400 and "8 rank(s)" in ram["requirement"]
 
 
+def test_preflight_generate_judges_the_plan_about_to_run(kit, running):
+    from wan22ctl.doctor import preflight, require
+    from wan22ctl.errors import EnvError
+    from wan22ctl.plan.inventory import Gpu
+    from wan22ctl.settings import load_settings
+
+    fake_gpus(running, "1x24:8.9:NVIDIA GeForce RTX 4090")
+    settings = load_settings(environ=kit.env)
+    with pytest.raises(EnvError) as err:
+        require(settings, "generate", task="t2v-A14B")
+    assert err.value.exit_code == 3
+    assert err.value.message.startswith("GPU memory: plan: python on 1 x 24 GB")
+    assert "ti2v-5B" in err.value.fix
+    assert preflight(settings, "generate", task="ti2v-5B") is None
+    # A plan the caller made (another size or GPU choice) is judged as it is, not re-planned.
+    rtx = [Gpu(0, "NVIDIA GeForce RTX 4090", 24.0, "8.9", "580.95.05")]
+    big = rules_plan("ti2v-5B", [Gpu(0, "NVIDIA H200", 140.0, "9.0", "580.95.05")])
+    assert preflight(settings, "generate", task="ti2v-5B", plan=big) is None
+    small = rules_plan("t2v-A14B", rtx)
+    assert preflight(settings, "generate", task="t2v-A14B", plan=small).id == "gpu.vram"
+
+
+def rules_plan(task, gpus):
+    from wan22ctl.doctor.rules import launch_plan
+
+    return launch_plan(task, gpus, None)
+
+
 def test_compute_capability_7_5_fails(kit, running):
     fake_gpus(running, "1x16:7.5:Tesla T4")
     _, report = _doctor(kit, "--task", "ti2v-5B")

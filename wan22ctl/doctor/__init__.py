@@ -24,12 +24,13 @@ __all__ = [
 ]
 
 
-def _context(settings: Settings, task: str | None, models: Iterable[catalog.Model] | None, allow_probe: bool):
+def _context(settings: Settings, task: str | None, models: Iterable[catalog.Model] | None, allow_probe: bool,
+             plan=None):
     from wan22ctl.doctor.checks import Context
 
     if models is None:
         models = (catalog.model_for_task(task),) if task else ()
-    return Context(settings, task, tuple(models), allow_probe=allow_probe)
+    return Context(settings, task, tuple(models), allow_probe=allow_probe, plan=plan)
 
 
 def run_doctor(settings: Settings, task: str | None = None) -> list[CheckResult]:
@@ -41,15 +42,17 @@ def run_doctor(settings: Settings, task: str | None = None) -> list[CheckResult]
 
 
 def preflight(settings: Settings, stage: str, task: str | None = None,
-              models: Iterable[catalog.Model] | None = None) -> CheckResult | None:
+              models: Iterable[catalog.Model] | None = None, plan=None) -> CheckResult | None:
     """The first FAIL among the cheap checks of `stage` ("up", "download", "generate"), else None.
 
     Cheap means no probe container and no network: GPU facts come from the running container
     only (a check that cannot see one says SKIP). `models` defaults to the task's model.
+    `plan` (generate): the LaunchPlan about to run, so GPU memory and host RAM are judged for
+    the real request (size, --gpus) rather than the task's defaults.
     """
     from wan22ctl.doctor.checks import STAGE_CHECKS
 
-    ctx = _context(settings, task, models, allow_probe=False)
+    ctx = _context(settings, task, models, allow_probe=False, plan=plan)
     for check in STAGE_CHECKS[stage]:
         result = check(ctx)
         if result.status == FAIL:
@@ -58,10 +61,10 @@ def preflight(settings: Settings, stage: str, task: str | None = None,
 
 
 def require(settings: Settings, stage: str, task: str | None = None,
-            models: Iterable[catalog.Model] | None = None) -> None:
+            models: Iterable[catalog.Model] | None = None, plan=None) -> None:
     """`preflight`, raising EnvError (exit 3, one line + fix) on the first FAIL."""
     from wan22ctl.errors import EnvError
 
-    failed = preflight(settings, stage, task, models)
+    failed = preflight(settings, stage, task, models, plan)
     if failed is not None:
         raise EnvError(failed.one_line(), fix=failed.fix)

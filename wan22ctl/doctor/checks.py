@@ -33,6 +33,7 @@ class Context:
     task: str | None = None
     models: tuple[catalog.Model, ...] = ()  # what must be on disk (the task's model, or download's)
     allow_probe: bool = True  # False for preflights: no probe container, only the running one
+    plan: object | None = None  # a LaunchPlan `generate` already made; else doctor plans the default request
     _cache: dict = field(default_factory=dict)
 
     def _once(self, key: str, fetch: Callable):
@@ -124,6 +125,8 @@ class Context:
 
     def memory_plan(self):
         """The launch plan `generate --task T` would make here (`wan22ctl.plan.launch`), or None."""
+        if self.plan is not None:
+            return self.plan
         gpus, _, _ = self.inventory()
         if not self.task or not gpus:
             return None
@@ -354,12 +357,11 @@ def check_vram(ctx: Context) -> CheckResult:
     name = "GPU memory"
     if not ctx.task:
         return _skip("gpu.vram", name, "no --task given", "the task's per-GPU peak", "rerun with --task T")
-    gpus, _, _ = ctx.inventory()
     plan = ctx.memory_plan()
     if plan is None:
         return _skip("gpu.vram", name, "no GPU seen", f"the per-GPU peak of {ctx.task}")
-    verdict = rules.vram_verdict(plan, gpus)
-    value = f"{len(gpus)} GPU(s) seen, plan uses {plan.nproc} x {plan.gpu_memory_gb:.0f} GB"
+    verdict = rules.vram_verdict(plan)
+    value = f"plan: {plan.launcher} on {plan.nproc} x {plan.gpu_memory_gb:.0f} GB"
     return _result("gpu.vram", name, verdict, value, nproc=plan.nproc, launcher=plan.launcher,
                    est_peak_gb=plan.est_peak_gpu_gb, gpu_memory_gb=plan.gpu_memory_gb)
 
@@ -547,5 +549,6 @@ ALL_CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
 STAGE_CHECKS: dict[str, tuple[Callable[[Context], CheckResult], ...]] = {
     "up": (check_docker, check_host_folders),
     "download": (check_host_folders, check_disk),
-    "generate": (check_gpu_arch, check_driver, check_vram, check_host_ram, check_shm),
+    # Host RAM is left to `doctor`: the load-time figure is an estimate and the plan already warns.
+    "generate": (check_gpu_arch, check_driver, check_vram, check_shm),
 }

@@ -119,13 +119,14 @@ def _same_card(gpu: Gpu, count: int) -> list[Gpu]:
     return [Gpu(i, gpu.name, gpu.memory_gb, gpu.compute_cap, gpu.driver) for i in range(count)]
 
 
-def vram_verdict(plan, gpus: list[Gpu]) -> Verdict:
+def vram_verdict(plan) -> Verdict:
     """The plan's per-GPU peak estimate against the smallest GPU it uses; on failure, what would fit."""
     mode = "one GPU" if plan.nproc == 1 else f"each of {plan.nproc} GPUs (torchrun, FSDP + Ulysses)"
     requirement = f"about {plan.est_peak_gpu_gb:g} GB on {mode} for {plan.task} at {plan.request['size']}"
     if plan.fits:
         return Verdict(PASS, requirement)
-    card = min((g for g in gpus if g.index in plan.gpus), key=lambda g: g.memory_gb)
+    # The plan's smallest card, as the plan recorded it (the inventory may be gone by now).
+    card = Gpu(0, plan.gpu_names[0] if plan.gpu_names else "GPU", plan.gpu_memory_gb, "", "")
     heads = catalog.TASKS[plan.task].num_heads
     options = []
     for n in catalog.ulysses_degrees(heads, 8):
