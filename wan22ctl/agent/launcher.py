@@ -552,7 +552,6 @@ def _run_child(plan, argv, env, state, stop, *, image_digest, source_image) -> i
     sidecar = outputs.write_sidecar(video, data)
     emit("result", status="ok", exit_code=0, video=video, sidecar=sidecar, bytes=data["bytes"],
          phases_s=tracker.phases, total_s=data["total_s"])
-    print(f"saved {video}", flush=True)
     return 0
 
 

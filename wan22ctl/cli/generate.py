@@ -243,7 +243,8 @@ class RunView:
 
     def on_line(self, stream: str, line: str) -> None:
         if not self.quiet:
-            self.progress.console.print(line, markup=False, highlight=False, style="dim" if stream == "stderr" else None)
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True,
+                                        style="dim" if stream == "stderr" else None)
 
     def on_event(self, event: dict) -> None:
         kind = event.get("event")
@@ -253,12 +254,14 @@ class RunView:
                 self.progress.update(self.task, description=f"{self.label}: {PHASE_LABEL.get(name, name)}")
             else:
                 self.progress.console.print(f"{PHASE_LABEL.get(name, name)}: {event.get('seconds', 0):.1f} s", markup=False)
+        elif kind == "result":
+            self.progress.update(self.task, description=f"{self.label}: {event.get('status', 'done')}")
         elif kind == "progress":
             self.progress.update(self.task, total=event["total"], completed=event["step"], eta=_fmt_s(event.get("eta_s")))
         elif kind == "waiting":
             self.progress.console.print(
                 f"GPU(s) {', '.join(map(str, event.get('gpus', [])))} busy with {event.get('holder')}; waiting "
-                "(Ctrl-C to give up, --no-wait to fail at once)", markup=False)
+                "(Ctrl-C to give up, --no-wait to fail at once)", markup=False, soft_wrap=True)
         elif kind == "lock_acquired":
             self.progress.console.print("GPUs free; starting", markup=False)
 
@@ -440,7 +443,7 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
             continue
         label = f"[{n}/{len(jobs)}]" if batch else job.request.task
         for warning in job.result["plan"].warnings:
-            out.print(f"[yellow]warning:[/yellow] {warning}")
+            out.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
         job.result["run"] = run_one(client, container, job.result["plan"], wait=not no_wait, as_json=as_json,
                                     label=label, digest=digest)
         _report_run(out, job)
@@ -462,9 +465,9 @@ def _report_run(out, job: Job) -> None:
     run = job.result["run"]
     if run.get("status") == "ok":
         out.print(f"saved {_host_path(run['video'])} ({run.get('bytes', 0)} bytes, {run.get('total_s', 0):.1f} s)",
-                  markup=False)
+                  markup=False, soft_wrap=True)
     elif run.get("status") == "failed":
-        out.print(f"[red]failed:[/red] {run.get('reason')}")
+        out.print(f"[red]failed:[/red] {run.get('reason')}", soft_wrap=True)
 
 
 _OUTPUT_DIR = {"host": None}
