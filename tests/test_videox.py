@@ -286,3 +286,85 @@ def test_launcher_fetches_videox_fun_into_the_mounted_checkout(tmp_path):
 
     with pytest.raises(EnvError, match="fetching VideoX-Fun failed"):
         ensure_checkout(str(tmp_path / "other"), "file:///nonexistent", pinned)
+
+
+# A stand-in VideoX-Fun checkout for videox_app.py: the same module paths and entry-point
+# signatures as aigc-apps/VideoX-Fun at VIDEOX_REF (examples/*/app.py), recording what they get.
+_FAKE_UI = '''
+import json, os
+def _record(**kw):
+    class Demo:
+        def queue(self, status_update_rate):
+            kw["status_update_rate"] = status_update_rate
+            return self
+        def launch(self, server_name, server_port, prevent_thread_lock):
+            kw.update(server_name=server_name, server_port=server_port)
+            return "app", None, None
+    return Demo(), kw
+def ui(GPU_memory_mode, scheduler_dict, {config}compile_dit, weight_dtype, savedir_sample=None):
+    return _record(entry="ui", mode=GPU_memory_mode, scheduler=scheduler_dict, {config_rec}
+                   dtype=weight_dtype, savedir=savedir_sample, cwd=os.getcwd())
+def ui_host(GPU_memory_mode, scheduler_dict, model_name, model_type, {config}compile_dit, weight_dtype, savedir_sample=None):
+    return _record(entry="ui_host", mode=GPU_memory_mode, scheduler=scheduler_dict, model=model_name,
+                   model_type=model_type, {config_rec}dtype=weight_dtype, savedir=savedir_sample, cwd=os.getcwd())
+'''
+_FAKE_API = '''
+import json, os
+def update_diffusion_transformer_api(_, app, controller):
+    controller["apis"] = controller.get("apis", []) + ["update_diffusion_transformer"]
+    with open(os.environ["RECORD"], "w") as f:
+        json.dump(controller, f)
+    os._exit(0)  # instead of serving forever
+def infer_forward_api(_, app, controller):
+    controller["apis"] = controller.get("apis", []) + ["infer_forward"]
+'''
+
+
+def _fake_checkout(root):
+    files = {
+        "torch/__init__.py": "bfloat16, float16 = 'bf16', 'fp16'\nclass cuda:\n    is_available = staticmethod(lambda: False)\n",
+        "videox_fun/__init__.py": "", "videox_fun/api/__init__.py": "", "videox_fun/api/api.py": _FAKE_API,
+        "videox_fun/ui/__init__.py": "",
+        "videox_fun/ui/controller.py": "flow_scheduler_dict = 'flow'\nddpm_scheduler_dict = 'ddpm'\n",
+        "videox_fun/ui/wan2_2_fun_ui.py": _FAKE_UI.replace("{config}", "config_path, ").replace("{config_rec}", "config=config_path, "),
+        "videox_fun/ui/cogvideox_fun_ui.py": _FAKE_UI.replace("{config}", "").replace("{config_rec}", ""),
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+@pytest.mark.parametrize("model, present, expected", [
+    ("Wan2.2-Fun-5B-Control", True, {"entry": "ui_host", "model_type": "Control", "scheduler": "flow",
+                                     "config": "config/wan2.2/wan_civitai_5b.yaml"}),
+    ("Wan2.2-Fun-5B-Control", False, {"entry": "ui", "scheduler": "flow", "config": "config/wan2.2/wan_civitai_5b.yaml"}),
+    ("CogVideoX-Fun-V1.1-5b-InP", True, {"entry": "ui_host", "model_type": "Inpaint", "scheduler": "ddpm"}),
+])
+def test_videox_app_calls_videox_funs_entry_points(tmp_path, model, present, expected):
+    """The real launcher, then the real videox_app.py, against a stand-in VideoX-Fun checkout."""
+    import subprocess
+    import sys
+
+    checkout = tmp_path / "VideoX-Fun"
+    _fake_checkout(checkout)
+    if present:
+        (checkout / "models" / "Diffusion_Transformer" / model).mkdir(parents=True)
+        (checkout / "models" / "Diffusion_Transformer" / model / "config.json").write_text("{}")
+    record = tmp_path / "record.json"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{checkout}", "RECORD": str(record),
+           "VIDEOX_DIR": str(checkout), "VIDEOX_MODEL": model, "VIDEOX_GPU_MEMORY_MODE": "model_cpu_offload",
+           "VIDEOX_SERVER_PORT": "7861", "VIDEOX_OUTPUT_DIR": str(tmp_path / "out"),
+           "VIDEOX_PYTHON": sys.executable}
+    r = subprocess.run([sys.executable, "-m", "wan22ctl.agent.videox", "ui"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(record.read_text())
+    assert {k: got.get(k) for k in expected} == expected
+    assert got["mode"] == "model_cpu_offload" and got["dtype"] == "fp16"  # no bf16 without CUDA
+    assert (got["server_name"], got["server_port"], got["status_update_rate"]) == ("0.0.0.0", 7861, 1)
+    assert got["savedir"] == str(tmp_path / "out") and got["cwd"] == str(checkout)
+    assert got["apis"] == ["infer_forward", "update_diffusion_transformer"]
+    if present:
+        assert got["model"] == str(checkout / "models" / "Diffusion_Transformer" / model)
+    for sub in ("Diffusion_Transformer", "Personalized_Model"):
+        assert (checkout / "models" / sub).is_dir()
