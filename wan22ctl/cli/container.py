@@ -53,6 +53,7 @@ def up(
     recreate: Annotated[bool, typer.Option("--recreate", help="Recreate the container even if it matches.")] = False,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="Override GPUS (all, none, a count, device=0,1).")] = None,
     wait: Annotated[int, typer.Option("--wait", help="Seconds to wait for the container to be healthy (0: don't).")] = 120,
+    serve: Annotated[bool, typer.Option("--serve", help="Run the resident server for SERVER_TASK, published on SERVER_HOST:SERVER_PORT.")] = False,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -65,6 +66,10 @@ def up(
         raise UserError("--build and --pull exclude each other")
     settings = settings_from({"GPUS": gpus})
     spec = plan_container(settings, stack)
+    if serve:  # issue 8: the resident server is the container's command (wan22ctl.cli.serve)
+        from wan22ctl.cli.serve import prepare_serve, serve_spec
+
+        spec = serve_spec(settings, stack)
     image_plan = plan_image(settings, stack, build_context(), force_build=build, force_pull=pull)
     if dry_run:
         emit({"container": spec.to_dict(), "image": image_plan.to_dict()}, as_json,
@@ -85,6 +90,8 @@ def up(
         from wan22ctl.cli.ui import prepare_up
 
         prepare_up(client, settings, out)
+    if serve:
+        prepare_serve(settings)
     result = containers.ensure_running(client, spec, recreate=recreate)
     if result.action == "unchanged":
         out.print(f"{spec.name} is already running with this configuration; nothing to do")
@@ -106,6 +113,10 @@ def up(
     if as_json:
         emit({"action": result.action, "changes": result.changes, "name": spec.name,
               "container_id": result.container_id, "health": status}, True, print)
+    elif serve:
+        from wan22ctl.cli.serve import server_url
+
+        out.print(f"server: {server_url(settings)} (loading {settings['SERVER_TASK']}; `wan22ctl jobs`, `wan22ctl logs -f`)")
     elif stack == "main":
         out.print(f"attach a shell: docker attach {spec.name}   (detach with Ctrl-P Ctrl-Q)")
 

@@ -236,6 +236,40 @@ def wait_for_job(settings, job_id: str, *, as_json: bool = False, label: str | N
     raise RunFailed(f"{job_id} {final['state']}: {final.get('error') or 'no reason given'}")
 
 
+# --------------------------------------------------------------------------- `up --serve`
+
+
+def serve_spec(settings, stack: str):
+    """The container spec of `wan22ctl up --serve` (main stack only; a key when published beyond localhost)."""
+    import ipaddress
+
+    from wan22ctl.plan.container import plan_serve_container
+
+    if stack != "main":
+        raise UserError("--serve runs Wan2.2's resident server; it belongs to the main stack")
+    if not ipaddress.ip_address(settings["SERVER_HOST"]).is_loopback and not settings["WAN22_API_KEY"]:
+        raise UserError(f"SERVER_HOST={settings['SERVER_HOST']} publishes the server beyond this machine without a key",
+                        fix="set WAN22_API_KEY (clients send Authorization: Bearer KEY), or SERVER_HOST=127.0.0.1")
+    return plan_serve_container(settings)
+
+
+def prepare_serve(settings) -> None:
+    """Put the API key where the server reads it (OUTPUT_DIR, mode 600), or remove a stale one."""
+    from wan22ctl import catalog
+    from wan22ctl.plan.container import SERVER_KEY_FILE
+
+    path = os.path.join(settings["OUTPUT_DIR"], os.path.relpath(SERVER_KEY_FILE, catalog.CONTAINER_OUTPUT_DIR))
+    if not settings["WAN22_API_KEY"]:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(settings["WAN22_API_KEY"] + "\n")
+    os.replace(path + ".tmp", path)
+
+
 # --------------------------------------------------------------------------- commands
 
 

@@ -63,7 +63,9 @@ def create_kwargs(spec: ContainerSpec) -> dict:
     if spec.network_mode:
         kwargs["network_mode"] = spec.network_mode
     if spec.ports:
-        kwargs["ports"] = dict(spec.ports)
+        # "127.0.0.1:8000" publishes on one host address (docker-py takes (ip, port)).
+        kwargs["ports"] = {k: (v.rsplit(":", 1)[0], int(v.rsplit(":", 1)[1])) if isinstance(v, str) else v
+                           for k, v in spec.ports.items()}
     if spec.working_dir:
         kwargs["working_dir"] = spec.working_dir
     if spec.healthcheck:

@@ -80,7 +80,7 @@ class ContainerSpec:
     stdin_open: bool
     restart_policy: str
     network_mode: str | None
-    ports: dict[str, int] = field(default_factory=dict)  # "7860/tcp" -> host port
+    ports: dict[str, int | str] = field(default_factory=dict)  # "7860/tcp" -> host port, or "HOST_IP:PORT"
     healthcheck: Healthcheck | None = None
     working_dir: str | None = None
 
@@ -152,6 +152,36 @@ def plan_main_container(settings: Settings) -> ContainerSpec:
         healthcheck=Healthcheck(test=health_command()),
         working_dir=catalog.CONTAINER_WAN22_DIR,
     )
+
+
+# --------------------------------------------------------------------------- resident server (issue 8)
+# `wan22ctl up --serve`: the main container with the server as its command and its port published.
+
+SERVER_CONTAINER_PORT = 8000
+SERVER_KEY_FILE = f"{catalog.CONTAINER_OUTPUT_DIR}/.wan22ctl/server/api_key"  # written by the host, mode 600
+
+
+def plan_serve_container(settings: Settings) -> ContainerSpec:
+    """The main container running `wan22ctl-agent server` for SERVER_TASK.
+
+    The server listens on every address inside the container; what the world sees is the
+    published port on SERVER_HOST, so that address decides whether an API key is required.
+    The key itself never enters the spec (it would show in `docker inspect`): the server reads
+    it from SERVER_KEY_FILE on the outputs mount. With GPUs the server plans its GPUs and flags
+    as `generate` would (`--plan auto`).
+    """
+    from dataclasses import replace
+
+    base = plan_main_container(settings)
+    command = ["wan22ctl-agent", "server", "--task", settings["SERVER_TASK"], "--host", "0.0.0.0",
+               "--port", str(SERVER_CONTAINER_PORT), "--published-host", settings["SERVER_HOST"]]
+    if settings["GPUS"] != "none":
+        command += ["--plan", "auto"]
+    if settings["WAN22_API_KEY"]:
+        command += ["--api-key-file", SERVER_KEY_FILE]
+    port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
+    return replace(base, command=tuple(command), ports={f"{SERVER_CONTAINER_PORT}/tcp": port},
+                   tty=False, stdin_open=False)
 
 
 def plan_container(settings: Settings, stack: str = "main") -> ContainerSpec:
