@@ -35,6 +35,12 @@ _PASSTHROUGH_ENV = ("WAN22CTL_HUB_RETRIES", "WAN22CTL_HUB_BACKOFF_S", "HF_HUB_DO
                     "HF_HUB_ETAG_TIMEOUT", "HF_XET_HIGH_PERFORMANCE", "MODELSCOPE_ENDPOINT")
 
 
+def _path_map(settings) -> dict[str, str]:
+    from wan22ctl import catalog
+
+    return {catalog.CONTAINER_CHECKPOINT_DIR: settings["CHECKPOINT_DIR"]}
+
+
 def _host_roots(settings) -> dict[str, str]:
     return {"checkpoints": settings["CHECKPOINT_DIR"], "videox": settings["VIDEOX_MODELS_DIR"]}
 
@@ -103,7 +109,7 @@ def download(
     settings = settings_from()
     models = resolve_models(selectors)
     in_container, on_host = _split(models, local or dry_run)
-    with DownloadView(console(stderr=True), quiet=as_json) as view:
+    with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view:
         if on_host:
             if not local and not dry_run:
                 view.log(f"{', '.join(m.key for m in on_host)}: VideoX-Fun models are fetched on the host "
@@ -137,7 +143,7 @@ def verify(
     models = resolve_models(selectors)
     in_container, on_host = _split(models, local)
     failure = None
-    with DownloadView(console(stderr=True), quiet=as_json) as view:
+    with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view:
         if on_host:
             from wan22ctl.errors import RunFailed
 

@@ -13,11 +13,13 @@ from wan22ctl.plan.download import human_bytes
 class DownloadView:
     """Context manager; feed it events with `handle(event_dict)` or `sink(name, **fields)`."""
 
-    def __init__(self, console=None, quiet: bool = False):
+    def __init__(self, console=None, quiet: bool = False, path_map: dict[str, str] | None = None):
         from rich.console import Console
 
         self.console = console or Console(stderr=True, highlight=False)
         self.quiet = quiet
+        # container path -> host path, so messages name the folders the user knows
+        self.path_map = path_map or {}
         self.events: list[dict] = []
         self._progress = None
         self._tasks: dict[str, int] = {}
@@ -49,6 +51,8 @@ class DownloadView:
             self.console.print(line, markup=False, highlight=False)
 
     def _say(self, text: str) -> None:
+        for inside, outside in self.path_map.items():
+            text = text.replace(inside + "/", outside + "/").replace(inside + ":", outside + ":")
         if not self.quiet:
             self.console.print(text, markup=False, highlight=False)
 
