@@ -352,3 +352,31 @@ def test_hub_endpoint_token_and_repo(kit, hub):
         repo = _check(report, "hf.repo")
         assert repo["status"] == "FAIL" and "gated" in repo["value"]
         assert f"{hub.endpoint}/Wan-AI/Wan2.2-I2V-A14B" in repo["fix"]
+
+
+# ------------------------------------------------------------------------- daemon and image
+
+
+def test_unreachable_daemon_fails_once_and_skips_what_depends_on_it(kit, tmp_path):
+    proc, report = _doctor(kit, "--task", "ti2v-5B", extra_env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert proc.returncode == 1
+    daemon = _check(report, "docker.daemon")
+    assert daemon["status"] == "FAIL" and "cannot reach the Docker daemon" in daemon["value"]
+    assert "systemctl start docker" in daemon["fix"]
+    for check_id in ("image.present", "nvidia.runtime", "gpu.visible", "container.health"):
+        assert _check(report, check_id)["status"] == "SKIP", check_id
+    fails = {c["id"] for c in report["checks"] if c["status"] == "FAIL"}
+    # The daemon once, and this module's unreachable hub; host RAM depends on the machine.
+    assert fails - {"host.ram"} == {"docker.daemon", "hf.endpoint"}
+
+
+def test_image_absent_and_not_pullable(kit, docker_client):
+    ref = "127.0.0.1:9/wan22ctl/never-pushed:1"
+    proc, report = _doctor(kit, extra_env={"DOCKER_IMAGE": ref, "IMAGE_MODE": "pull"})
+    image = _check(report, "image.present")
+    assert image["status"] == "FAIL" and "the registry says" in image["value"]
+    assert "IMAGE_MODE=build" in image["fix"]
+    assert _check(report, "nvidia.runtime")["status"] == "SKIP"
+    proc, report = _doctor(kit, extra_env={"DOCKER_IMAGE": ref, "IMAGE_MODE": "build"})
+    image = _check(report, "image.present")
+    assert image["status"] == "WARN" and image["value"] == "not built yet" and "wan22ctl build" in image["fix"]
