@@ -428,3 +428,20 @@ def test_sigterm_requeues_the_running_job(tmp_path):
     final = s.wait(job["id"], timeout=30)
     assert final["state"] == "succeeded" and final["attempts"] == 1
     s.stop()
+
+
+def test_server_holds_the_gpu_locks_generate_uses(tmp_path):
+    """A generate run on the server's GPUs must wait instead of running out of GPU memory."""
+    import threading
+
+    from wan22ctl.agent.launcher import GpuLock
+
+    s = Server(tmp_path, env={"CUDA_VISIBLE_DEVICES": "0,1"}).start()
+    try:
+        other = GpuLock(str(s.out), [1], "generate-run")
+        assert other.acquire(wait=False, stop=threading.Event()) is False
+        holder = json.loads((s.out / ".locks" / "gpu-1.lock").read_text())
+        assert holder["run_id"] == f"server-{s.proc.pid}"
+    finally:
+        s.stop()
+    assert GpuLock(str(s.out), [0, 1], "generate-run").acquire(wait=False, stop=threading.Event()) is True

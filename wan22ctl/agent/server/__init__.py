@@ -151,6 +151,10 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    gpu_lock = _lock_gpus(output_dir, service)
+    if gpu_lock is None:
+        httpd.shutdown()
+        return 130
     try:
         engine.load()
     except Exception as exc:
@@ -164,7 +168,29 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     httpd.shutdown()
     store.close()
     control.close()
+    gpu_lock.release()
     return 0
+
+
+def _gpu_indices() -> list[int]:
+    """The GPUs this server uses, in nvidia-smi numbering (CUDA_VISIBLE_DEVICES as the plan sets it)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+def _lock_gpus(output_dir: Path, service):
+    """Hold `generate`'s GPU locks for the server's life, so a generate.py run never lands on GPUs
+    whose memory the resident pipeline holds (it waits, naming the server). Waits while a
+    generate run holds them; None when the server is stopped meanwhile."""
+    from wan22ctl.agent.launcher import GpuLock
+
+    lock = GpuLock(str(output_dir), _gpu_indices(), f"server-{os.getpid()}")
+    return lock if lock.acquire(wait=True, stop=service.stopping) else None
 
 
 def _gpus() -> list[dict]:
