@@ -267,7 +267,20 @@ class Engine:
             return self.pipeline.generate(params["prompt"], img, max_area=b.max_area_configs[size], **common)
         finally:
             _current.hooks = None
-            _release_cached_memory()
+
+    def after_interrupted(self) -> None:
+        """Leave the GPU as a finished job leaves it after a cancel or failure.
+
+        Upstream's generate() ends (with offload_model) by moving the DiT expert(s) to the CPU and
+        emptying the cache; a job stopped mid-loop skips that, so do it here. Call after the
+        exception is gone (its traceback keeps the step's tensors alive).
+        """
+        if self.options.resolved_offload(self.world_size) and not self.options.dit_fsdp:
+            for name in ("low_noise_model", "high_noise_model", "model"):
+                model = getattr(self.pipeline, name, None)
+                if model is not None and hasattr(model, "cpu"):
+                    model.cpu()
+        release_cached_memory()
 
     def save(self, video, temp_path: str) -> None:
         """Write the video as generate.py does, then check it: upstream's save_video only logs its errors."""
@@ -282,8 +295,11 @@ class Engine:
             os.fsync(f.fileno())
 
 
-def _release_cached_memory() -> None:
-    """After a job (finished, failed or cancelled) give cached CUDA blocks back, so the GPU is free."""
+def release_cached_memory() -> None:
+    """Give cached CUDA blocks back after a job, so the GPU holds only the resident weights."""
+    import gc
+
+    gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()

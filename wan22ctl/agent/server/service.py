@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wan22ctl.agent.server import requests as reqs
-from wan22ctl.agent.server.engine import Engine, JobCancelled, JobHooks, ServerStopping, StepReport
+from wan22ctl.agent.server.engine import (Engine, JobCancelled, JobHooks, ServerStopping, StepReport,
+                                          release_cached_memory)
 from wan22ctl.agent.server.ranks import Control
 from wan22ctl.agent.server.store import TERMINAL, Job, JobStore
 
@@ -89,7 +90,9 @@ def run_on_rank(engine: Engine, control: Control, message: dict, report) -> tupl
     except Exception as exc:  # the job's failure, reported; the server lives on
         if not isinstance(exc, (JobCancelled, ServerStopping)):
             log.error("job %s failed on rank %d:\n%s", message["job_id"], engine.rank, traceback.format_exc())
-        return None, _outcome_of(exc)
+        outcome = _outcome_of(exc)
+    engine.after_interrupted()  # outside the except block: the traceback and its tensors are gone
+    return None, outcome
 
 
 def follow(engine: Engine, control: Control) -> None:
@@ -282,6 +285,8 @@ class Service:
             except Exception as exc:
                 log.error("job %s: saving failed:\n%s", job.id, traceback.format_exc())
                 error = f"saving the video failed: {type(exc).__name__}: {exc}"
+        del video  # the decoded frames (on the GPU for real Wan2.2)
+        release_cached_memory()
         self.store.finish(job.id, state, error=error, output=output, sidecar=sidecar,
                           steps_done=live.step if live else None)
         self.job_seconds[state].observe(time.monotonic() - started)
