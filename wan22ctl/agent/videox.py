@@ -72,7 +72,8 @@ def ensure_checkout(videox_dir: str, repo: str, ref: str) -> None:
                            fix="check the container's network access to GitHub, or set VIDEOX_IMAGE_MODE=build")
 
 
-def run_ui(args) -> int:
+def run_ui(args) -> None:
+    """Plan the UI launch from the environment and exec the app with it (never returns)."""
     env = dict(os.environ)
     videox_dir = env.get("VIDEOX_DIR", "/workspace/VideoX-Fun")
     models = os.path.join(videox_dir, "models")
@@ -88,15 +89,15 @@ def run_ui(args) -> int:
     if not app:
         ensure_checkout(videox_dir, env.get("VIDEOX_REPO", ""), env.get("VIDEOX_REF", ""))
         app = str(Path(__file__).with_name("videox_app.py"))
-    python = env.get("VIDEOX_PYTHON") or shutil.which("python3") or sys.executable
+    # The image's Python (torch, gradio): python3 on PATH, or VIDEOX_PYTHON for images that differ.
+    python = shutil.which(env.get("VIDEOX_PYTHON") or "python3") or sys.executable
     print(f"VideoX-Fun UI: {launch.ui_mode} mode, model {launch.model_path} ({launch.model_type}), "
           f"GPU memory mode {launch.gpu_memory_mode} ({launch.gpu_memory_reason}), "
-          f"listening on {launch.server_name}:{launch.server_port}", flush=True)
+          f"will listen on {launch.server_name}:{launch.server_port}", flush=True)
     emit("videox_launch", **launch.to_dict())
-    sys.stdout.flush()
     os.chdir(launch.videox_dir)
+    # exec, not a child: the app becomes the container's main process and gets Docker's signals.
     os.execve(python, [python, app], {**env, LAUNCH_ENV: json.dumps(launch.to_dict())})
-    return 0  # not reached
 
 
 def run_health(args) -> int:

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from wan22ctl.cli.common import JsonOpt, console, emit, settings_from
-from wan22ctl.errors import RunFailed, UserError
+from wan22ctl.errors import EnvError, RunFailed, UserError
 
 TimeoutOpt = Annotated[int, typer.Option("--timeout", help="Seconds to wait for the UI to answer.")]
 
@@ -36,8 +36,6 @@ def prepare_up(client, settings, out) -> None:
         try:
             os.makedirs(os.path.join(settings["VIDEOX_MODELS_DIR"], sub), exist_ok=True)
         except PermissionError:
-            from wan22ctl.errors import EnvError
-
             raise EnvError(f"cannot create {settings['VIDEOX_MODELS_DIR']}/{sub} (permission denied)",
                            fix=f"sudo mkdir -p {settings['VIDEOX_MODELS_DIR']} && sudo chown $USER "
                                f"{settings['VIDEOX_MODELS_DIR']}, or set VIDEOX_MODELS_DIR to a folder you own") from None
@@ -75,7 +73,7 @@ def _launch_event(container) -> dict | None:
     return None
 
 
-def wait_for_ui(container, url: str, timeout_s: float, on_wait=None) -> int:
+def wait_for_ui(container, url: str, timeout_s: float) -> int:
     """Poll `url` until it answers; RunFailed with the last log lines when the container stops,
     restarts, or the timeout passes. Returns the HTTP status."""
     from wan22ctl.docker.containers import last_logs
@@ -98,8 +96,6 @@ def wait_for_ui(container, url: str, timeout_s: float, on_wait=None) -> int:
             raise RunFailed(
                 f"the VideoX-Fun UI did not answer at {url} within {timeout_s:.0f}s "
                 f"(container {container.name} is {container.status}); last log lines:\n{last_logs(container)}")
-        if on_wait:
-            on_wait()
         time.sleep(1)
 
 
