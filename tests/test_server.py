@@ -174,6 +174,8 @@ def test_submit_stream_poll_download(server):
     status, done, _ = server.api("GET", f"/v1/videos/{job['id']}")
     assert status == 200 and done["state"] == "succeeded" and done["seed"] == 42
     assert done["progress"]["phase"] == "done" and done["progress"]["step"] == 12
+    t = done["timings"]
+    assert 0 <= t["start_latency_s"] < 2 and t["denoise_s"] >= 12 * 0.02 * 0.9 and t["total_s"] >= t["denoise_s"]
     status, body, headers = server.api("GET", done["content_url"])
     assert status == 200 and headers["Content-Type"] == "video/mp4" and body[4:8] == b"ftyp"
     sidecar = json.loads(Path(done["sidecar"]).read_text())

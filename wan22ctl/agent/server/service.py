@@ -202,7 +202,7 @@ class Service:
             "id": job.id, "object": "video", "state": job.state, "status": job.state,
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
             "task": p["task"], "prompt": p["prompt"], "size": p["size"], "params": shown, "seed": job.seed,
-            "progress": progress, "error": job.error, "attempts": job.attempts,
+            "progress": progress, "timings": job.timings, "error": job.error, "attempts": job.attempts,
             "cancel_requested": job.cancel_requested,
             "output": job.output, "sidecar": job.sidecar,
             "content_url": f"/v1/videos/{job.id}/content" if job.state == "succeeded" else None,
@@ -288,10 +288,23 @@ class Service:
         del video  # the decoded frames (on the GPU for real Wan2.2)
         release_cached_memory()
         self.store.finish(job.id, state, error=error, output=output, sidecar=sidecar,
-                          steps_done=live.step if live else None)
+                          steps_done=live.step if live else None, timings=self._timings(live, started))
         self.job_seconds[state].observe(time.monotonic() - started)
         log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
         self._end_job()
+
+    @staticmethod
+    def _timings(live: Live, started: float) -> dict:
+        """Where a job's time went: dequeue to the first step, denoising, decode + save, total (s)."""
+        now = time.monotonic()
+        first = None if live.first_step_latency is None else live.dequeued_at + live.first_step_latency
+        return {
+            "start_latency_s": live.first_step_latency,
+            "denoise_s": None if first is None else (live.decode_started or now) - first,
+            "decode_save_s": None if live.decode_started is None else now - live.decode_started,
+            "seconds_per_step": sum(live.step_times) / len(live.step_times) if live.step_times else None,
+            "total_s": now - started,
+        }
 
     def _end_job(self) -> None:
         self.current_id = None

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     output TEXT,
     sidecar TEXT,
     seed INTEGER,
-    steps_done INTEGER
+    steps_done INTEGER,
+    timings TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
@@ -65,11 +66,13 @@ class Job:
     sidecar: str | None
     seed: int | None
     steps_done: int | None
+    timings: dict | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
         d = dict(row)
         d["params"] = json.loads(d["params"])
+        d["timings"] = json.loads(d["timings"]) if d.get("timings") else None
         d["cancel_requested"] = bool(d["cancel_requested"])
         return cls(**d)
 
@@ -167,13 +170,15 @@ class JobStore:
             self._db.execute("UPDATE jobs SET seed=? WHERE id=?", (seed, job_id))
 
     def finish(self, job_id: str, state: str, *, error: str | None = None, output: str | None = None,
-               sidecar: str | None = None, steps_done: int | None = None) -> None:
+               sidecar: str | None = None, steps_done: int | None = None, timings: dict | None = None) -> None:
         """Record a running job's end: succeeded (with its files), failed (with the reason) or cancelled."""
         assert state in TERMINAL
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET state=?, finished_at=?, error=?, output=?, sidecar=?, steps_done=? WHERE id=?",
-                (state, time.time(), error, output, sidecar, steps_done, job_id),
+                "UPDATE jobs SET state=?, finished_at=?, error=?, output=?, sidecar=?, steps_done=?, timings=? "
+                "WHERE id=?",
+                (state, time.time(), error, output, sidecar, steps_done, json.dumps(timings) if timings else None,
+                 job_id),
             )
 
     def requeue(self, job_id: str) -> None:
