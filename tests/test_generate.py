@@ -263,23 +263,28 @@ def test_ctrl_c_stops_every_process_in_the_container(stack):
 
 def test_second_run_on_the_same_gpus_waits_or_fails_fast(stack):
     gpus(stack, f"1x80:9.0:{H100}")
-    first = stack.cli.popen("generate", "--task", "ti2v-5B", "--prompt", "slow one @@slow", "--steps", "16")
+    first = stack.cli.popen("generate", "--task", "ti2v-5B", "--prompt", "holder @@hang", "--steps", "4")
+    patient = None
     try:
         wait_for(lambda: len(calls(stack)) == 1, what="the first run to start")
         busy = generate(stack, "--task", "ti2v-5B", "--prompt", "impatient", "--steps", "2", "--no-wait")
         assert busy.returncode == 3, busy.stdout + busy.stderr
         assert "busy with another generation" in busy.stderr
-        assert len(calls(stack)) == 1  # it never started
-        patient = generate(stack, "--task", "ti2v-5B", "--prompt", "patient", "--steps", "2")
-        first_out, first_err = first.communicate(timeout=60)
+        patient = stack.cli.popen("generate", "--task", "ti2v-5B", "--prompt", "patient", "--steps", "2")
+        time.sleep(4)
+        assert patient.poll() is None and len(calls(stack)) == 1  # waiting, not running
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=30) == 130
+        out, err = patient.communicate(timeout=60)
     finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == 0, first_err
-    assert patient.returncode == 0, patient.stderr
-    assert "busy with run" in patient.stdout and "waiting" in patient.stdout
+        for p in (first, patient):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert patient.returncode == 0, err
+    assert "busy with run" in out and "waiting" in out
     order = [c["argv"][c["argv"].index("--prompt") + 1] for c in calls(stack)]
-    assert order == ["slow one @@slow", "patient"]
+    assert order == ["holder @@hang", "patient"]
+    assert leftovers(stack) == []
 
 
 def test_batch_keeps_going_and_summarises(stack, tmp_path):

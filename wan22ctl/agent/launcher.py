@@ -569,7 +569,9 @@ def _cmd_generate(args) -> int:
     else:
         print("error: give --plan FILE (or -) or --plan-json TEXT", file=sys.stderr)
         return 2
-    plan = plan.get("plan", plan)  # accept `wan22ctl plan --json` output as it is
+    if "plans" in plan:  # `wan22ctl plan --json` output as it is: its first plan
+        plan = plan["plans"][0]
+    plan = plan.get("plan", plan)
     return run_plan(plan, wait=not args.no_wait, image_digest=args.image_digest, source_image=args.source_image)
 
 
