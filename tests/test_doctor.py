@@ -197,6 +197,15 @@ def rules_plan(task, gpus):
     return launch_plan(task, gpus, None)
 
 
+def test_container_without_gpus_fails_with_the_recreate_fix(kit, running):
+    fake_gpus(running, "")  # the stand-in then fails as nvidia-smi does without a driver
+    proc, report = _doctor(kit, "--task", "ti2v-5B")
+    visible = _check(report, "gpu.visible")
+    assert visible["status"] == "FAIL" and "couldn't communicate with the NVIDIA driver" in visible["value"]
+    assert "GPUS=all" in visible["fix"] and "wan22ctl up --recreate" in visible["fix"]
+    assert _check(report, "gpu.vram")["status"] == "SKIP"
+
+
 def test_compute_capability_7_5_fails(kit, running):
     fake_gpus(running, "1x16:7.5:Tesla T4")
     _, report = _doctor(kit, "--task", "ti2v-5B")

@@ -22,7 +22,6 @@ from wan22ctl.settings import Settings
 
 MIN_API_FOR_GPUS = "1.40"  # DeviceRequests (`--gpus`) arrived with Engine 19.03 / API 1.40
 DEFAULT_ARCH_LIST = "8.9;9.0"
-_UNSET = object()
 
 
 @dataclass
@@ -54,6 +53,12 @@ class Context:
                 self._cache["docker_error"] = exc
                 return None
         return self._once("client", fetch)
+
+    @property
+    def docker_error(self):
+        """The EnvError `connect()` raised (message + fix), when the daemon is unreachable."""
+        self.client()
+        return self._cache.get("docker_error")
 
     def image(self) -> probes.ImageFacts | None:
         client = self.client()
@@ -109,6 +114,19 @@ class Context:
             return gpus, "nvidia-smi in a --gpus probe container", "" if gpus else _first_line(probe.output)
         return self._once("inventory", fetch)
 
+    def hf_endpoint_status(self) -> tuple[int | None, str]:
+        """(HTTP status, error) of one GET to HF_ENDPOINT; status None when it did not answer."""
+        def fetch():
+            from huggingface_hub.utils import get_session
+
+            endpoint = self.settings["HF_ENDPOINT"].rstrip("/")
+            try:
+                response = get_session().get(f"{endpoint}/api/models", params={"limit": 1}, timeout=15)
+                return response.status_code, ""
+            except Exception as exc:  # connection refused, DNS, TLS, timeout: all mean unreachable
+                return None, f"{type(exc).__name__}: {exc}"
+        return self._once("hf_endpoint", fetch)
+
     def host_memory(self) -> tuple[float, float] | None:
         """(total, available) GB of the Docker host's RAM; available = total when only the daemon knows."""
         def fetch():
@@ -160,12 +178,12 @@ def check_docker(ctx: Context) -> CheckResult:
     name, requirement = "Docker daemon", f"reachable, API >= {MIN_API_FOR_GPUS} (GPU requests)"
     client = ctx.client()
     if client is None:
-        err = ctx._cache["docker_error"]
+        err = ctx.docker_error
         return CheckResult("docker.daemon", name, FAIL, err.message, requirement, err.fix)
     version = client.version()
     api = version.get("ApiVersion", "?")
     value = f"Engine {version.get('Version', '?')}, API {api}"
-    if rules._version(api) < rules._version(MIN_API_FOR_GPUS):
+    if rules.version_tuple(api) < rules.version_tuple(MIN_API_FOR_GPUS):
         return CheckResult("docker.daemon", name, FAIL, value, requirement,
                            "upgrade Docker Engine to 19.03 or newer (https://docs.docker.com/engine/install/)",
                            {"api_version": api})
@@ -263,7 +281,7 @@ def check_container(ctx: Context) -> CheckResult:
         return CheckResult("container.health", name, WARN, value, requirement, "`wan22ctl up`", data)
     if health == "unhealthy":
         return CheckResult("container.health", name, FAIL, f"{value}: {health_log(container)[-200:]}", requirement,
-                           f"`wan22ctl logs`, then `wan22ctl up --recreate`", data)
+                           "`wan22ctl logs`, then `wan22ctl up --recreate`", data)
     if health == "starting":
         return CheckResult("container.health", name, WARN, value, requirement, "wait a few seconds and rerun", data)
     return CheckResult("container.health", name, PASS, value, requirement, None, data)
@@ -294,8 +312,9 @@ def check_gpus_visible(ctx: Context) -> CheckResult:
     if probe is not None and not probe.started:
         # The NVIDIA runtime row already names the cause and its fix.
         return _skip("gpu.visible", name, "the --gpus probe did not start (see NVIDIA runtime)", requirement)
-    if ctx.settings["GPUS"] == "none":
-        fix = "set GPUS=all in .env and `wan22ctl up --recreate`"
+    running = ctx.running()
+    if ctx.settings["GPUS"] == "none" or (running is not None and not running.attrs["HostConfig"].get("DeviceRequests")):
+        fix = "start the container with GPUs: GPUS=all in .env, then `wan22ctl up --recreate`"
     else:
         fix = NVIDIA_FIX
     return CheckResult("gpu.visible", name, FAIL, f"none ({why or 'nvidia-smi reported no GPU'})", requirement, fix,
@@ -463,16 +482,7 @@ def _token(ctx: Context) -> str | bool:
 def check_hf_endpoint(ctx: Context) -> CheckResult:
     endpoint = ctx.settings["HF_ENDPOINT"].rstrip("/")
     name, requirement = "HF endpoint", f"{endpoint} answers HTTP"
-
-    def fetch():
-        from huggingface_hub.utils import get_session
-
-        try:
-            response = get_session().get(f"{endpoint}/api/models", params={"limit": 1}, timeout=15)
-            return response.status_code, ""
-        except Exception as exc:  # connection refused, DNS, TLS, timeout: all mean unreachable
-            return None, f"{type(exc).__name__}: {exc}"
-    status, error = ctx._once("hf_endpoint", fetch)
+    status, error = ctx.hf_endpoint_status()
     if status is None:
         return CheckResult("hf.endpoint", name, FAIL, f"unreachable ({error[:160]})", requirement,
                            "check the network/proxy (HTTPS_PROXY), or set HF_ENDPOINT to a reachable mirror "
@@ -487,7 +497,7 @@ def _http_status(exc: Exception) -> int | None:
 
 def check_hf_token(ctx: Context) -> CheckResult:
     name, requirement = "HF token", "valid (`whoami`) when set; public Wan-AI repos need none"
-    if ctx._cache.get("hf_endpoint", (1, ""))[0] is None:
+    if ctx.hf_endpoint_status()[0] is None:
         return _skip("hf.token", name, "endpoint unreachable", requirement)
     token = _token(ctx)
     if not token:
@@ -513,7 +523,7 @@ def check_hf_repo(ctx: Context) -> CheckResult:
     if not repos:
         return _skip("hf.repo", name, "no --task given", "the task's repo readable", "rerun with --task T")
     requirement = f"{', '.join(repos)} readable at revision main"
-    if ctx._cache.get("hf_endpoint", (1, ""))[0] is None:
+    if ctx.hf_endpoint_status()[0] is None:
         return _skip("hf.repo", name, "endpoint unreachable", requirement)
     api, token, endpoint = _hf_api(ctx), _token(ctx), ctx.settings["HF_ENDPOINT"].rstrip("/")
     for repo in repos:

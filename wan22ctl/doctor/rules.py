@@ -23,7 +23,7 @@ class Verdict:
     note: str = ""  # added to the measured value ("runs the 8.0 kernels")
 
 
-def _version(text: str) -> tuple[int, ...]:
+def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text))
 
 
@@ -47,28 +47,28 @@ def arch_verdict(compute_cap: str, arch_list: str) -> Verdict:
     """
     archs = parse_arch_list(arch_list)
     requirement = f"compute capability >= {catalog.MIN_COMPUTE_CAPABILITY} and in the image's list {arch_list}"
-    cap = _version(compute_cap)
+    cap = version_tuple(compute_cap)
     rebuild = (f'set TORCH_CUDA_ARCH_LIST="{_with_arch(arch_list, compute_cap)}" in .env, '
                "then `wan22ctl build`")
-    if cap < _version(catalog.MIN_COMPUTE_CAPABILITY):
+    if cap < version_tuple(catalog.MIN_COMPUTE_CAPABILITY):
         return Verdict(FAIL, requirement,
                        f"use a GPU of compute capability {catalog.MIN_COMPUTE_CAPABILITY} or newer "
                        "(A100, L40S, RTX 4090, H100); flash-attn and bf16 need Ampere or newer")
-    if any(_version(a) == cap for a, _ in archs):
+    if any(version_tuple(a) == cap for a, _ in archs):
         return Verdict(PASS, requirement)
-    same_major = [a for a, _ in archs if _version(a)[0] == cap[0] and _version(a) < cap]
+    same_major = [a for a, _ in archs if version_tuple(a)[0] == cap[0] and version_tuple(a) < cap]
     if same_major:
-        return Verdict(PASS, requirement, note=f"runs the {max(same_major, key=_version)} kernels")
-    ptx = [a for a, is_ptx in archs if is_ptx and _version(a) < cap]
+        return Verdict(PASS, requirement, note=f"runs the {max(same_major, key=version_tuple)} kernels")
+    ptx = [a for a, is_ptx in archs if is_ptx and version_tuple(a) < cap]
     if ptx:
-        return Verdict(WARN, requirement, rebuild, note=f"only {max(ptx, key=_version)}+PTX: JIT-compiled on first use")
+        return Verdict(WARN, requirement, rebuild, note=f"only {max(ptx, key=version_tuple)}+PTX: JIT-compiled on first use")
     return Verdict(FAIL, requirement, rebuild, note=f"no sm_{compute_cap.replace('.', '')} kernels in the image")
 
 
 def _with_arch(arch_list: str, compute_cap: str) -> str:
     items = [a + ("+PTX" if p else "") for a, p in parse_arch_list(arch_list)]
     items.append(compute_cap)
-    return ";".join(sorted(set(items), key=lambda s: _version(s.removesuffix("+PTX"))))
+    return ";".join(sorted(set(items), key=lambda s: version_tuple(s.removesuffix("+PTX"))))
 
 
 # ------------------------------------------------------------------------------ driver
@@ -80,17 +80,17 @@ def driver_verdict(driver: str, cuda: str) -> Verdict:
     needed = catalog.CUDA_MIN_DRIVER.get(major_minor)
     floor = catalog.CUDA_MAJOR_MIN_DRIVER.get(cuda.split(".")[0])
     if needed is None:
-        known = sorted(catalog.CUDA_MIN_DRIVER, key=_version)
+        known = sorted(catalog.CUDA_MIN_DRIVER, key=version_tuple)
         # A newer toolkit than the table knows needs at least the newest driver we know of.
-        newer = _version(major_minor) > _version(known[-1])
+        newer = version_tuple(major_minor) > version_tuple(known[-1])
         needed = catalog.CUDA_MIN_DRIVER[known[-1]] if newer else (floor or "")
     requirement = f"driver >= {needed} for CUDA {major_minor}"
     fix = f"upgrade the NVIDIA driver to {needed} or newer (e.g. `sudo apt install nvidia-driver-{needed.split('.')[0]}`)"
     if not needed:
         return Verdict(WARN, f"a driver table entry for CUDA {cuda}", "rebuild on a CUDA 12.x base image")
-    if _version(driver) >= _version(needed):
+    if version_tuple(driver) >= version_tuple(needed):
         return Verdict(PASS, requirement)
-    if floor and _version(driver) >= _version(floor) and cuda.split(".")[0] == major_minor.split(".")[0]:
+    if floor and version_tuple(driver) >= version_tuple(floor) and cuda.split(".")[0] == major_minor.split(".")[0]:
         return Verdict(WARN, requirement, fix,
                        note=f"runs through CUDA minor-version compatibility (>= {floor}); PTX JIT will fail")
     return Verdict(FAIL, requirement, fix)
