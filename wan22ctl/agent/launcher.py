@@ -164,7 +164,6 @@ class GpuLock:
                         return False
                     if not announced:
                         emit("waiting", gpus=self.gpus, gpu=gpu, holder=holder)
-                        print(f"GPU {gpu} is in use by {holder}; waiting for it to finish", file=sys.stderr, flush=True)
                         announced = True
                     if stop.wait(0.5):
                         f.close()
