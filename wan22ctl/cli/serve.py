@@ -10,7 +10,7 @@ Examples:
 
 The server is reached at http://SERVER_HOST:SERVER_PORT (127.0.0.1 when it listens on every
 address) with WAN22_API_KEY when set. Paths the server reports under /opt/outputs are shown
-as host paths under OUTPUT_DIR. Stdlib HTTP only (urllib); rich is imported by the commands.
+as host paths under OUTPUT_DIR. Stdlib HTTP (urllib) and rich are imported by the commands.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.error
-import urllib.request
 from typing import Annotated, Iterator, Optional
 
 import typer
@@ -51,6 +49,8 @@ class ServerClient:
         self.timeout = timeout
 
     def _request(self, method: str, path: str, body=None, timeout: float | None = None):
+        import urllib.request  # here, not at import: `wan22ctl --help` stays fast
+
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -63,6 +63,9 @@ class ServerClient:
 
     def call(self, method: str, path: str, body=None, *, headers: dict | None = None, timeout: float | None = None):
         """The decoded JSON answer; ServerError for an error status, OSError when nobody answers."""
+        import urllib.error
+        import urllib.request
+
         req, timeout = self._request(method, path, body, timeout)
         for k, v in (headers or {}).items():
             req.add_header(k, v)
@@ -78,6 +81,9 @@ class ServerClient:
 
     def events(self, job_id: str) -> Iterator[tuple[str, dict]]:
         """Server-sent events of one job until it ends: (event name, job JSON)."""
+        import urllib.error
+        import urllib.request
+
         req, _ = self._request("GET", f"/v1/videos/{job_id}/events")
         req.add_header("Accept", "text/event-stream")
         try:
