@@ -393,7 +393,7 @@ def test_hundred_jobs_survive_kill_9(tmp_path):
     db.close()
     assert set(states) == set(ids)
     interrupted = [i for i, st in states.items() if st == "running"]
-    assert len(interrupted) == 1
+    assert len(interrupted) <= 1  # (0 only if the kill fell between two jobs)
 
     # Restart with a slow load: /readyz answers 503 meanwhile, submissions are still accepted.
     s.start(wait_ready=False, env={"FAKE_WAN_LOAD_S": "1.5"})
@@ -402,7 +402,7 @@ def test_hundred_jobs_survive_kill_9(tmp_path):
     late = s.submit(prompt="submitted while loading", sample_steps=2)["id"]
     final = {i: s.wait(i, timeout=60) for i in [*ids, late]}
     assert all(j["state"] == "succeeded" for j in final.values()), {i: j["state"] for i, j in final.items()}
-    assert final[interrupted[0]]["attempts"] == 2
+    assert all(final[i]["attempts"] == 2 for i in interrupted)
     for job_id, output in done_before.items():
         assert final[job_id]["output"] == output and os.path.getsize(output) > 0
     assert len({j["output"] for j in final.values()}) == 101
@@ -410,14 +410,19 @@ def test_hundred_jobs_survive_kill_9(tmp_path):
     s.stop()
 
 
-def test_interrupted_job_fails_by_policy(tmp_path):
-    s = Server(tmp_path, args=("--on-interrupt", "fail")).start()
+@pytest.mark.parametrize("policy", ["requeue", "fail"])
+def test_interrupted_job_by_policy(tmp_path, policy):
+    s = Server(tmp_path, args=("--on-interrupt", policy)).start()
     job = s.submit(prompt="interrupted", sample_steps=500)
     s.wait(job["id"], until=lambda j: j["state"] == "running")
     s.stop(signal.SIGKILL)
-    s.start()
-    final = s.api("GET", f"/v1/videos/{job['id']}")[1]
-    assert final["state"] == "failed" and "interrupted by a server restart" in final["error"]
+    s.start(env={"FAKE_WAN_STEP_S": "0.001"})
+    if policy == "fail":
+        final = s.api("GET", f"/v1/videos/{job['id']}")[1]
+        assert final["state"] == "failed" and "interrupted by a server restart (policy: fail)" in final["error"]
+    else:
+        final = s.wait(job["id"])
+        assert final["state"] == "succeeded" and final["attempts"] == 2
     s.stop()
 
 
@@ -447,3 +452,22 @@ def test_server_holds_the_gpu_locks_generate_uses(tmp_path):
     finally:
         s.stop()
     assert GpuLock(str(s.out), [0, 1], "generate-run").acquire(wait=False, stop=threading.Event()) is True
+
+
+def test_connection_limit_answers_503(tmp_path):
+    s = Server(tmp_path, args=("--max-connections", "2")).start()
+    try:
+        job = s.submit(prompt="watched", sample_steps=300)
+        streams = [urllib.request.urlopen(s.api.base + f"/v1/videos/{job['id']}/events", timeout=10) for _ in range(2)]
+        assert all(r.status == 200 for r in streams)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(s.api.base + "/v1/videos", timeout=10)
+        assert refused.value.code == 503
+        for r in streams:
+            r.close()
+        s.api("POST", f"/v1/videos/{job['id']}/cancel")
+        deadline = time.time() + 10
+        while s.api("GET", "/healthz")[0] != 200:  # slots come back when the streams end
+            assert time.time() < deadline
+    finally:
+        s.stop()

@@ -138,7 +138,8 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
         "gpus": _gpus(), "queue": str(store.path), "interrupted_policy": args.on_interrupt,
         "auth": api_key is not None}
     try:
-        httpd = ApiServer((args.host, args.port), service, api_key, info, args.max_body_mb * 1024 * 1024)
+        httpd = ApiServer((args.host, args.port), service, api_key, info, args.max_body_mb * 1024 * 1024,
+                          args.max_connections)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
@@ -232,4 +233,6 @@ def add_parser(sub) -> None:
                    help="with requeue: a job interrupted this many times is marked failed")
     p.add_argument("--max-body-mb", type=int, default=24, help="largest request body accepted")
     p.add_argument("--max-image-mb", type=int, default=16, help="largest input image accepted")
+    p.add_argument("--max-connections", type=int, default=128,
+                   help="open connections served at once (event streams count); more get 503")
     p.set_defaults(func=run)

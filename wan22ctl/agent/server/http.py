@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +36,7 @@ log = logging.getLogger("wan22ctl.server")
 
 MAX_BODY_BYTES = 24 * 1024 * 1024  # a 16 MiB image in base64 plus the rest
 SSE_KEEPALIVE_S = 15.0
+MAX_CONNECTIONS = 128  # open connections (each SSE stream holds one)
 _JOB_ROUTE = re.compile(r"^/v1/videos/(video_[0-9a-f]{24})(/events|/content|/cancel)?$")
 PUBLIC_PATHS = ("/healthz", "/readyz")
 
@@ -45,12 +47,31 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, service, api_key: str | None, info: dict, max_body: int = MAX_BODY_BYTES):
+    def __init__(self, address, service, api_key: str | None, info: dict, max_body: int = MAX_BODY_BYTES,
+                 max_connections: int = MAX_CONNECTIONS):
         super().__init__(address, Handler)
         self.service = service
         self.api_key = api_key or None
         self.info = info
         self.max_body = max_body
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        # One thread per connection, but not without bound: past the limit answer 503 at once.
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Handler(BaseHTTPRequestHandler):
