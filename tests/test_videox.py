@@ -368,3 +368,19 @@ def test_videox_app_calls_videox_funs_entry_points(tmp_path, model, present, exp
         assert got["model"] == str(checkout / "models" / "Diffusion_Transformer" / model)
     for sub in ("Diffusion_Transformer", "Personalized_Model"):
         assert (checkout / "models" / sub).is_dir()
+
+
+def test_build_mode_does_not_tag_our_image_as_pais():
+    from wan22ctl.plan.image import plan_image
+
+    pai = "mybigpai-public-registry.cn-beijing.cr.aliyuncs.com/easycv/torch_cuda:cogvideox_fun"
+    pulled = load_settings(None, environ={})
+    built = load_settings(None, environ={"VIDEOX_IMAGE_MODE": "build"})
+    mine = load_settings(None, environ={"VIDEOX_IMAGE_MODE": "build", "VIDEOX_IMAGE": "me/vx:1"})
+    assert plan_videox_container(pulled).image == pai
+    assert plan_videox_container(built).image == "wan22ctl/videox-fun:0.1.0"
+    assert plan_videox_container(mine).image == "me/vx:1"
+    plan = plan_image(built, "videox-fun", REPO, present=False)
+    assert (plan.action, plan.ref, plan.build.tag, plan.build.target) == (
+        "build", "wan22ctl/videox-fun:0.1.0", "wan22ctl/videox-fun:0.1.0", "videox-fun")
+    assert plan.build.buildargs["VIDEOX_REF"] == "804a4258e2608f855ccaec8fffa279e75a3b89c6"

@@ -177,7 +177,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("HF_TOKEN", "", _text, "Hugging Face token, passed to downloads at exec time only", secret=True, group="hub"),
     SettingSpec("HF_ENDPOINT", "https://huggingface.co", _nonempty, "Hugging Face endpoint (a mirror such as https://hf-mirror.com)", group="hub"),
     # -- VideoX-Fun stack
-    SettingSpec("VIDEOX_IMAGE", "mybigpai-public-registry.cn-beijing.cr.aliyuncs.com/easycv/torch_cuda:cogvideox_fun", _nonempty, "image for the VideoX-Fun stack", group="videox"),
+    SettingSpec("VIDEOX_IMAGE", "mybigpai-public-registry.cn-beijing.cr.aliyuncs.com/easycv/torch_cuda:cogvideox_fun", _nonempty, "image for the VideoX-Fun stack (left at this default, VIDEOX_IMAGE_MODE=build tags wan22ctl/videox-fun:VERSION instead)", group="videox"),
     SettingSpec("VIDEOX_IMAGE_MODE", "pull", _choice("build", "pull"), "pull VIDEOX_IMAGE, or build the videox-fun target of ./Dockerfile", group="videox"),
     SettingSpec("VIDEOX_CONTAINER_NAME", "wan22-videox-fun", _nonempty, "name of the VideoX-Fun container", group="videox"),
     SettingSpec("VIDEOX_MODELS_DIR", "/opt/videox-models", _abs_path, "host folder mounted as VideoX-Fun's models/ (Diffusion_Transformer, Personalized_Model)", group="videox"),

@@ -358,7 +358,9 @@ def push(
     from wan22ctl.docker.client import connect
 
     settings = settings_from()
-    source = settings["DOCKER_IMAGE" if _check_stack(stack) == "main" else "VIDEOX_IMAGE"]
+    from wan22ctl.plan.videox import videox_image
+
+    source = settings["DOCKER_IMAGE"] if _check_stack(stack) == "main" else videox_image(settings)
     client = connect()
     try:
         image = client.images.get(source)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from wan22ctl.docker.images import BuildPlan, buildx_available
+from wan22ctl.plan.videox import videox_image
 from wan22ctl.settings import Settings
 
 LABEL_BUILD_HASH = "io.wan22ctl.build-hash"
@@ -61,7 +62,7 @@ def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
 def plan_image(settings: Settings, stack: str, context: Path, force_build: bool = False,
                force_pull: bool = False, local_labels: dict | None = None, present: bool | None = None) -> ImagePlan:
     """Decide build / pull / nothing. `present`/`local_labels` describe the local image (None: unknown)."""
-    ref = settings["DOCKER_IMAGE" if stack == "main" else "VIDEOX_IMAGE"]
+    ref = settings["DOCKER_IMAGE"] if stack == "main" else videox_image(settings)
     mode = settings["IMAGE_MODE" if stack == "main" else "VIDEOX_IMAGE_MODE"]
     target = TARGET[stack]
     args = build_args(settings, stack)

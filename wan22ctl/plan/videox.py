@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from wan22ctl import catalog
+from wan22ctl import __version__, catalog
 from wan22ctl.plan.container import ContainerSpec, Healthcheck, Mount, parse_gpus
 from wan22ctl.settings import Settings
 
@@ -95,6 +95,17 @@ def choose_gpu_memory_mode(total_mib: int | None) -> str:
 # ---------------------------------------------------------------------------- container spec
 
 
+LOCAL_BUILD_IMAGE = f"wan22ctl/videox-fun:{__version__}"
+
+
+def videox_image(settings: Settings) -> str:
+    """The stack's image: VIDEOX_IMAGE, except that a build from our Dockerfile left at the default
+    (PAI's image) is tagged as our own, so it never poses as, or is mistaken for, the pulled one."""
+    if settings["VIDEOX_IMAGE_MODE"] == "build" and settings.source("VIDEOX_IMAGE") == "default":
+        return LOCAL_BUILD_IMAGE
+    return settings["VIDEOX_IMAGE"]
+
+
 def kit_package_dir() -> str:
     """The host's `wan22ctl` package folder (mounted read-only into the container)."""
     return str(Path(__file__).resolve().parents[1])
@@ -140,7 +151,7 @@ def plan_videox_container(settings: Settings) -> ContainerSpec:
     return ContainerSpec(
         stack="videox-fun",
         name=settings["VIDEOX_CONTAINER_NAME"],
-        image=settings["VIDEOX_IMAGE"],
+        image=videox_image(settings),
         command=launcher_command(),
         environment=videox_environment(settings),
         mounts=(
