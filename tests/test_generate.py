@@ -8,7 +8,6 @@ One container serves the whole module; each test writes the fake GPU inventory i
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import time

@@ -19,7 +19,6 @@ at real folders). Steps:
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import glob
 import json

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 from wan22ctl import catalog
@@ -112,7 +112,7 @@ def build_request(
     if offload not in OFFLOAD_CHOICES:
         raise UserError(f"--offload {offload!r}; choose auto, on or off")
     if prompt is None or not prompt.strip():
-        raise UserError(f"a prompt is required (--prompt or --prompt-file); upstream would silently use its example prompt")
+        raise UserError("a prompt is required (--prompt or --prompt-file); upstream would silently use its example prompt")
     if image is not None and not t.accepts_image:
         raise UserError(f"{task} takes no image; use i2v-A14B or ti2v-5B for image-to-video")
     if t.needs_image and not image:
