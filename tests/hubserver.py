@@ -8,13 +8,16 @@
         with hub_server.gated():                    # 403 GatedRepo even with a token
             ...
         hub_server.rate = 2_000_000                 # bytes/s per response (0: unthrottled)
+        hub_server.cut_after = 3_000_000            # the next file body stops there (link dropped)
+        hub_server.corrupt_next = True              # the next file body has one byte flipped
         hub_server.served["Wan-AI/Wan2.2-TI2V-5B/config.json"]   # body bytes sent per file
 
 Why a proxy: olah 0.5.4 serves git repositories under `mirrors-path/models/<org>/<repo>` (LFS
 payloads under `.git/lfs/objects`) but never checks tokens and ignores `Range`. The proxy adds
 what the real Hub does and the tests need: 401/403 with the Hub's `X-Error-Code` headers,
 `Range` → 206 (so resume is byte-exact, as against huggingface.co), throttling (to catch a
-download mid-file) and byte accounting (to prove what was, and was not, fetched again).
+download mid-file), a cut connection (a dropped link mid-file) and byte accounting (to prove
+what was, and was not, fetched again).
 It listens on 0.0.0.0 so containers on the default bridge reach it through the docker0 gateway.
 
 The fixture repos mirror the real catalog layouts (T5 .pth, google/umt5-xxl/ tokenizer folder,
@@ -201,6 +204,8 @@ class HubServer:
     token: str | None = None
     gate: bool = False
     rate: int = 0
+    cut_after: int | None = None  # the next file body is cut off after this many bytes (a dropped link)
+    corrupt_next: bool = False  # the next file body has one byte flipped (a bad mirror or proxy)
     served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, authorization)
 
@@ -288,6 +293,13 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
             return
         key = _served_key(self.path)
         view = memoryview(data)[start:]
+        if key and hub.corrupt_next and len(view):
+            flipped = bytearray(view)
+            flipped[len(flipped) // 2] ^= 0x01
+            view, hub.corrupt_next = memoryview(bytes(flipped)), False
+        if key and hub.cut_after is not None and hub.cut_after < len(view):
+            view, hub.cut_after = view[:hub.cut_after], None
+            self.close_connection = True
         chunk = 64 * 1024
         for i in range(0, len(view), chunk):
             piece = view[i:i + chunk]
@@ -336,6 +348,8 @@ def hub_server(tmp_path_factory):
     mirrors = work / "mirrors"
     repos = fixture_repos()
     commits = {repo_id: build_repo(mirrors, repo_id, files) for repo_id, files in repos.items()}
+    for repo_id, files in repos.items():  # what a download must reproduce, byte for byte
+        files[".gitattributes"] = (mirrors / "models" / repo_id / ".gitattributes").read_bytes()
     with run_olah(work / "olah", mirrors) as olah_endpoint:
         port = free_port()
         hub = HubServer(
@@ -354,6 +368,10 @@ def hub_server(tmp_path_factory):
 def hub(hub_server):
     """The session hub with counters cleared and no token, gate or throttle left over."""
     hub_server.reset_counters()
-    hub_server.token, hub_server.gate, hub_server.rate = None, False, 0
+    _reset(hub_server)
     yield hub_server
-    hub_server.token, hub_server.gate, hub_server.rate = None, False, 0
+    _reset(hub_server)
+
+
+def _reset(hub: HubServer) -> None:
+    hub.token, hub.gate, hub.rate, hub.cut_after, hub.corrupt_next = None, False, 0, None, False

@@ -169,32 +169,25 @@ def test_eight_a100_40gb_fit_t2v_a14b(kit, running):
     assert ram["status"] == "FAIL" and ram["data"]["need_gb"] > 400 and "8 rank(s)" in ram["requirement"]
 
 
-def test_preflight_generate_judges_the_plan_about_to_run(kit, running):
+def test_preflight_generate_stops_on_a_gpu_the_image_has_no_kernels_for(kit, running):
     from wan22ctl.doctor import preflight, require
+    from wan22ctl.doctor.rules import launch_plan
     from wan22ctl.errors import EnvError
     from wan22ctl.plan.inventory import Gpu
     from wan22ctl.settings import load_settings
 
-    fake_gpus(running, "1x24:8.9:NVIDIA GeForce RTX 4090")
     settings = load_settings(environ=kit.env)
+    fake_gpus(running, "2x40:8.0:NVIDIA A100-SXM4-40GB")
     with pytest.raises(EnvError) as err:
-        require(settings, "generate", task="t2v-A14B")
+        require(settings, "generate", task="ti2v-5B")
     assert err.value.exit_code == 3
-    assert err.value.message.startswith("GPU memory: plan: python on 1 x 24 GB")
-    assert "ti2v-5B" in err.value.fix
-    assert preflight(settings, "generate", task="ti2v-5B") is None
-    # A plan the caller made (another size or GPU choice) is judged as it is, not re-planned.
-    rtx = [Gpu(0, "NVIDIA GeForce RTX 4090", 24.0, "8.9", "580.95.05")]
-    big = rules_plan("ti2v-5B", [Gpu(0, "NVIDIA H200", 140.0, "9.0", "580.95.05")])
-    assert preflight(settings, "generate", task="ti2v-5B", plan=big) is None
-    small = rules_plan("t2v-A14B", rtx)
-    assert preflight(settings, "generate", task="t2v-A14B", plan=small).id == "gpu.vram"
-
-
-def rules_plan(task, gpus):
-    from wan22ctl.doctor.rules import launch_plan
-
-    return launch_plan(task, gpus, None)
+    assert err.value.message.startswith("GPU architecture: NVIDIA A100-SXM4-40GB cc 8.0 (no sm_80 kernels")
+    assert 'TORCH_CUDA_ARCH_LIST="8.0;8.9;9.0"' in err.value.fix
+    # Memory is the caller's plan verdict (generate refuses a plan that does not fit unless --force).
+    fake_gpus(running, "1x24:8.9:NVIDIA GeForce RTX 4090")
+    plan = launch_plan("t2v-A14B", [Gpu(0, "NVIDIA GeForce RTX 4090", 24.0, "8.9", "580.95.05")], None)
+    assert not plan.fits
+    assert preflight(settings, "generate", task="t2v-A14B", plan=plan) is None
 
 
 def test_container_without_gpus_fails_with_the_recreate_fix(kit, running):

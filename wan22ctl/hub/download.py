@@ -2,9 +2,9 @@
 
 `prepare()` gathers the facts (hub listing per model, files and partials on disk, the ledger,
 free space) and asks `wan22ctl.plan.download` for the plan. `execute()` hashes the files that
-are there but unverified, fetches the rest with a pool of workers (each file is hashed right
-after it lands, while other files are still transferring), and writes the manifest only when
-every file of the commit matched. `verify()` re-hashes everything against the hub.
+are there but unverified, fetches the rest with a pool of workers (each file is hashed as its
+bytes arrive and takes its final name only when the hash matches), and writes the manifest
+only when every file of the commit matched. `verify()` re-hashes everything against the hub.
 
 Progress and outcomes go out as events through `on_event(name, **fields)`; the agent prints
 them as `@@wan22ctl` lines, the host renders them. A full disk stops the run with both numbers
@@ -24,7 +24,7 @@ from typing import Callable
 from wan22ctl.catalog import Model
 from wan22ctl.errors import EnvError, RunFailed, Wan22Error
 from wan22ctl.hub import hf
-from wan22ctl.hub.integrity import Ledger, expected_hash, matches, remove_manifest, write_manifest
+from wan22ctl.hub.integrity import Ledger, expected_hash, matches, new_hasher, remove_manifest, write_manifest
 from wan22ctl.hub.state import model_dir
 from wan22ctl.plan.download import (
     DownloadPlan, FileStep, LocalFile, ModelPlan, human_bytes, plan_download, plan_model,
@@ -147,20 +147,22 @@ def _execute_model(m: ModelPlan, *, token: str | None, workers: int, progress: B
     def fetch(step: FileStep) -> None:
         nonlocal fetched
         for attempt in (1, 2):
-            hf.with_retries(
-                lambda: hf.download_file(m.repo_id, step.path, m.commit, target, endpoint=m.endpoint, token=token,
-                                         size=step.size, expect_hash=expected_hash(step), on_bytes=progress.add),
-                what=f"downloading {m.repo_id}/{step.path}", endpoint=m.endpoint,
-                on_retry=_retry_reporter(on_event, m.endpoint),
-            )
-            if matches(target / step.path, step):
-                ledger.record(step.path, expected_hash(step))
-                fetched += 1
-                on_event("file", key=m.key, path=step.path, status="fetched")
-                return
-            hf.forget_local(target, step.path, expected_hash(step))
-            progress.add(-step.size)
-            on_event("file", key=m.key, path=step.path, status=f"hash mismatch after download (attempt {attempt})")
+            try:
+                hf.with_retries(
+                    lambda: hf.download_file(
+                        m.repo_id, step.path, m.commit, target, endpoint=m.endpoint, token=token, size=step.size,
+                        expect_hash=expected_hash(step), new_hasher=lambda: new_hasher(step), on_bytes=progress.add),
+                    what=f"downloading {m.repo_id}/{step.path}", endpoint=m.endpoint,
+                    on_retry=_retry_reporter(on_event, m.endpoint),
+                )
+            except hf.HashMismatch:
+                progress.add(-step.size)
+                on_event("file", key=m.key, path=step.path, status=f"hash mismatch after download (attempt {attempt})")
+                continue
+            ledger.record(step.path, expected_hash(step))
+            fetched += 1
+            on_event("file", key=m.key, path=step.path, status="fetched")
+            return
         raise RunFailed(f"{m.repo_id}/{step.path} does not match the hub's hash after two downloads; "
                         f"the endpoint {m.endpoint} may serve corrupt data")
 

@@ -6,8 +6,8 @@ streamed through huggingface_hub's own HTTP session, auth headers and error mapp
 (`get_session`, `build_hf_headers`, `hf_raise_for_status`) into a partial file under
 `.cache/wan22ctl/partial/` that outlives the process, resumed with a Range request: 2.x's
 `hf_hub_download` writes to a per-process temporary file it deletes on error, so an interrupted
-126 GB download would start each shard again. The kit drives its own worker pool so each file
-is hashed as soon as it lands, while others are still transferring.
+126 GB download would start each shard again. The kit drives its own worker pool; each file is
+hashed as its bytes arrive and takes its final name only when the hash matches.
 
 Unreachable endpoints (connection refused, DNS, timeouts, 5xx) are retried with exponential
 backoff: `WAN22CTL_HUB_RETRIES` attempts (default 5), first delay `WAN22CTL_HUB_BACKOFF_S`
@@ -61,7 +61,10 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def unreachable_reason(exc: BaseException) -> str | None:
     """A short reason when `exc` means the endpoint could not be reached (worth retrying), else None."""
-    import httpx2
+    try:
+        import httpx2
+    except ImportError:  # huggingface_hub 2.x releases before the httpx2 switch
+        import httpx as httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
     for e in _chain(exc):
@@ -159,6 +162,10 @@ class Cancelled(Exception):
     """The run was interrupted (Ctrl-C); workers stop at their next chunk, partials stay."""
 
 
+class HashMismatch(Exception):
+    """The bytes that arrived do not hash to what the hub lists (the partial was discarded)."""
+
+
 class ShortTransfer(ConnectionError):
     """The server closed the stream before the whole file arrived (retried like a dropped link)."""
 
@@ -190,12 +197,16 @@ def forget_local(local_dir: Path, path: str, expect_hash: str | None) -> None:
 
 
 def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endpoint: str, token: str | None,
-                  size: int, expect_hash: str | None, on_bytes: Callable[[int], None]) -> Path:
+                  size: int, expect_hash: str | None, new_hasher: Callable[[], object] | None,
+                  on_bytes: Callable[[int], None]) -> Path:
     """Fetch one file of the repo at `commit` into `local_dir`, resuming an earlier partial with Range.
 
     huggingface_hub 2.x downloads into a process-unique temporary file that it deletes on error
     (and orphans on SIGKILL), so nothing resumes across runs; this streams through its HTTP
     session, headers and error mapping instead, into a partial file that survives the process.
+    The bytes are hashed as they arrive (`new_hasher()`), so a 10 GB shard is not read back from
+    disk to be verified; the file reaches its final name only when the hash matches
+    `expect_hash` (else HashMismatch, and the partial is gone).
     """
     from huggingface_hub import constants, hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
@@ -204,12 +215,15 @@ def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endp
     headers = build_hf_headers(token=token or None)
     part = partial_path(local_dir, path, expect_hash)
     part.parent.mkdir(parents=True, exist_ok=True)
+    hasher = new_hasher() if new_hasher else None
     with open(part, "ab") as f:
         have = f.tell()
         if have > size:
             f.truncate(0)
             on_bytes(-have)
             have = 0
+        if hasher is not None and have:
+            _hash_prefix(hasher, part, have)
         if have < size:
             if have:
                 headers["Range"] = f"bytes={have}-"
@@ -222,9 +236,11 @@ def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endp
                         f.truncate(0)
                         on_bytes(-have)
                         have = 0
+                        hasher = new_hasher() if new_hasher else None
                     for chunk in resp.iter_bytes(CHUNK):
                         f.write(chunk)
-                        f.flush()
+                        if hasher is not None:
+                            hasher.update(chunk)
                         on_bytes(len(chunk))
             except Exception as exc:
                 err = translate(exc, repo_id, endpoint, bool(token))
@@ -234,7 +250,18 @@ def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endp
     got = part.stat().st_size
     if got != size:
         raise ShortTransfer(f"{path}: got {got} of {size} bytes")
+    if hasher is not None and expect_hash and hasher.hexdigest() != expect_hash:
+        part.unlink()
+        raise HashMismatch(f"{path}: sha {hasher.hexdigest()} != {expect_hash}")
     final = local_dir / path
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, final)
     return final
+
+
+def _hash_prefix(hasher, path: Path, n: int) -> None:
+    """Feed the first `n` bytes of `path` (an earlier run's partial) into `hasher`."""
+    with open(path, "rb") as f:
+        while n > 0 and (block := f.read(min(n, 8 << 20))):
+            hasher.update(block)
+            n -= len(block)

@@ -25,6 +25,15 @@ from wan22ctl.plan.download import FileStep, ModelPlan
 _CHUNK = 8 * 1024 * 1024
 
 
+def new_hasher(step: FileStep):
+    """A hashlib object that yields the hub's id for `step` once fed the file's bytes (None: no id listed)."""
+    if step.sha256:
+        return hashlib.sha256()
+    if step.blob_id:
+        return hashlib.sha1(f"blob {step.size}\0".encode())
+    return None
+
+
 def file_digest(path: Path, git_blob: bool = False) -> str:
     """sha256 of the file, or its git blob sha1 (what the hub lists for non-LFS files)."""
     if git_blob:
