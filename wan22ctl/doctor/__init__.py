@@ -47,8 +47,8 @@ def preflight(settings: Settings, stage: str, task: str | None = None,
 
     Cheap means no probe container and no network: GPU facts come from the running container
     only (a check that cannot see one says SKIP). `models` defaults to the task's model.
-    `plan` (generate): the LaunchPlan about to run, so GPU memory and host RAM are judged for
-    the real request (size, --gpus) rather than the task's defaults.
+    `plan` (generate): the LaunchPlan about to run, so its rank count (and, in `doctor`, GPU
+    memory and host RAM) are judged for the real request rather than the task's defaults.
     """
     from wan22ctl.doctor.checks import STAGE_CHECKS
 

@@ -560,6 +560,7 @@ ALL_CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
 STAGE_CHECKS: dict[str, tuple[Callable[[Context], CheckResult], ...]] = {
     "up": (check_docker, check_host_folders),
     "download": (check_host_folders, check_disk),
-    # Host RAM is left to `doctor`: the load-time figure is an estimate and the plan already warns.
-    "generate": (check_gpu_arch, check_driver, check_vram, check_shm),
+    # GPU memory and host RAM are generate's own plan verdicts (it refuses a plan that does not
+    # fit unless --force); these are what the plan cannot see.
+    "generate": (check_gpu_arch, check_driver, check_shm),
 }
