@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, clean_environ
+from tests.conftest import clean_environ
 from tests.test_server import Server, free_port
 
 

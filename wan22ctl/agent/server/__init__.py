@@ -126,7 +126,6 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     for job_id, state in store.recover(args.on_interrupt, args.max_attempts):
         log.info("job %s was running when the server stopped: now %s", job_id, state)
     config = ServiceConfig(task=args.task, output_dir=output_dir, state_dir=state_dir,
-                           interrupted_policy=args.on_interrupt, max_attempts=args.max_attempts,
                            max_image_bytes=args.max_image_mb * 1024 * 1024)
     service = Service(config, store, engine, control)
     info = {"task": args.task, "pipeline": args.pipeline, "plan": {
@@ -147,8 +146,7 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
 
     def stop(signum, frame):
         log.info("signal %d: stopping after the current step; the running job goes back to the queue", signum)
-        service.stopping.set()
-        service._wake.set()
+        service.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -8,7 +8,6 @@ and wait on `changed` for progress (server-sent events). Other ranks run `follow
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -60,8 +59,6 @@ class ServiceConfig:
     task: str
     output_dir: Path
     state_dir: Path
-    interrupted_policy: str = "requeue"  # or "fail"
-    max_attempts: int = 2
     max_image_bytes: int = reqs.MAX_IMAGE_BYTES
 
 
@@ -130,6 +127,11 @@ class Service:
         (config.state_dir / "inputs").mkdir(parents=True, exist_ok=True)
         # Half-written videos of a server that died mid-save: their jobs run again.
         shutil.rmtree(config.state_dir / "tmp", ignore_errors=True)
+
+    def stop(self) -> None:
+        """Stop after the running job's current step; that job goes back to the queue."""
+        self.stopping.set()
+        self._wake.set()
 
     # ------------------------------------------------------------------ notification
 
