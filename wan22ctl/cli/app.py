@@ -63,7 +63,10 @@ _register()
 def main() -> None:
     """Entry point: run the app, turning kit errors into one line and their exit code."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns typer.Exit's code instead of exiting.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except Wan22Error as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         sys.exit(exc.exit_code)
