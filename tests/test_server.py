@@ -191,6 +191,12 @@ def test_submit_stream_poll_download(server):
 
     status, listing, _ = server.api("GET", "/v1/videos?state=succeeded")
     assert status == 200 and job["id"] in [j["id"] for j in listing["data"]]
+    assert listing["data"][-1]["progress"]["percent"] == 100
+    newest = server.submit(prompt="newest")
+    _, desc, _ = server.api("GET", "/v1/videos?order=desc&limit=1")
+    assert [j["id"] for j in desc["data"]] == [newest["id"]] and desc["has_more"]
+    _, page, _ = server.api("GET", f"/v1/videos?order=desc&limit=1&before={desc['last_seq']}")
+    assert page["data"][0]["seq"] < desc["last_seq"]
 
 
 def test_guide_scale_int_is_sent_as_float(server):

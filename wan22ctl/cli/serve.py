@@ -311,14 +311,14 @@ def _render_jobs(data: dict) -> None:
 
 def jobs(
     state: Annotated[Optional[str], typer.Option("--state", help="Only jobs in this state: queued, running, succeeded, failed, cancelled.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs (oldest first).")] = 100,
+    limit: Annotated[int, typer.Option("--limit", help="The newest this many jobs (shown oldest first).")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """List the server's jobs with their state and progress."""
     settings = settings_from()
-    query = f"?limit={max(1, limit)}" + (f"&state={state}" if state else "")
+    query = f"?order=desc&limit={max(1, limit)}" + (f"&state={state}" if state else "")
     data = _call(settings, "GET", "/v1/videos" + query)
-    data["data"] = [_localise(settings, j) for j in data["data"]]
+    data["data"] = [_localise(settings, j) for j in reversed(data["data"])]
     emit(data, as_json, _render_jobs)
 
 

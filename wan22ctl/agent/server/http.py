@@ -2,7 +2,7 @@
 
 Routes:
     POST   /v1/videos                 submit (JSON; `Idempotency-Key` header) -> 201, or 200 for a replay
-    GET    /v1/videos                 list (?state=queued&limit=50&after=SEQ)
+    GET    /v1/videos                 list (?state=queued&limit=50&order=asc|desc&after=SEQ&before=SEQ)
     GET    /v1/videos/{id}            one job: state, progress (phase, step, total, expert, s/step, ETA)
     GET    /v1/videos/{id}/events     server-sent events until the job ends
     GET    /v1/videos/{id}/content    the MP4
@@ -223,16 +223,20 @@ class Handler(BaseHTTPRequestHandler):
         state = (query.get("state") or [None])[0]
         if state is not None and state not in STATES:
             return self._error(422, f"choose one of {', '.join(STATES)}", field="state")
+        order = (query.get("order") or ["asc"])[0]
+        if order not in ("asc", "desc"):
+            return self._error(422, "choose asc or desc", field="order")
         try:
             limit = int((query.get("limit") or ["100"])[0])
             after = int((query.get("after") or ["0"])[0])
+            before = int(query["before"][0]) if query.get("before") else None
         except ValueError:
-            return self._error(422, "limit and after must be integers", field="limit")
+            return self._error(422, "limit, after and before must be integers", field="limit")
         limit = max(1, min(limit, 1000))
-        jobs = svc.store.list(state, limit + 1, after)
+        jobs = svc.store.list(state, limit + 1, after, newest_first=order == "desc", before_seq=before)
         data = [svc.view(j) | {"seq": j.seq} for j in jobs[:limit]]
         self._json(200, {"object": "list", "data": data, "has_more": len(jobs) > limit,
-                         "last_seq": data[-1]["seq"] if data else after})
+                         "last_seq": data[-1]["seq"] if data else None})
 
     def _submit(self, path, query):
         body = self._read_json()

@@ -199,6 +199,8 @@ class Service:
             progress.update(phase="done", step=job.steps_done or p["sample_steps"], eta_seconds=0.0)
         elif job.steps_done is not None:
             progress["step"] = job.steps_done
+        total = progress["total"] or 1
+        progress["percent"] = 100 if job.state == "succeeded" else min(99, int(100 * progress["step"] / total))
         shown = {k: v for k, v in p.items() if k != "image_path"}
         return {
             "id": job.id, "object": "video", "state": job.state, "status": job.state,

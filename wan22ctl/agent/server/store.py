@@ -124,15 +124,20 @@ class JobStore:
         with self._lock:
             return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
-    def list(self, state: str | None = None, limit: int = 100, after_seq: int = 0) -> list[Job]:
-        """Jobs in submission order, optionally of one state, starting after a sequence number."""
+    def list(self, state: str | None = None, limit: int = 100, after_seq: int = 0, newest_first: bool = False,
+             before_seq: int | None = None) -> list[Job]:
+        """Jobs in submission order (or newest first), optionally of one state, between sequence numbers."""
+        where, args = ["seq>?"], [after_seq]
+        if before_seq is not None:
+            where.append("seq<?")
+            args.append(before_seq)
+        if state:
+            where.append("state=?")
+            args.append(state)
+        order = "DESC" if newest_first else "ASC"
         with self._lock:
-            if state:
-                rows = self._db.execute("SELECT * FROM jobs WHERE state=? AND seq>? ORDER BY seq LIMIT ?",
-                                        (state, after_seq, limit)).fetchall()
-            else:
-                rows = self._db.execute("SELECT * FROM jobs WHERE seq>? ORDER BY seq LIMIT ?",
-                                        (after_seq, limit)).fetchall()
+            rows = self._db.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+                                    (*args, limit)).fetchall()
             return [Job.from_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
