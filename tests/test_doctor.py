@@ -79,6 +79,46 @@ def fake_gpus(container, spec: str) -> None:
     assert code == 0, out
 
 
+# ------------------------------------------------------------------------- verdicts (pure)
+
+
+@pytest.mark.parametrize("cap,arch_list,status,note", [
+    ("9.0", "8.9;9.0", "PASS", ""),
+    ("8.9", "8.0;9.0", "PASS", "runs the 8.0 kernels"),  # same-major cubins run on newer minors
+    ("8.0", "8.9;9.0", "FAIL", "no sm_80 kernels in the image"),
+    ("12.0", "8.9;9.0+PTX", "WARN", "only 9.0+PTX: JIT-compiled on first use"),
+    ("7.5", "7.5;8.9;9.0", "FAIL", ""),  # below the kit's floor whatever the list says
+])
+def test_arch_verdicts(cap, arch_list, status, note):
+    from wan22ctl.doctor.rules import arch_verdict
+
+    verdict = arch_verdict(cap, arch_list)
+    assert (verdict.status, verdict.note) == (status, note)
+
+
+@pytest.mark.parametrize("driver,cuda,status", [
+    ("580.95.05", "12.8.0", "PASS"),
+    ("570.26", "12.8.1", "PASS"),
+    ("535.104.05", "12.8.0", "WARN"),  # minor-version compatibility: cubins run, PTX JIT does not
+    ("470.82.01", "12.1.0", "FAIL"),
+    ("575.51.03", "13.0.1", "FAIL"),  # CUDA 13 has no compatibility below 580
+])
+def test_driver_verdicts(driver, cuda, status):
+    from wan22ctl.doctor.rules import driver_verdict
+
+    assert driver_verdict(driver, cuda).status == status
+
+
+def test_shm_and_memlock_verdicts():
+    from wan22ctl.doctor.rules import memlock_verdict, shm_verdict
+
+    assert shm_verdict(0.0625, ranks=1).status == "WARN"  # Docker's 64 MiB default, one process
+    assert shm_verdict(0.0625, ranks=4).status == "FAIL"  # NCCL between 4 ranks
+    assert shm_verdict(16, ranks=8).status == "PASS"
+    assert memlock_verdict("unlimited").status == "PASS"
+    assert memlock_verdict("8192").status == "WARN"
+
+
 # ------------------------------------------------------------------------- no GPU on this host
 
 

@@ -15,8 +15,11 @@ from wan22ctl import catalog
 from wan22ctl.doctor.result import FAIL, PASS, WARN
 from wan22ctl.plan.inventory import Gpu
 
+
 @dataclass(frozen=True)
 class Verdict:
+    """A status, the requirement it was judged against, and the fix when it is not PASS."""
+
     status: str
     requirement: str
     fix: str | None = None
@@ -127,19 +130,14 @@ def vram_verdict(plan) -> Verdict:
         return Verdict(PASS, requirement)
     # The plan's smallest card, as the plan recorded it (the inventory may be gone by now).
     card = Gpu(0, plan.gpu_names[0] if plan.gpu_names else "GPU", plan.gpu_memory_gb, "", "")
-    heads = catalog.TASKS[plan.task].num_heads
-    options = []
-    for n in catalog.ulysses_degrees(heads, 8):
-        if n > plan.nproc:
-            bigger = launch_plan(plan.task, _same_card(card, n), None)
-            if bigger.fits:
-                options.append(f"{n} x {card.name} (about {bigger.est_peak_gpu_gb:g} GB each)")
-                break
-    if options:
-        fix = (f"run it on several GPUs: {options[0]} fits (torchrun --dit_fsdp --t5_fsdp --ulysses_size N; "
-               "GPUS=all)")
-    else:
-        fix = "use GPUs with more memory"
+    fix = "use GPUs with more memory"
+    # The smallest count of this card (up to one 8-GPU host) whose plan fits.
+    for n in catalog.ulysses_degrees(catalog.TASKS[plan.task].num_heads, 8):
+        bigger = launch_plan(plan.task, _same_card(card, n), None) if n > plan.nproc else None
+        if bigger is not None and bigger.fits:
+            fix = (f"run it on several GPUs: {n} x {card.name} (about {bigger.est_peak_gpu_gb:g} GB each) fits "
+                   "(torchrun --dit_fsdp --t5_fsdp --ulysses_size N; GPUS=all)")
+            break
     if catalog.TASKS[plan.task].moe and launch_plan("ti2v-5B", [card], None).fits:
         fix += "; or --task ti2v-5B, which fits this GPU"
     return Verdict(FAIL, requirement, fix)
@@ -172,7 +170,8 @@ def shm_verdict(shm_gb: float, ranks: int) -> Verdict:
     requirement = f">= {catalog.MIN_SHM_GB:g} GB (NCCL between GPUs, torch workers)"
     if shm_gb >= catalog.MIN_SHM_GB:
         return Verdict(PASS, requirement)
-    fix = "set SHM_SIZE=16g in .env (or keep the host's /dev/shm large: the container shares host IPC) and `wan22ctl up --recreate`"
+    # The kit container shares the host's IPC namespace, so Docker's --shm-size does not apply.
+    fix = "enlarge the host's /dev/shm: `sudo mount -o remount,size=16G /dev/shm`"
     return Verdict(FAIL if ranks > 1 else WARN, requirement, fix)
 
 
