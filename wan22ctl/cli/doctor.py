@@ -7,6 +7,15 @@ Examples:
     wan22ctl doctor --task ti2v-5B --json # the same as a JSON document (schema wan22ctl.doctor/1)
 
 Exit code: 0 when no check FAILs (WARN and SKIP are allowed), 1 when any check FAILs.
+
+JSON (`--json`, schema "wan22ctl.doctor/1"; keys are only ever added within a version):
+    {"schema": "wan22ctl.doctor/1", "task": "t2v-A14B" | null, "ok": bool,
+     "counts": {"PASS": n, "WARN": n, "FAIL": n, "SKIP": n},
+     "checks": [{"id": "gpu.vram", "name": "GPU memory", "status": "PASS|WARN|FAIL|SKIP",
+                 "value": str, "requirement": str, "fix": str | null, "data": {...}}, ...]}
+Check ids, in order: docker.daemon, host.folders, image.present, nvidia.runtime, gpu.visible,
+gpu.arch, gpu.driver, gpu.vram, host.ram, disk.checkpoints, container.shm, container.memlock,
+hf.endpoint, hf.token, hf.repo, container.health. `fix` is null on PASS.
 """
 
 from __future__ import annotations
