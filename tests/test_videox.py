@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import BASE_IMAGE, REPO, STANDINS, _build, _tree_hash
+from wan22ctl.agent.videox import ensure_checkout
+from wan22ctl.errors import EnvError
+from wan22ctl.plan.image import plan_image
 from wan22ctl.plan.videox import (
     CONTAINER_KIT_DIR,
     choose_gpu_memory_mode,
@@ -133,8 +139,6 @@ def vx_up(cli):
 
 
 def write_control(cli, control: dict) -> None:
-    from pathlib import Path
-
     models = Path(cli.env["VIDEOX_MODELS_DIR"])
     models.mkdir(parents=True, exist_ok=True)
     (models / "standin.json").write_text(json.dumps(control))
@@ -256,9 +260,6 @@ def test_both_stacks_side_by_side(vx, docker_client):
 def test_launcher_fetches_videox_fun_into_the_mounted_checkout(tmp_path):
     """A pulled image without VideoX-Fun: the launcher fetches the pinned commit with real git,
     around the already-mounted models/ folder (which `git clone` would refuse)."""
-    import subprocess
-
-    from wan22ctl.agent.videox import ensure_checkout
 
     upstream = tmp_path / "upstream"
     (upstream / "videox_fun").mkdir(parents=True)
@@ -281,8 +282,6 @@ def test_launcher_fetches_videox_fun_into_the_mounted_checkout(tmp_path):
     assert not (checkout / "later.txt").exists()  # the pinned commit, not the branch tip
     assert (checkout / "models" / "Diffusion_Transformer" / "Wan2.2-Fun-5B-Control").is_dir()
     ensure_checkout(str(checkout), "file:///nonexistent", pinned)  # present: nothing fetched again
-
-    from wan22ctl.errors import EnvError
 
     with pytest.raises(EnvError, match="fetching VideoX-Fun failed"):
         ensure_checkout(str(tmp_path / "other"), "file:///nonexistent", pinned)
@@ -342,9 +341,6 @@ def _fake_checkout(root):
 ])
 def test_videox_app_calls_videox_funs_entry_points(tmp_path, model, present, expected):
     """The real launcher, then the real videox_app.py, against a stand-in VideoX-Fun checkout."""
-    import subprocess
-    import sys
-
     checkout = tmp_path / "VideoX-Fun"
     _fake_checkout(checkout)
     if present:
@@ -371,8 +367,6 @@ def test_videox_app_calls_videox_funs_entry_points(tmp_path, model, present, exp
 
 
 def test_build_mode_does_not_tag_our_image_as_pais():
-    from wan22ctl.plan.image import plan_image
-
     pai = "mybigpai-public-registry.cn-beijing.cr.aliyuncs.com/easycv/torch_cuda:cogvideox_fun"
     pulled = load_settings(None, environ={})
     built = load_settings(None, environ={"VIDEOX_IMAGE_MODE": "build"})
