@@ -378,3 +378,15 @@ def test_build_mode_does_not_tag_our_image_as_pais():
     assert (plan.action, plan.ref, plan.build.tag, plan.build.target) == (
         "build", "wan22ctl/videox-fun:0.1.0", "wan22ctl/videox-fun:0.1.0", "videox-fun")
     assert plan.build.buildargs["VIDEOX_REF"] == "804a4258e2608f855ccaec8fffa279e75a3b89c6"
+
+
+@docker
+def test_no_nvidia_runtime_is_named_and_leaves_no_container(vx, docker_client):
+    vx.env["GPUS"] = "all"  # this Docker Engine has no NVIDIA runtime
+    r = vx("up", "--stack", "videox-fun")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "NVIDIA Container Toolkit" in r.stderr and "Traceback" not in r.stderr
+    import docker as docker_py
+
+    with pytest.raises(docker_py.errors.NotFound):  # the half-created container was removed
+        docker_client.containers.get(vx.env["VIDEOX_CONTAINER_NAME"])
