@@ -19,7 +19,7 @@ not mount VIDEOX_MODELS_DIR and the VideoX-Fun image need not carry the kit.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 

@@ -170,9 +170,6 @@ class ShortTransfer(ConnectionError):
     """The server closed the stream before the whole file arrived (retried like a dropped link)."""
 
 
-CHUNK = 1 << 20  # written (and resumable) a MiB at a time
-
-
 def partial_path(local_dir: Path, path: str, expect_hash: str | None) -> Path:
     """Where the resumable partial of `path` lives; keyed by the expected hash so a changed
     upstream file never resumes onto the old one's bytes."""
@@ -213,6 +210,8 @@ def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endp
 
     url = hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint)
     headers = build_hf_headers(token=token or None)
+    # Sizes, hashes and Range offsets are those of the raw bytes: no gzip for text files.
+    headers["Accept-Encoding"] = "identity"
     part = partial_path(local_dir, path, expect_hash)
     part.parent.mkdir(parents=True, exist_ok=True)
     hasher = new_hasher() if new_hasher else None
@@ -237,7 +236,7 @@ def download_file(repo_id: str, path: str, commit: str, local_dir: Path, *, endp
                         on_bytes(-have)
                         have = 0
                         hasher = new_hasher() if new_hasher else None
-                    for chunk in resp.iter_bytes(CHUNK):
+                    for chunk in resp.iter_bytes():  # as the socket delivers them; the file object batches
                         f.write(chunk)
                         if hasher is not None:
                             hasher.update(chunk)
