@@ -56,6 +56,7 @@ def test_two_rank_gloo_handoff(tmp_path):
         c0, c1 = by("cancel me")
         assert c0["ended"] == c1["ended"] == "JobCancelled" and c0["steps_done"] == c1["steps_done"] < 400
         assert [c["ended"] for c in by("after cancel")] == ["ok", "ok"]
+
     finally:
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(timeout=60)
@@ -65,7 +66,7 @@ def test_two_rank_gloo_handoff(tmp_path):
 
 def test_plan_auto_picks_torchrun_like_generate(tmp_path):
     """--plan auto on two (stand-in) 80 GB GPUs: generate's plan for t2v-A14B is torchrun x2 with
-    Ulysses 2 and FSDP; the server re-executes itself that way and serves on both ranks."""
+    Ulysses 2 and FSDP; the server runs itself that way (supervised) and serves on both ranks."""
     from tests.conftest import STANDINS
 
     venv_bin = str(Path(sys.executable).parent)
@@ -90,6 +91,22 @@ def test_plan_auto_picks_torchrun_like_generate(tmp_path):
         assert s.wait(s.submit(prompt="planned")["id"])["state"] == "succeeded"
         assert sorted(c["rank"] for c in s.calls_made() if c["input_prompt"] == "planned") == [0, 1]
         assert "plan: torchrun --nproc_per_node=2" in s.logtext()
+
+        # A failed job ends every rank; the supervisor starts torchrun again, the job is retried once, then failed.
+        bad = s.submit(prompt="please FAIL on both ranks", sample_steps=6)["id"]
+        deadline = time.time() + 120
+        while True:
+            try:
+                job = s.api("GET", f"/v1/videos/{bad}", timeout=2)[1]
+                if job["state"] == "failed":
+                    break
+            except OSError:
+                pass  # the ranks are restarting
+            assert time.time() < deadline, s.logtext()[-3000:]
+            time.sleep(0.2)
+        assert "stand-in failure requested" in job["error"] and "after 2 attempt(s)" in job["error"]
+        assert job["attempts"] == 2
+        assert s.wait(s.submit(prompt="after the failure", sample_steps=3)["id"])["state"] == "succeeded"
     finally:
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(timeout=60)

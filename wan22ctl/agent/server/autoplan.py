@@ -4,7 +4,8 @@ The container's GPU inventory (nvidia-smi) and free host RAM go through
 `plan.launch.plan_launch()` for the server's task at its default size, the same decision a
 `wan22ctl generate` of that task would get: how many GPUs, torchrun or one process, Ulysses,
 FSDP, `offload_model`, `t5_cpu`, `convert_model_dtype`, CUDA_VISIBLE_DEVICES and the attention
-backend. With several GPUs the server re-executes itself under `torchrun`.
+backend. With several GPUs the server runs itself under `torchrun` and restarts it when a
+failed job ended the ranks (`supervise`).
 """
 
 from __future__ import annotations
@@ -58,8 +59,53 @@ def strip_plan_flag(argv: list[str]) -> list[str]:
     return out
 
 
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+
+
+def supervise(child: list[str]) -> int:
+    """Run the torchrun server and start it again when it dies; its exit code once it stops for good.
+
+    A job that fails under torchrun ends every rank (service.run_on_rank); a fresh torchrun (a
+    fresh rendezvous) is more dependable than torchrun's own --max-restarts, and the queue's
+    interrupted-job policy then retries or fails the job. More than MAX_RESTARTS deaths within
+    RESTART_WINDOW_S, or a SIGTERM/SIGINT, end the loop.
+    """
+    import signal
+    import subprocess
+    import time
+    from collections import deque
+
+    stopping = False
+    proc: subprocess.Popen | None = None
+
+    def forward(signum, frame):
+        nonlocal stopping
+        stopping = True
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    deaths: deque[float] = deque()
+    while True:
+        sys.stdout.flush()
+        proc = subprocess.Popen(child)
+        code = proc.wait()
+        if stopping or code == 0:
+            return code
+        now = time.monotonic()
+        deaths.append(now)
+        while deaths and now - deaths[0] > RESTART_WINDOW_S:
+            deaths.popleft()
+        if len(deaths) > MAX_RESTARTS:
+            print(f"server: torchrun died {len(deaths)} times in {RESTART_WINDOW_S / 60:.0f} min; giving up", flush=True)
+            return code
+        print(f"server: torchrun exited {code}; starting it again ({len(deaths)} of {MAX_RESTARTS})", flush=True)
+
+
 def apply(args, argv: list[str]) -> dict:
-    """Plan, then either re-exec under torchrun (several GPUs; does not return) or set args in place.
+    """Plan, then either run the server under torchrun (several GPUs; exits when it ends) or set args in place.
 
     Returns the plan as a dict for /v1/info.
     """
@@ -75,8 +121,7 @@ def apply(args, argv: list[str]) -> dict:
         torchrun = os.environ.get("WAN22_TORCHRUN", "torchrun")
         child = [torchrun, "--standalone", f"--nproc_per_node={plan.nproc}", "-m", "wan22ctl.agent",
                  *strip_plan_flag(argv), *server_flags(plan)]
-        sys.stdout.flush()
-        os.execvp(child[0], child)
+        raise SystemExit(supervise(child))
     args.offload_model = plan.offload_model
     args.ulysses_size = plan.ulysses_size
     args.dit_fsdp, args.t5_fsdp = plan.dit_fsdp, plan.t5_fsdp

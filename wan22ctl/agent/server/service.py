@@ -72,8 +72,18 @@ def _outcome_of(exc: BaseException | None) -> dict:
     return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
 
 
-def run_on_rank(engine: Engine, control: Control, message: dict, report) -> tuple[object, dict]:
-    """Run one job message on this rank: (video or None, outcome). Never raises for job errors."""
+EXIT_RANK_FAILED = 70  # a rank's job failed under torchrun: the whole server restarts (see run_on_rank)
+
+
+def run_on_rank(engine: Engine, control: Control, message: dict, report, on_fatal=None) -> tuple[object, dict]:
+    """Run one job message on this rank: (video or None, outcome). Never raises for job errors.
+
+    On one process a failed job is reported and the server goes on. Under torchrun a rank
+    whose job failed cannot know where the other ranks are (one may wait in an NCCL collective,
+    another in the control group), so it exits: `--plan auto`'s supervisor (or the container's
+    restart policy) restarts the server and the interrupted-job policy retries or fails the job. `on_fatal`
+    (rank 0) records the reason first.
+    """
     stop_source = message.get("_stop_source")  # rank 0 only: callable(step) -> decision
 
     def should_stop(step: int):
@@ -88,6 +98,13 @@ def run_on_rank(engine: Engine, control: Control, message: dict, report) -> tupl
         if not isinstance(exc, (JobCancelled, ServerStopping)):
             log.error("job %s failed on rank %d:\n%s", message["job_id"], engine.rank, traceback.format_exc())
         outcome = _outcome_of(exc)
+    if outcome["status"] == "failed" and control.world_size > 1:
+        if on_fatal is not None:
+            on_fatal(outcome["reason"])
+        log.error("rank %d: job %s failed; exiting so that every rank restarts together", engine.rank,
+                  message["job_id"])
+        logging.shutdown()
+        os._exit(EXIT_RANK_FAILED)
     engine.after_interrupted()  # outside the except block: the traceback and its tensors are gone
     return None, outcome
 
@@ -262,7 +279,7 @@ class Service:
         message = {"op": "run", "job_id": job.id, "params": job.params, "seed": seed}
         self.control.broadcast(message)
         video, outcome = run_on_rank(self.engine, self.control, {**message, "_stop_source": self._stop_decision},
-                                     self._report)
+                                     self._report, on_fatal=lambda reason: self.store.note_error(job.id, reason))
         outcomes = self.control.gather(outcome)
         live = self.live
         state, error, output, sidecar = "failed", None, None, None

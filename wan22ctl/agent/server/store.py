@@ -186,6 +186,11 @@ class JobStore:
                  job_id),
             )
 
+    def note_error(self, job_id: str, reason: str) -> None:
+        """Keep a running job's failure reason across the restart that follows (torchrun ranks)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET error=? WHERE id=?", (reason, job_id))
+
     def requeue(self, job_id: str) -> None:
         """Put a running job back at its place in the queue (the server is stopping; not the job's fault)."""
         with self._lock:
@@ -224,9 +229,10 @@ class JobStore:
         changed = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            rows = self._db.execute("SELECT id, attempts, cancel_requested FROM jobs WHERE state='running'").fetchall()
+            rows = self._db.execute(
+                "SELECT id, attempts, cancel_requested, error FROM jobs WHERE state='running'").fetchall()
             now = time.time()
-            for job_id, attempts, cancel in rows:
+            for job_id, attempts, cancel, last_error in rows:
                 if cancel:
                     self._db.execute("UPDATE jobs SET state='cancelled', finished_at=?, error=? WHERE id=?",
                                      (now, "cancelled; the server stopped before the job ended", job_id))
@@ -237,6 +243,8 @@ class JobStore:
                 else:
                     reason = (f"interrupted by a server restart after {attempts} attempt(s)" if policy == "requeue"
                               else "interrupted by a server restart (policy: fail)")
+                    if last_error:
+                        reason = f"{last_error} ({reason})"
                     self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE id=?",
                                      (now, reason, job_id))
                     changed.append((job_id, "failed"))
