@@ -28,6 +28,7 @@ from wan22ctl.agent.server.store import TERMINAL, Job, JobStore
 
 log = logging.getLogger("wan22ctl.server")
 
+
 @dataclass
 class Summary:
     """A Prometheus summary without quantiles: count and sum."""
@@ -56,6 +57,8 @@ class Live:
 
 @dataclass
 class ServiceConfig:
+    """Where a server keeps things and what it accepts."""
+
     task: str
     output_dir: Path
     state_dir: Path
