@@ -159,6 +159,7 @@ def plan_main_container(settings: Settings) -> ContainerSpec:
 
 SERVER_CONTAINER_PORT = 8000
 SERVER_KEY_FILE = f"{catalog.CONTAINER_OUTPUT_DIR}/.wan22ctl/server/api_key"  # written by the host, mode 600
+SERVER_PYTHONPATH = "/opt/wan22ctl-src"  # the kit's source in the image (Dockerfile), importable by any python
 
 
 def plan_serve_container(settings: Settings) -> ContainerSpec:
@@ -173,7 +174,9 @@ def plan_serve_container(settings: Settings) -> ContainerSpec:
     from dataclasses import replace
 
     base = plan_main_container(settings)
-    command = ["wan22ctl-agent", "server", "--task", settings["SERVER_TASK"], "--host", "0.0.0.0",
+    # Wan2.2's python (torch, the `wan` package's requirements), not the kit's venv: the server
+    # imports `wan` in-process. Its own modules need only the standard library (and torch).
+    command = ["python3", "-m", "wan22ctl.agent", "server", "--task", settings["SERVER_TASK"], "--host", "0.0.0.0",
                "--port", str(SERVER_CONTAINER_PORT), "--published-host", settings["SERVER_HOST"]]
     if settings["GPUS"] != "none":
         command += ["--plan", "auto"]
@@ -181,7 +184,7 @@ def plan_serve_container(settings: Settings) -> ContainerSpec:
         command += ["--api-key-file", SERVER_KEY_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
     return replace(base, command=tuple(command), ports={f"{SERVER_CONTAINER_PORT}/tcp": port},
-                   tty=False, stdin_open=False)
+                   environment={**base.environment, "PYTHONPATH": SERVER_PYTHONPATH}, tty=False, stdin_open=False)
 
 
 def plan_container(settings: Settings, stack: str = "main") -> ContainerSpec:
