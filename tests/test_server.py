@@ -182,6 +182,15 @@ def test_submit_stream_poll_download(server):
     assert sidecar["seed"] == 42 and sidecar["prompt"] == "two cats boxing" and sidecar["video"] in done["output"]
     assert sidecar["run_id"] == job["id"] and sidecar["bytes"] == len(body) and sidecar["fps"] == 16
     assert sidecar["guide_scale"] == [3.0, 4.0] and sidecar["guide_scale_source"] == "config default"
+    assert sidecar["phases_s"]["denoise"] >= 12 * 0.02 * 0.9 and sidecar["phases_s"]["load"] == 0.0
+    from wan22ctl.agent.launcher import ProgressTracker, sidecar_data
+
+    request = {"task": "t2v-A14B", "prompt": "p", "size": "832*480", "frame_num": 81, "sample_steps": 12,
+               "sample_shift": 12.0, "guide_scale": None, "seed": 1, "solver": "unipc"}
+    generate_keys = set(sidecar_data({"request": request, "run_id": "r"}, ["python3"], ProgressTracker(), 0,
+                                     image_digest=None, source_image=None, started="", video=done["output"],
+                                     total_s=1.0))
+    assert generate_keys <= set(sidecar), generate_keys - set(sidecar)  # the same sidecar as generate's
     assert Path(done["output"]).name.startswith("t2v-A14B_832x480_two-cats-boxing_")
 
     # Left-out fields came from the task's config (not upstream's generate() defaults); guide is float.

@@ -53,6 +53,7 @@ class Live:
     dequeued_at: float = field(default_factory=time.monotonic)
     first_step_latency: float | None = None
     decode_started: float | None = None
+    save_started: float | None = None
 
 
 @dataclass
@@ -299,10 +300,10 @@ class Service:
             state, error = "cancelled", outcomes[0].get("reason")
         else:
             try:
-                live.phase = "saving"
+                live.phase, live.save_started = "saving", time.monotonic()
                 self.notify()
                 decode_started = live.decode_started
-                output, sidecar = self._save(job, seed, video, started)
+                output, sidecar = self._save(job, seed, video, started, live)
                 if decode_started is not None:
                     self.last_decode_seconds = time.monotonic() - decode_started
                 state = "succeeded"
@@ -336,7 +337,7 @@ class Service:
         self._cancel_current.clear()
         self.notify()
 
-    def _save(self, job: Job, seed: int, video, started: float) -> tuple[str, str]:
+    def _save(self, job: Job, seed: int, video, started: float, live: Live) -> tuple[str, str]:
         """Check and publish the video under a readable name (never overwriting), then its sidecar."""
         from datetime import datetime
 
@@ -348,14 +349,26 @@ class Service:
         p = job.params
         stem = outputs.final_stem(p["task"], p["size"], p["prompt"], datetime.fromtimestamp(job.created_at))
         path = outputs.publish(temp, str(self.config.output_dir), stem)
-        sidecar = outputs.write_sidecar(path, self._sidecar_data(job, seed, path, started))
+        sidecar = outputs.write_sidecar(path, self._sidecar_data(job, seed, path, started, live))
         return path, sidecar
 
-    def _sidecar_data(self, job: Job, seed: int, path: str, started: float) -> dict:
+    def _sidecar_data(self, job: Job, seed: int, path: str, started: float, live: Live) -> dict:
         """The same keys as `wan22ctl generate`'s sidecar (agent.launcher.sidecar_data), plus the job."""
         from wan22ctl import __version__
+        from wan22ctl.agent.server import _gpu_indices
 
         p, eng = job.params, self.engine
+        now = time.monotonic()
+        first = None if live.first_step_latency is None else live.dequeued_at + live.first_step_latency
+        phases = {"load": 0.0,  # resident: loaded once when the server started (see /v1/info)
+                  "text_encode": live.first_step_latency,
+                  "denoise": None if first is None or live.decode_started is None else live.decode_started - first,
+                  "decode": None if live.decode_started is None or live.save_started is None
+                  else live.save_started - live.decode_started,
+                  "save": None if live.save_started is None else now - live.save_started}
+        torch = sys.modules.get("torch")
+        names = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                 if torch is not None and torch.cuda.is_available() else [])
         width, height = (int(x) for x in p["size"].split("*"))
         return {
             "video": os.path.basename(path), "bytes": os.path.getsize(path), "status": "ok", "exit_code": 0,
@@ -370,6 +383,8 @@ class Service:
             "plan": {"server": True, "world_size": eng.world_size, "pipeline": eng.backend.name,
                      **{k: v for k, v in vars(eng.options).items()},
                      "offload_model": eng.options.resolved_offload(eng.world_size)},
+            "argv": list(sys.argv), "phases_s": {k: None if v is None else round(v, 3) for k, v in phases.items()},
+            "gpus": names, "gpu_indices": _gpu_indices(), "docker_image_digest": None,
             "total_s": round(time.monotonic() - started, 3),
             "wan22_commit": os.environ.get("WAN22_REF"), "wan22ctl_version": __version__,
             "run_id": job.id, "job_id": job.id, "attempts": job.attempts,
