@@ -178,6 +178,11 @@ def test_submit_stream_poll_download(server):
     assert 0 <= t["start_latency_s"] < 2 and t["denoise_s"] >= 12 * 0.02 * 0.9 and t["total_s"] >= t["denoise_s"]
     status, body, headers = server.api("GET", done["content_url"])
     assert status == 200 and headers["Content-Type"] == "video/mp4" and body[4:8] == b"ftyp"
+    status, part, headers = server.api("GET", done["content_url"], headers={"Range": "bytes=4-7"})
+    assert status == 206 and part == b"ftyp" and headers["Content-Range"] == f"bytes 4-7/{len(body)}"
+    status, tail, _ = server.api("GET", done["content_url"], headers={"Range": "bytes=-10"})
+    assert status == 206 and tail == body[-10:]
+    assert server.api("GET", done["content_url"], headers={"Range": f"bytes={len(body)}-"})[0] == 416
     sidecar = json.loads(Path(done["sidecar"]).read_text())
     assert sidecar["seed"] == 42 and sidecar["prompt"] == "two cats boxing" and sidecar["video"] in done["output"]
     assert sidecar["run_id"] == job["id"] and sidecar["bytes"] == len(body) and sidecar["fps"] == 16
@@ -486,3 +491,24 @@ def test_connection_limit_answers_503(tmp_path):
             assert time.time() < deadline
     finally:
         s.stop()
+
+
+def test_keep_alive_connection_survives_an_unread_body(server):
+    """A request answered before its body was read (404) must not poison the connection."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    body = json.dumps({"prompt": "x" * 1000})
+    conn.request("POST", "/v1/nothing", body, {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 404 and r.getheader("Connection") == "close"
+    r.read()
+    conn.close()
+    conn.request("POST", "/v1/videos", json.dumps({"prompt": "kept alive", "size": "832*480", "sample_steps": 2}),
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 201 and r.getheader("Connection") != "close"
+    r.read()
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200  # the same connection carried a second request
+    conn.close()

@@ -5,7 +5,7 @@ Routes:
     GET    /v1/videos                 list (?state=queued&limit=50&order=asc|desc&after=SEQ&before=SEQ)
     GET    /v1/videos/{id}            one job: state, progress (phase, step, total, expert, s/step, ETA)
     GET    /v1/videos/{id}/events     server-sent events until the job ends
-    GET    /v1/videos/{id}/content    the MP4
+    GET    /v1/videos/{id}/content    the MP4 (one byte Range for players that seek)
     POST   /v1/videos/{id}/cancel     queued: cancelled now; running: stops at the next step
     DELETE /v1/videos/{id}            the job and its files (not while running)
     GET    /healthz  /readyz (503 while loading)  /v1/info  /metrics (Prometheus text)
@@ -39,6 +39,7 @@ SSE_KEEPALIVE_S = 15.0
 MAX_CONNECTIONS = 128  # open connections (each SSE stream holds one)
 _JOB_ROUTE = re.compile(r"^/v1/videos/(video_[0-9a-f]{24})(/events|/content|/cancel)?$")
 PUBLIC_PATHS = ("/healthz", "/readyz")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -91,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -139,6 +142,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(415, "send the request as application/json")
             return None
         raw = self.rfile.read(int(length))
+        self.close_connection = self._close_wanted
         try:
             return json.loads(raw or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -148,6 +152,11 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
+        self._close_wanted = self.close_connection  # what the client's Connection header asked for
+        if (self.headers.get("Content-Length") or "0") != "0" or self.headers.get("Transfer-Encoding"):
+            # Answered without reading the body (401, 404, 413, ...) the connection cannot carry
+            # another request: its next bytes are this body. _read_json undoes this once it read it.
+            self.close_connection = True
         try:
             if not self._authorised(path):
                 return
@@ -293,14 +302,30 @@ class Handler(BaseHTTPRequestHandler):
                                f"no content: the job is {job.state}" if job.state != "succeeded"
                                else "the video file is gone from the outputs folder")
         size = os.path.getsize(job.output)
-        self.send_response(200)
+        start, end = 0, size - 1
+        m = _RANGE.fullmatch((self.headers.get("Range") or "").strip())
+        if m and (m.group(1) or m.group(2)):  # one byte range, for players that seek
+            if m.group(1):
+                start, end = int(m.group(1)), int(m.group(2)) if m.group(2) else size - 1
+            else:
+                start = max(0, size - int(m.group(2)))
+            end = min(end, size - 1)
+            if start > end:
+                return self._error(416, "range outside the file", headers={"Content-Range": f"bytes */{size}"})
+        self.send_response(206 if m and (m.group(1) or m.group(2)) else 200)
         self.send_header("Content-Type", "video/mp4")
-        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        if m and (m.group(1) or m.group(2)):
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Content-Disposition", f'attachment; filename="{os.path.basename(job.output)}"')
         self.end_headers()
         with open(job.output, "rb") as f:
-            while chunk := f.read(1 << 20):
+            f.seek(start)
+            left = end - start + 1
+            while left > 0 and (chunk := f.read(min(1 << 20, left))):
                 self.wfile.write(chunk)
+                left -= len(chunk)
 
     def _events(self, job_id, query):
         svc = self.server.service
