@@ -512,3 +512,21 @@ def test_keep_alive_connection_survives_an_unread_body(server):
     conn.request("GET", "/healthz")
     assert conn.getresponse().status == 200  # the same connection carried a second request
     conn.close()
+
+
+def test_concurrent_submits_with_shared_keys(server):
+    """Eight clients at once, each submitting the same ten idempotency keys: ten jobs, no errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(n):
+        out = []
+        for k in range(10):
+            body = {"prompt": f"concurrent {k}", "size": "832*480", "sample_steps": 1}
+            status, job, _ = server.api("POST", "/v1/videos", body, headers={"Idempotency-Key": f"conc-{k}"})
+            out.append((status, job["id"]))
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for rs in pool.map(client, range(8)) for r in rs]
+    assert {s for s, _ in results} <= {200, 201} and sum(s == 201 for s, _ in results) == 10
+    assert len({i for _, i in results}) == 10
