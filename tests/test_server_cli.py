@@ -5,6 +5,7 @@ run as a user runs them against a real server process (stand-in pipeline, no Doc
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -84,3 +85,22 @@ def test_cli_errors_are_one_line(srv):
     assert r.returncode == 2 and "no video" in r.stderr and "Traceback" not in r.stderr
     r = wan22ctl(srv, "jobs", extra_env={"SERVER_PORT": str(free_port())})
     assert r.returncode == 3 and "no server answers" in r.stderr and "wan22ctl up --serve" in r.stderr
+
+
+def test_wait_rides_out_a_server_restart(tmp_path):
+    """`wan22ctl wait` keeps following a job across kill -9 and restart of the server."""
+    s = Server(tmp_path, task="ti2v-5B", env={"FAKE_WAN_STEP_S": "0.03"}).start()
+    try:
+        job = s.submit(prompt="survives", size="1280*704", sample_steps=60)
+        waiter = subprocess.Popen([sys.executable, "-m", "wan22ctl", "wait", job["id"]], cwd=s.tmp,
+                                  env=clean_environ() | {"SERVER_PORT": str(s.port)}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        s.wait(job["id"], until=lambda j: j["progress"]["step"] >= 5)
+        s.stop(signal.SIGKILL)
+        time.sleep(1.5)
+        s.start()
+        out, _ = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, out
+        assert "waiting for it to come back" in out and "saved " in out
+    finally:
+        s.stop()

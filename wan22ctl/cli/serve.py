@@ -27,6 +27,7 @@ from wan22ctl.errors import EnvError, RunFailed, UserError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 PROBE_TIMEOUT_S = 0.5
+RECONNECT_S = 600.0  # how long `wait` waits for a restarting server (A14B loads take minutes)
 # Server phases -> the phase names the generate view knows (wan22ctl.cli.generate.PHASE_LABEL).
 PHASES = {"encoding": "text_encode", "denoising": "denoise", "decoding": "decode", "saving": "save"}
 
@@ -194,44 +195,49 @@ def submit_if_server(settings, request) -> dict | None:
     return _localise(settings, job)
 
 
-def wait_for_job(settings, job_id: str, *, as_json: bool = False, label: str | None = None) -> dict:
+def wait_for_job(settings, job_id: str, *, as_json: bool = False, label: str | None = None,
+                 reconnect_s: float = RECONNECT_S) -> dict:
     """Follow a job with the same progress view as `generate` until it ends; the final job (host paths).
 
-    Raises RunFailed when it failed or was cancelled. Ctrl-C stops watching, not the job.
+    A server that restarts meanwhile (crash, `docker restart`, a reload) is waited for up to
+    `reconnect_s` seconds: the queue survives it, and so does the job. Raises RunFailed when the
+    job failed or was cancelled. Ctrl-C stops watching, not the job.
     """
+    import http.client
+    import time
+
     from wan22ctl.cli.generate import RunView, _fmt_s
 
     client = client_for(settings)
     out = console(stderr=as_json)
     final: dict | None = None
-    phase = None
+    lost_since: float | None = None
     try:
         with RunView(out, quiet=as_json, label=label or job_id) as view:
-            for name, job in client.events(job_id):
-                p = job.get("progress") or {}
-                if job["state"] == "queued":
-                    view.progress.update(view.task, description=f"{view.label}: queued (position {p.get('queue_position', 0) + 1})")
-                elif p.get("phase") in PHASES and p["phase"] != phase:
-                    phase = p["phase"]
-                    view.on_event({"event": "phase", "name": PHASES[phase], "state": "start"})
-                if p.get("phase") in ("denoising", "decoding", "saving"):
-                    view.on_event({"event": "progress", "step": p.get("step", 0), "total": p.get("total"),
-                                   "eta_s": p.get("eta_seconds")})
-                    if p.get("expert") and p["phase"] == "denoising":
-                        view.progress.update(view.task, description=f"{view.label}: denoising "
-                                                                    f"({p['expert'].replace('_', '-')} expert)")
-                if job["state"] in TERMINAL:
-                    final = job
+            state = {"phase": None}
+            while final is None:
+                try:
+                    for _, job in client.events(job_id):
+                        lost_since = None
+                        _show(view, job, state)
+                        if job["state"] in TERMINAL:
+                            final = job
+                except (OSError, http.client.HTTPException) as exc:
+                    now = time.monotonic()
+                    if lost_since is None:
+                        lost_since = now
+                        view.progress.console.print(f"lost the server at {client.base_url} ({exc}); "
+                                                    "waiting for it to come back", markup=False)
+                    if now - lost_since > reconnect_s:
+                        raise EnvError(f"the server at {client.base_url} did not come back within "
+                                       f"{reconnect_s:.0f} s", fix="check `wan22ctl logs`") from None
+                    time.sleep(1.0)
     except ServerError as exc:
         raise _user_facing(exc, client) from None
     except KeyboardInterrupt:
         out.print(f"stopped watching; {job_id} goes on (`wan22ctl wait {job_id}` to follow it again, "
                   f"`wan22ctl cancel {job_id}` to stop it)")
         raise
-    except OSError as exc:
-        raise EnvError(f"lost the server at {client.base_url} ({exc})", fix="check `wan22ctl logs`") from None
-    if final is None:
-        final = _call(settings, "GET", f"/v1/videos/{job_id}")
     final = _localise(settings, final)
     if final["state"] == "succeeded":
         seconds = (final["finished_at"] or 0) - (final["started_at"] or 0)
@@ -240,6 +246,22 @@ def wait_for_job(settings, job_id: str, *, as_json: bool = False, label: str | N
     if as_json:
         emit(final, True, print)
     raise RunFailed(f"{job_id} {final['state']}: {final.get('error') or 'no reason given'}")
+
+
+def _show(view, job: dict, state: dict) -> None:
+    """One server-sent job update on the generate progress view."""
+    p = job.get("progress") or {}
+    if job["state"] == "queued":
+        view.progress.update(view.task, description=f"{view.label}: queued (position {p.get('queue_position', 0) + 1})")
+    elif p.get("phase") in PHASES and p["phase"] != state["phase"]:
+        state["phase"] = p["phase"]
+        view.on_event({"event": "phase", "name": PHASES[p["phase"]], "state": "start"})
+    if p.get("phase") in ("denoising", "decoding", "saving"):
+        view.on_event({"event": "progress", "step": p.get("step", 0), "total": p.get("total"),
+                       "eta_s": p.get("eta_seconds")})
+        if p.get("expert") and p["phase"] == "denoising":
+            view.progress.update(view.task, description=f"{view.label}: denoising "
+                                                        f"({p['expert'].replace('_', '-')} expert)")
 
 
 # --------------------------------------------------------------------------- `up --serve`
