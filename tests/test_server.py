@@ -530,3 +530,11 @@ def test_concurrent_submits_with_shared_keys(server):
         results = [r for rs in pool.map(client, range(8)) for r in rs]
     assert {s for s, _ in results} <= {200, 201} and sum(s == 201 for s, _ in results) == 10
     assert len({i for _, i in results}) == 10
+
+
+def test_one_server_per_queue(server, tmp_path):
+    second = Server(tmp_path)
+    second.out = server.out  # the same outputs volume, so the same queue
+    r = subprocess.run(second.argv(), cwd=REPO, env=second.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "is served already" in r.stderr and f'"pid": {server.proc.pid}' in r.stderr
+    assert server.api("GET", "/healthz")[0] == 200

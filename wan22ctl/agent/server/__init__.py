@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from wan22ctl import catalog
-from wan22ctl.errors import RunFailed, UserError
+from wan22ctl.errors import EnvError, RunFailed, UserError
 
 DEFAULT_PORT = 8000
 STATE_SUBDIR = ".wan22ctl/server"
@@ -122,6 +122,7 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     output_dir = Path(args.output_dir)
     state_dir = output_dir / STATE_SUBDIR
     state_dir.mkdir(parents=True, exist_ok=True)
+    owner = _own_queue(state_dir, args)  # held (flock) until the process ends, even by kill -9
     store = JobStore(state_dir / "queue.sqlite3")
     for job_id, state in store.recover(args.on_interrupt, args.max_attempts):
         log.info("job %s was running when the server stopped: now %s", job_id, state)
@@ -168,7 +169,30 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     store.close()
     control.close()
     gpu_lock.release()
+    owner.close()
     return 0
+
+
+def _own_queue(state_dir: Path, args):
+    """One server per queue: recovery re-queues every job left running, which is only right when
+    no other live server is running them."""
+    import fcntl
+    import json
+
+    f = open(state_dir / "server.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another server"
+        f.close()
+        raise EnvError(f"the queue in {state_dir} is served already: {holder}",
+                       fix="use that server, stop it first, or give this one another --output-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "task": args.task, "port": args.port}))
+    f.flush()
+    return f
 
 
 def _gpu_indices() -> list[int]:
