@@ -104,3 +104,15 @@ def test_wait_rides_out_a_server_restart(tmp_path):
         assert "waiting for it to come back" in out and "saved " in out
     finally:
         s.stop()
+
+
+def test_wan22ctl_serve_runs_the_server_here(tmp_path):
+    s = Server(tmp_path, task="ti2v-5B")
+    argv = [sys.executable, "-m", "wan22ctl", "serve", *s.argv()[4:]]  # the same options, after `serve`
+    s.env["WAN22_PYTHON"] = sys.executable
+    s.argv = lambda launcher=None: argv
+    s.start()
+    try:
+        assert s.wait(s.submit(prompt="served by wan22ctl serve", size="1280*704")["id"])["state"] == "succeeded"
+    finally:
+        assert s.stop() == 0

@@ -1,7 +1,8 @@
-"""The resident server from the host: `wan22ctl jobs`, `wan22ctl wait ID`, `wan22ctl cancel ID`.
+"""The resident server: `wan22ctl serve`, and from the host `jobs`, `wait ID`, `cancel ID`.
 
 Examples:
     wan22ctl up --serve                  # the container runs the server (SERVER_TASK, port SERVER_PORT)
+    wan22ctl serve --task t2v-A14B --plan auto   # run it here instead (inside the container, say)
     wan22ctl generate --task ti2v-5B --prompt "..."   # goes to the server when one serves that task
     wan22ctl jobs                        # queued, running and recent jobs
     wan22ctl jobs --state failed --json
@@ -366,8 +367,32 @@ def cancel(
                                        else f"{job_id} stops at its next step (`wan22ctl wait {job_id}` to see it end)"))
 
 
+def serve(ctx: typer.Context) -> None:
+    """Run the resident server here (in the container, or on any machine with Wan2.2 and torch).
+
+    Every option goes to `wan22ctl-agent server` (see `wan22ctl serve --help-server`), run by
+    Wan2.2's Python (WAN22_PYTHON, default python3) so that `wan` and torch import in-process.
+    From the host, `wan22ctl up --serve` starts it in the container instead.
+    """
+    import shutil
+    import sys
+
+    args = list(ctx.args)
+    if "--help-server" in args:
+        args = ["--help"]
+    python = os.environ.get("WAN22_PYTHON", "python3")
+    exe = shutil.which(python)
+    if exe is None:
+        raise EnvError(f"{python} is not on PATH", fix="set WAN22_PYTHON to the Python that has torch and Wan2.2")
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p))
+    sys.stdout.flush()
+    os.execve(exe, [exe, "-m", "wan22ctl.agent", "server", *args], env)
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(serve)
     app.command("jobs")(jobs)
     app.command("wait")(wait)
     app.command("cancel")(cancel)
