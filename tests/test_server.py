@@ -353,9 +353,14 @@ def test_image_checks(tmp_path):
         status, err, _ = s.api("POST", "/v1/videos", {"prompt": "x", "image": "!!notbase64"})
         assert status == 422 and "base64" in err["error"]["message"]
 
-        job = s.submit(prompt="from a jpeg", image="data:image/jpeg;base64," + b64(_jpeg(640, 360)))
+        jpeg = "data:image/jpeg;base64," + b64(_jpeg(640, 360))
+        job, twin = s.submit(prompt="from a jpeg", image=jpeg), s.submit(prompt="same image", image=jpeg)
         done = s.wait(job["id"])
         assert done["state"] == "succeeded" and done["params"]["image_sha256"]
+        staged = s.out / ".wan22ctl/server/inputs" / f"{done['params']['image_sha256']}.jpeg"
+        s.wait(twin["id"])
+        assert s.api("DELETE", f"/v1/videos/{job['id']}")[0] == 200 and staged.exists()  # the twin still uses it
+        assert s.api("DELETE", f"/v1/videos/{twin['id']}")[0] == 200 and not staged.exists()
         call = next(c for c in s.calls_made() if c["input_prompt"] == "from a jpeg")
         assert call["max_area"] == 832 * 480 and call["shift"] == 5.0  # i2v: max_area, its own config shift
     finally:

@@ -199,6 +199,9 @@ class Service:
             if path and os.path.exists(path):
                 os.remove(path)
         self.store.delete(job_id)
+        image = job.params.get("image_path")
+        if image and os.path.exists(image) and not self.store.image_users(job.params["image_sha256"]):
+            os.remove(image)  # uploads are kept by hash, once for all the jobs that sent them
         self.notify()
         return True, None
 
@@ -313,9 +316,11 @@ class Service:
         del video  # the decoded frames (on the GPU for real Wan2.2)
         release_cached_memory()
         self.store.finish(job.id, state, error=error, output=output, sidecar=sidecar,
-                          steps_done=live.step if live else None, timings=self._timings(live, started))
+                          steps_done=live.step, timings=self._timings(live, started))
         self.job_seconds[state].observe(time.monotonic() - started)
-        log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+        t = self._timings(live, started)
+        log.info("job %s %s%s (start %.2f s, %.2f s/step, total %.1f s)", job.id, state, f": {error}" if error else "",
+                 t["start_latency_s"] or 0.0, t["seconds_per_step"] or 0.0, t["total_s"])
         self._end_job()
 
     @staticmethod

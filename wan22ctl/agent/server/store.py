@@ -215,6 +215,12 @@ class JobStore:
                 self._db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
             return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
+    def image_users(self, sha256: str) -> int:
+        """How many jobs use the uploaded image with this hash."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE json_extract(params, '$.image_sha256')=?",
+                                    (sha256,)).fetchone()[0]
+
     def delete(self, job_id: str) -> bool:
         with self._lock:
             return self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,)).rowcount > 0
