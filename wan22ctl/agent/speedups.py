@@ -16,6 +16,9 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
     WAN22_COMPILE (default 0)
         `torch.compile` of the transformer block (one graph shared by all blocks and both experts),
         with a graph break at the attention call. The first forward pays the compilation.
+    WAN22_FORWARD_TIMES (default 0; measurement, not a speedup)
+        Synchronize around every DiT forward and print a `forward` event (seconds, which model
+        instance: the two A14B experts are told apart) for per-expert step times.
 
 Wan's own Python process imports this file: it imports only the standard library and torch.
 """
@@ -29,7 +32,7 @@ import weakref
 
 import torch
 
-FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "0"}
+FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "0", "WAN22_FORWARD_TIMES": "0"}
 
 
 def enabled(name: str) -> bool:
@@ -169,6 +172,31 @@ def _patch_model_module(module) -> None:
         module.rope_apply = rope_apply
     if flags["WAN22_COMPILE"]:
         compile_blocks(module)
+    if flags["WAN22_FORWARD_TIMES"] and not getattr(cls, "_wan22_timed", False):
+        _time_forwards(cls)
+
+
+def _time_forwards(cls) -> None:
+    """Wrap WanModel.forward: synchronized wall time of each call, printed as an event line."""
+    import json
+    import time
+
+    original = cls.forward
+    seen: dict[int, int] = {}
+
+    @functools.wraps(original)
+    def forward(self, *args, **kwargs):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        torch.cuda.synchronize()
+        model = seen.setdefault(id(self), len(seen))
+        print("@@wan22ctl " + json.dumps({"event": "forward", "model": model,
+                                          "seconds": round(time.perf_counter() - start, 4)}), flush=True)
+        return out
+
+    cls.forward = forward
+    cls._wan22_timed = True
 
 
 def compile_blocks(module) -> None:

@@ -1,0 +1,103 @@
+"""End-to-end run of Wan2.2's generate.py through the kit's container side, timed per phase.
+
+Plans the request with the kit's own planner (`wan22ctl.plan.launch`, the same code `wan22ctl
+generate` uses), forces the `wan22ctl.agent.wanrun` bootstrap, runs the container-side launcher
+exactly as the image does (`python3 -m wan22ctl.agent generate --plan plan.json`: GPU lock, argv,
+progress parsing, MP4 check, sidecar), and prints the events it emitted as a table: phase seconds
+(load, text_encode, denoise, decode, save), seconds per denoising step (tqdm), peak GPU memory,
+attention backend, and the published video and sidecar.
+
+    python3 benchmarks/e2e_run.py --task ti2v-5B --size 1280*704 --ckpt-root /tmp/ckpt --out /tmp/outputs [--steps N]
+
+WAN22_DIR must name the Wan2.2 checkout. Writes e2e-<task>.json under $OUT (or /tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from wan22ctl.agent.events import parse_event  # noqa: E402
+from wan22ctl.plan import launch  # noqa: E402
+from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, parse_nvidia_smi  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--size", required=True)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--frames", type=int)
+    parser.add_argument("--image")
+    parser.add_argument("--prompt", default="a cat walking in the rain at night, cinematic close up shot")
+    parser.add_argument("--ckpt-root", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--offload", default="auto")
+    parser.add_argument("--shim", action="store_true", help="stub Wav2Vec2 for a transformers 5.x machine")
+    args = parser.parse_args()
+
+    smi = subprocess.run(NVIDIA_SMI_QUERY, capture_output=True, text=True, check=True).stdout
+    inventory = parse_nvidia_smi(smi)
+    request = launch.build_request(args.task, args.prompt, size=args.size, sample_steps=args.steps,
+                                   frame_num=args.frames, seed=42, image=args.image, offload=args.offload)
+    run_id = time.strftime("bench%H%M%S")
+    plan = launch.plan_launch(request, inventory, run_id=run_id, attention=os.environ.get("WAN22_ATTENTION", "auto"),
+                              bootstrap=True, ckpt_root=args.ckpt_root, output_dir=args.out,
+                              wan22_dir=os.environ["WAN22_DIR"])
+    os.makedirs(args.out, exist_ok=True)
+    plan_dict = plan.to_dict() if hasattr(plan, "to_dict") else plan.__dict__
+    plan_file = os.path.join(args.out, f"plan-{run_id}.json")
+    with open(plan_file, "w") as f:
+        json.dump(plan_dict, f, indent=1, default=list)
+    print("argv:", " ".join(plan.argv), flush=True)
+    env = dict(os.environ, WAN22_OUTPUT_DIR=args.out, WAN22_CHECKPOINT_DIR=args.ckpt_root, WAN22CTL_SRC=REPO,
+               PYTHONUNBUFFERED="1")
+    if args.shim:  # harness-only: see benchmarks/device_shim/sitecustomize.py
+        shim = os.path.join(REPO, "benchmarks", "device_shim")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", plan_file]
+    if args.image:
+        cmd += ["--source-image", args.image]
+    t0 = time.time()
+    events = []
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            ev = parse_event(line.rstrip("\n"))
+            if ev is None:
+                if "it/s]" not in line and "s/it]" not in line:
+                    sys.stdout.write(line)
+                continue
+            events.append(ev)
+            if ev.get("event") not in ("progress", "forward"):
+                print("EVENT", json.dumps(ev), flush=True)
+        code = proc.wait()
+    wall = time.time() - t0
+    phases = {e["name"]: e["seconds"] for e in events if e.get("event") == "phase" and e.get("state") == "end"}
+    progress = [e for e in events if e.get("event") == "progress"]
+    forwards = [e for e in events if e.get("event") == "forward"]
+    per_model = {}
+    for e in forwards:
+        per_model.setdefault(f"model{e['model']}", []).append(e["seconds"])
+    result = next((e for e in events if e.get("event") == "result"), {})
+    summary = {"task": args.task, "size": args.size, "steps": request.sample_steps, "frames": request.frame_num,
+               "exit_code": code, "wall_s": round(wall, 1), "phases": phases,
+               "attention": next((e for e in events if e.get("event") == "attention"), None),
+               "gpu_memory": [e for e in events if e.get("event") == "gpu_memory"],
+               "last_progress": progress[-1] if progress else None,
+               "forward_s": {k: {"count": len(v), "first": v[0], "median_rest": sorted(v[1:])[len(v[1:]) // 2] if len(v) > 1 else None}
+                             for k, v in per_model.items()}, "result": result, "argv": list(plan.argv)}
+    print("SUMMARY", json.dumps(summary, indent=1), flush=True)
+    with open(os.path.join(os.environ.get("OUT", "/tmp"), f"e2e-{args.task}.json"), "w") as f:
+        json.dump({**summary, "events": events}, f, indent=1)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""wan22ctl.agent.speedups and the wanrun bootstrap, on the CPU.
+
+The speedups must compute the same function as upstream: the fp32 rotary embedding is checked
+against a float64 complex reference written from upstream's formula, and the timestep-once forwards
+against running the MLPs on every token (uniform t2v timesteps and TI2V's mixed ones). The
+bootstrap is run as the launcher runs it, against a stand-in Wan checkout whose generate.py reports
+what it sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from wan22ctl.agent import speedups as S  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rope_params(max_len, dim, theta=10000):
+    freqs = torch.outer(torch.arange(max_len), 1.0 / torch.pow(theta, torch.arange(0, dim, 2).to(torch.float64).div(dim)))
+    return torch.polar(torch.ones_like(freqs), freqs)
+
+
+def rope_reference(x, grid_sizes, freqs):
+    """Upstream's rope_apply: float64 complex multiply, padding tokens copied, float32 out."""
+    n, c = x.size(2), x.size(3) // 2
+    freqs = freqs.split([c - 2 * (c // 3), c // 3, c // 3], dim=1)
+    out = []
+    for i, (f, h, w) in enumerate(grid_sizes.tolist()):
+        seq = f * h * w
+        xi = torch.view_as_complex(x[i, :seq].to(torch.float64).reshape(seq, n, -1, 2))
+        fi = torch.cat([freqs[0][:f].view(f, 1, 1, -1).expand(f, h, w, -1),
+                        freqs[1][:h].view(1, h, 1, -1).expand(f, h, w, -1),
+                        freqs[2][:w].view(1, 1, w, -1).expand(f, h, w, -1)], dim=-1).reshape(seq, 1, -1)
+        xi = torch.view_as_real(xi * fi).flatten(2)
+        out.append(torch.cat([xi, x[i, seq:]]))
+    return torch.stack(out).float()
+
+
+@pytest.mark.parametrize("pad", [0, 7])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fast_rope_matches_upstream_formula(pad, batch):
+    d = 128
+    freqs = torch.cat([rope_params(1024, d - 4 * (d // 6)), rope_params(1024, 2 * (d // 6)), rope_params(1024, 2 * (d // 6))], dim=1)
+    grid = torch.tensor([[3, 4, 6]] * batch)
+    x = torch.randn(batch, 72 + pad, 4, d, dtype=torch.bfloat16)
+    ref = rope_reference(x, grid, freqs)
+    out = S.rope_apply(x, grid, freqs)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert ((out - ref).norm() / ref.norm()).item() < 1e-6
+    assert torch.equal(out[:, 72:], ref[:, 72:])
+
+
+class TinyDiT(torch.nn.Module):
+    """The two timestep MLPs of WanModel, shaped as upstream builds and calls them."""
+
+    def __init__(self, freq_dim=16, dim=32):
+        super().__init__()
+        self.dim = dim
+        self.time_embedding = torch.nn.Sequential(torch.nn.Linear(freq_dim, dim), torch.nn.SiLU(), torch.nn.Linear(dim, dim))
+        self.time_projection = torch.nn.Sequential(torch.nn.SiLU(), torch.nn.Linear(dim, dim * 6))
+
+    def embed(self, t):  # upstream: sinusoid per token -> e, e0
+        half = 8
+        pos = t.flatten().double()
+        sinus = torch.outer(pos, torch.pow(10000, -torch.arange(half).to(pos).div(half)))
+        x = torch.cat([torch.cos(sinus), torch.sin(sinus)], dim=1).unflatten(0, t.shape).float()
+        e = self.time_embedding(x)
+        e0 = self.time_projection(e).unflatten(2, (6, self.dim))
+        return e, e0
+
+
+@pytest.mark.parametrize("kind", ["t2v", "ti2v", "sequence_parallel"])
+def test_timestep_once_matches_per_token(kind):
+    torch.manual_seed(0)
+    model = TinyDiT()
+    t = torch.full((1, 50), 900.0)
+    if kind == "ti2v":
+        t[0, :12] = 0.0  # the first latent frame of an image-conditioned TI2V sample
+    e_ref, e0_ref = model.embed(t)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    S.apply_to_model(model)
+    if kind == "sequence_parallel":  # upstream's SP forward is set on the instance; it chunks e0 per rank
+        model.forward = types.MethodType(lambda self: None, model)
+    e, e0 = model.embed(t)
+    assert model.state_dict().keys() == state.keys()
+    if kind == "t2v":
+        assert e.shape[1] == 1  # broadcast, not materialized per token
+    else:
+        assert e.shape == e_ref.shape and e0.shape == e0_ref.shape
+    torch.testing.assert_close(e.expand_as(e_ref), e_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(e0.expand_as(e0_ref), e0_ref, rtol=1e-5, atol=1e-6)
+    S.remove_from_model(model)
+    e2, _ = model.embed(t)
+    assert e2.shape == e_ref.shape
+
+
+def test_bad_switch_is_one_line_error(monkeypatch):
+    monkeypatch.setenv("WAN22_COMPILE", "maybe")
+    with pytest.raises(ValueError, match="WAN22_COMPILE='maybe'"):
+        S.active()
+
+
+@pytest.fixture
+def standin_wan(tmp_path):
+    """A Wan checkout stand-in: wan.modules.{attention,model} shaped like upstream, and a generate.py."""
+    mods = tmp_path / "wan" / "modules"
+    mods.mkdir(parents=True)
+    (tmp_path / "wan" / "__init__.py").write_text("from . import modules\n")
+    (mods / "__init__.py").write_text("from .attention import flash_attention\nfrom . import model\n")
+    (mods / "attention.py").write_text("def flash_attention(*a, **k):\n    raise AssertionError('upstream')\n"
+                                       "def attention(*a, **k):\n    raise AssertionError('upstream')\n")
+    (mods / "model.py").write_text(textwrap.dedent("""
+        import torch
+        from .attention import flash_attention
+        def rope_apply(x, grid_sizes, freqs):
+            raise AssertionError('upstream rope')
+        class WanAttentionBlock(torch.nn.Module):
+            pass
+        class WanModel(torch.nn.Module):
+            def __init__(self, dim=8):
+                super().__init__()
+                self.time_embedding = torch.nn.Linear(4, dim)
+                self.time_projection = torch.nn.Linear(dim, 6 * dim)
+    """))
+    (tmp_path / "generate.py").write_text(textwrap.dedent("""
+        import json, sys
+        import wan
+        import wan.modules.model as m
+        from wan22ctl.agent import attention as A, speedups as S
+        model = m.WanModel()
+        print("SEEN " + json.dumps({
+            "argv": sys.argv[1:], "main": __name__,
+            "attention": m.flash_attention is A.flash_attention,
+            "rope": m.rope_apply is S.rope_apply,
+            "once": "forward" in model.time_embedding.__dict__,
+        }))
+    """))
+    return tmp_path
+
+
+def run_wanrun(wan_dir, *args, **env):
+    full = dict(os.environ, WAN22_DIR=str(wan_dir), PYTHONPATH=REPO, **env)
+    return subprocess.run([sys.executable, "-m", "wan22ctl.agent.wanrun", *args], cwd=str(wan_dir),
+                          env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_wanrun_installs_before_wan_imports_and_passes_args(standin_wan):
+    res = run_wanrun(standin_wan, "--task", "t2v-A14B", "--prompt", "a cat")
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout.split("SEEN ", 1)[1].splitlines()[0])
+    assert seen == {"argv": ["--task", "t2v-A14B", "--prompt", "a cat"], "main": "__main__",
+                    "attention": True, "rope": True, "once": True}
+
+
+def test_wanrun_switches_off(standin_wan):
+    res = run_wanrun(standin_wan, WAN22_FAST_ROPE="0", WAN22_TIME_EMBED_ONCE="0")
+    seen = json.loads(res.stdout.split("SEEN ", 1)[1].splitlines()[0])
+    assert seen["rope"] is False and seen["once"] is False and seen["attention"] is True
+
+
+def test_wanrun_rejects_unknown_backend_before_loading(standin_wan):
+    res = run_wanrun(standin_wan, WAN22_ATTENTION="fa9")
+    assert res.returncode == 2
+    assert "WAN22_ATTENTION='fa9'" in res.stderr and "SEEN" not in res.stdout
