@@ -133,6 +133,17 @@ def test_flipped_byte_is_found_by_verify_and_repaired_by_download(dl):
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["models"][0]["state"] == "complete"
 
+    # Without the hub, verify falls back to the hashes the manifest recorded.
+    from tests.hubserver import free_port
+
+    offline = {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "WAN22CTL_HUB_RETRIES": "1"}
+    r = dl("verify", "t2v", "--local", extra_env=offline)
+    assert r.returncode == 0, r.stderr
+    assert "checking t2v against its manifest instead" in " ".join(r.stderr.split())
+    shard.write_bytes(b"\0" * st.st_size)
+    r = dl("verify", "t2v", "--local", extra_env=offline)
+    assert r.returncode == 1 and SHARD in r.stderr
+
 
 def test_resume_after_sigkill_fetches_only_the_rest(dl):
     hub = dl.hub
@@ -169,6 +180,24 @@ def test_resume_after_sigkill_fetches_only_the_rest(dl):
     assert hub.served[f"{TI2V}/{BIG_FILE}"] == big - have  # and the shard resumed where it stopped
     assert_same_tree(hub, TI2V, target)
     assert models_json(dl)["ti2v-5b"]["state"] == "complete"
+
+
+def test_ctrl_c_stops_promptly_and_keeps_the_partial(dl):
+    hub = dl.hub
+    hub.rate = 1_000_000
+    target = ckpt(dl) / "Wan2.2-TI2V-5B"
+    proc = dl.popen("download", "ti2v-5b", "--local")
+    partial = target / ".cache" / "wan22ctl" / "partial"
+    deadline = time.monotonic() + 60
+    while not (partial.is_dir() and any(p.stat().st_size > 1_000_000 for p in partial.glob("*.part"))):
+        assert time.monotonic() < deadline and proc.poll() is None, "no partial download appeared"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)  # workers stop at their next chunk, not at the end of the file
+    assert proc.returncode == 130, err
+    assert "interrupted: finished files are verified and kept" in err and "Traceback" not in err
+    kept = [p for p in partial.glob("*.part") if p.stat().st_size > 1_000_000]
+    assert kept and not (target / BIG_FILE).exists()
 
 
 def test_dropped_link_mid_file_resumes_in_the_same_run(dl):

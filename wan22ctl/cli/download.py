@@ -19,6 +19,7 @@ not mount VIDEOX_MODELS_DIR and the VideoX-Fun image need not carry the kit.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -81,6 +82,17 @@ def _run_agent(settings, view, argv: list[str]) -> None:
         raise typer.Exit(result.exit_code)
 
 
+@contextmanager
+def _interrupt_note(view):
+    """On Ctrl-C say what survives (typer then exits 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        view.log("interrupted: finished files are verified and kept, partial files are kept; "
+                 "rerun the same command to resume")
+        raise
+
+
 def _split(models, local: bool):
     """(models for the container, models for the host)."""
     if local:
@@ -109,7 +121,7 @@ def download(
     settings = settings_from()
     models = resolve_models(selectors)
     in_container, on_host = _split(models, local or dry_run)
-    with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view:
+    with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view, _interrupt_note(view):
         if on_host:
             if not local and not dry_run:
                 view.log(f"{', '.join(m.key for m in on_host)}: VideoX-Fun models are fetched on the host "

@@ -4,7 +4,8 @@
 free space) and asks `wan22ctl.plan.download` for the plan. `execute()` hashes the files that
 are there but unverified, fetches the rest with a pool of workers (each file is hashed as its
 bytes arrive and takes its final name only when the hash matches), and writes the manifest
-only when every file of the commit matched. `verify()` re-hashes everything against the hub.
+only when every file of the commit matched. `verify()` re-hashes everything against the hub (or, when
+the hub cannot be reached, against the hashes the manifest recorded).
 
 Progress and outcomes go out as events through `on_event(name, **fields)`; the agent prints
 them as `@@wan22ctl` lines, the host renders them. A full disk stops the run with both numbers
@@ -25,9 +26,9 @@ from wan22ctl.catalog import Model
 from wan22ctl.errors import EnvError, RunFailed, Wan22Error
 from wan22ctl.hub import hf
 from wan22ctl.hub.integrity import Ledger, expected_hash, matches, new_hasher, remove_manifest, write_manifest
-from wan22ctl.hub.state import model_dir
+from wan22ctl.hub.state import model_dir, read_manifest
 from wan22ctl.plan.download import (
-    DownloadPlan, FileStep, LocalFile, ModelPlan, human_bytes, plan_download, plan_model,
+    DownloadPlan, FileStep, LocalFile, ModelPlan, RemoteFile, RemoteListing, human_bytes, plan_download, plan_model,
 )
 
 EventSink = Callable[..., None]  # on_event(name: str, **fields)
@@ -220,8 +221,15 @@ def verify(models: tuple[Model, ...], roots: dict[str, str], *, endpoint: str, t
     """Re-hash every file of each model against the hub; write or remove the manifest accordingly."""
     results = []
     for model in models:
-        listing = hf.list_repo(model.repo_id, revision, endpoint, token, on_retry=_retry_reporter(on_event, endpoint))
         target = model_dir(model, roots[model.mount])
+        try:
+            listing = hf.list_repo(model.repo_id, revision, endpoint, token,
+                                   on_retry=_retry_reporter(on_event, endpoint))
+        except hf.Unreachable as exc:
+            listing = _listing_from_manifest(target)
+            if listing is None:
+                raise
+            on_event("warning", message=f"{exc.message}; checking {model.key} against its manifest instead")
         plan = plan_model(model, listing, {}, str(target))
         progress = ByteProgress(on_event, "verify", plan.total_bytes, 0)
         ledger = Ledger(target, listing.commit)
@@ -256,3 +264,17 @@ def verify(models: tuple[Model, ...], roots: dict[str, str], *, endpoint: str, t
         on_event("verified", **result)
         results.append(result)
     return results
+
+
+def _listing_from_manifest(target: Path) -> RemoteListing | None:
+    """The hub's facts as the manifest recorded them, for verifying without a network."""
+    manifest = read_manifest(target)
+    if manifest is None:
+        return None
+    files = tuple(
+        RemoteFile(path=rel, size=int(info["size"]), sha256=info.get("sha256"), blob_id=info.get("git_sha1"))
+        for rel, info in manifest["files"].items()
+    )
+    return RemoteListing(repo_id=manifest.get("repo", ""), revision=manifest.get("revision", ""),
+                         commit=manifest.get("commit", ""), files=files, source=manifest.get("source", "hf"),
+                         endpoint=manifest.get("endpoint", ""))

@@ -34,6 +34,10 @@ TOKEN_FIX = (
 ENDPOINT_FIX = "check the network (proxy, firewall), or set HF_ENDPOINT to a reachable mirror such as https://hf-mirror.com"
 
 
+class Unreachable(EnvError):
+    """The endpoint could not be reached after every retry."""
+
+
 def retry_settings() -> tuple[int, float]:
     """(attempts, first delay in seconds) from the environment."""
     try:
@@ -116,7 +120,7 @@ def with_retries(fn: Callable[[], T], *, what: str, endpoint: str,
             if reason is None:
                 raise
             if attempt == attempts:
-                raise EnvError(
+                raise Unreachable(
                     f"cannot reach the Hugging Face endpoint {endpoint} while {what} "
                     f"({reason}; {attempts} attempts)",
                     fix=ENDPOINT_FIX,
