@@ -46,7 +46,17 @@ from pathlib import Path
 import pytest
 
 OLAH_CLI = os.environ.get("WAN22CTL_OLAH_CLI", "/opt/wan22ctl-ci/olah/bin/olah-cli")
-DOCKER_GATEWAY = os.environ.get("WAN22CTL_DOCKER_GATEWAY", "172.17.0.1")
+def docker_gateway() -> str:
+    """The host's address on Docker's default bridge (how bridge containers reach the proxy)."""
+    if os.environ.get("WAN22CTL_DOCKER_GATEWAY"):
+        return os.environ["WAN22CTL_DOCKER_GATEWAY"]
+    try:
+        import docker
+
+        config = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"]
+        return next(c["Gateway"] for c in config if c.get("Gateway"))
+    except Exception:
+        return "172.17.0.1"
 
 # Files whose payload goes to LFS, as on the Hub (.gitattributes tracks these suffixes).
 LFS_SUFFIXES = (".pth", ".safetensors", ".model", ".bin")
@@ -354,7 +364,7 @@ def hub_server(tmp_path_factory):
         port = free_port()
         hub = HubServer(
             endpoint=f"http://127.0.0.1:{port}",
-            container_endpoint=f"http://{DOCKER_GATEWAY}:{port}",
+            container_endpoint=f"http://{docker_gateway()}:{port}",
             olah_endpoint=olah_endpoint,
             mirrors=mirrors,
             commits=commits,

@@ -22,6 +22,8 @@ T2V = "Wan-AI/Wan2.2-T2V-A14B"
 TI2V = "Wan-AI/Wan2.2-TI2V-5B"
 SHARD = "high_noise_model/diffusion_pytorch_model-00003-of-00006.safetensors"
 
+pytestmark = pytest.mark.hub
+
 
 @pytest.fixture
 def dl(cli, hub):
