@@ -349,3 +349,8 @@ def test_download_in_container_keeps_token_out_of_inspect_and_logs(dl, docker_cl
     v = dl("verify", "t2v")
     assert v.returncode == 0, v.stderr
     assert "t2v: complete" in v.stderr
+
+    # a CHECKPOINT_DIR that the running container does not mount is refused, not silently ignored
+    moved = dl("download", "t2v", extra_env={"CHECKPOINT_DIR": str(ckpt(dl).parent / "elsewhere")})
+    assert moved.returncode == 3
+    assert "but CHECKPOINT_DIR is" in " ".join(moved.stderr.split())

@@ -64,11 +64,27 @@ def _container(settings, view):
     client = connect()
     existing = containers.find(client, settings["CONTAINER_NAME"])
     if existing is not None and existing.status == "running":
+        _check_mount(existing, settings)
         return existing
     spec = plan_container(settings, "main")
     result = containers.ensure_running(client, spec)
     view.log(f"{spec.name} {result.action} for the download (stop it with `wan22ctl down`)")
     return client.containers.get(spec.name)
+
+
+def _check_mount(container, settings) -> None:
+    """Refuse when the running container mounts another folder than CHECKPOINT_DIR (.env changed since `up`)."""
+    from wan22ctl import catalog
+    from wan22ctl.errors import EnvError
+
+    mounted = {m.get("Destination"): m.get("Source") for m in container.attrs.get("Mounts", [])}
+    source = mounted.get(catalog.CONTAINER_CHECKPOINT_DIR)
+    if source is not None and os.path.realpath(source) != os.path.realpath(settings["CHECKPOINT_DIR"]):
+        raise EnvError(
+            f"{container.name} mounts {source} at {catalog.CONTAINER_CHECKPOINT_DIR}, "
+            f"but CHECKPOINT_DIR is {settings['CHECKPOINT_DIR']}",
+            fix="run `wan22ctl up` (recreates the container with the new mount) or download with --local",
+        )
 
 
 def _run_agent(settings, view, argv: list[str]) -> None:
