@@ -32,8 +32,7 @@ WorkersOpt = Annotated[int, typer.Option("--workers", help="Files transferred (o
 RevisionOpt = Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the repos.")]
 
 # Passed through to the agent when set on the host (retry tuning for slow or flaky links).
-_PASSTHROUGH_ENV = ("WAN22CTL_HUB_RETRIES", "WAN22CTL_HUB_BACKOFF_S", "HF_HUB_DOWNLOAD_TIMEOUT",
-                    "HF_HUB_ETAG_TIMEOUT", "HF_XET_HIGH_PERFORMANCE", "MODELSCOPE_ENDPOINT")
+_PASSTHROUGH_ENV = ("WAN22CTL_HUB_RETRIES", "WAN22CTL_HUB_BACKOFF_S", "HF_HUB_DOWNLOAD_TIMEOUT", "MODELSCOPE_ENDPOINT")
 
 
 def _path_map(settings) -> dict[str, str]:
