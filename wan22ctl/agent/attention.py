@@ -34,11 +34,12 @@ import torch.nn.functional as F
 ENV_VAR = "WAN22_ATTENTION"
 CHOICES = ("auto", "flash3", "flash2", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
 
-# Backends ranked by measured speed at Wan2.2 shapes, keyed by CUDA compute capability. A backend
-# that is not installed is skipped. Sources (BENCHMARKS.md, "Attention backends"): on sm_90
-# (H100/H200, torch 2.11+cu130) cuDNN SDPA ran 1.5-1.6x the FlashAttention-2 kernels at 480P/720P
-# A14B shapes. FA3 was not installable on the benchmark machine, so it ranks after the measured
-# winner there; where nothing was measured the fallback order applies.
+# Backends ranked by measured speed at Wan2.2 shapes, keyed by CUDA compute capability; a backend
+# that is not installed is skipped. Source: BENCHMARKS.md, "GPU: attention backends ..." (torch
+# 2.11+cu130, 2026-11-27): on sm_90 cuDNN SDPA ran 554-574 TFLOP/s against 352-361 for SDPA's
+# FlashAttention-2 kernels on an H200 and 568 vs 354 on an H100 (A14B 480P/720P, 5B shapes).
+# FA3 could not be installed there, so it ranks after the measured winner; capabilities with no
+# measurement use FALLBACK_ORDER.
 MEASURED_ORDER: dict[tuple[int, int], tuple[str, ...]] = {
     (9, 0): ("sdpa-cudnn", "flash3", "flash2", "sdpa-flash", "sdpa-efficient"),
 }
