@@ -88,8 +88,6 @@ def card_ceilings() -> dict:
     x = torch.empty(2**30, dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
     cp = bench_ms(lambda: y.copy_(x), 20)
-    del a, b, x, y
-    torch.cuda.empty_cache()
     return {"matmul_bf16_tflops": round(2 * n**3 / mm / 1e9, 1), "copy_gbps": round(2 * 2**30 / cp / 1e6, 1)}
 
 
@@ -108,7 +106,6 @@ def attention_kernels(tokens: int, heads: int) -> dict:
             res[name] = {"ms": round(ms, 2), "tflops": round(flops / ms / 1e9, 1)}
         except RuntimeError as exc:
             res[name] = {"error": str(exc)[:120]}
-    del q, k, v
     return res
 
 
@@ -201,9 +198,11 @@ def main() -> None:
     M = load_wan_model_module(args.wan_dir)
     eager_rope = M.rope_apply
     props = torch.cuda.get_device_properties(0)
+    ceilings = card_ceilings()
+    torch.cuda.empty_cache()
     out = {"gpu": props.name, "capability": list(torch.cuda.get_device_capability(0)), "torch": torch.__version__,
            "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "command": " ".join(sys.argv), **card_ceilings(), "cases": {}}
+           "command": " ".join(sys.argv), **ceilings, "cases": {}}
     print(json.dumps({k: v for k, v in out.items() if k != "cases"}), flush=True)
     cases = args.cases.split(",")
     variants = args.variants.split(",")
@@ -213,6 +212,7 @@ def main() -> None:
             res = run_case(M, model, case, variants, args.timed, eager_rope)
             heads = CFG[key]["num_heads"]
             res["attention_kernels"] = attention_kernels(res["tokens"], heads)
+            torch.cuda.empty_cache()
             fl = forward_flops(CFG[key], res["tokens"])
             res["flops"] = fl
             res["floor_s"] = round(fl["total"] / (out["matmul_bf16_tflops"] * 1e12), 2)

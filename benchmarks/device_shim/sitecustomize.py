@@ -21,10 +21,11 @@ try:
         except (ModuleNotFoundError, RuntimeError, ImportError) as exc:
             if self.__name__ != "transformers" or not name[:1].isupper():
                 raise
-            print(f"wan22ctl bench shim: transformers.{name} unavailable here ({exc}); placeholder", file=sys.stderr)
+            reason = f"transformers.{name} is unavailable on this machine: {exc}"
+            print(f"wan22ctl bench shim: {reason}; placeholder", file=sys.stderr)
 
             def _fail(*args, **kwargs):
-                raise RuntimeError(f"transformers.{name} is unavailable on this machine: {exc}")
+                raise RuntimeError(reason)
 
             placeholder = type(name, (), {"__init__": _fail, "from_pretrained": classmethod(_fail)})
             setattr(self, name, placeholder)
