@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 
+from tests.test_generate import fake_checkpoints
 from tests.test_server import Api, free_port
 
 
@@ -50,3 +51,13 @@ def test_up_serve_then_jobs_wait_from_the_host(cli, standin_image, docker_client
     assert [j["state"] for j in listed] == ["succeeded"] and listed[0]["output"].startswith(out_dir)
     r = cli("jobs", extra_env={**env, "WAN22_API_KEY": "wrong"})
     assert r.returncode == 2 and "refused the API key" in r.stderr
+
+    # `generate` finds the running server for its task and submits there instead of running generate.py.
+    from pathlib import Path
+
+    fake_checkpoints(Path(ckpt))
+    r = cli("generate", "--task", "ti2v-5B", "--prompt", "a heron by the server", "--steps", "4", extra_env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "submitted to the resident server as video_" in r.stdout + r.stderr
+    assert f"saved {out_dir}/ti2v-5B_1280x704_a-heron-by-the-server_" in r.stdout + r.stderr
+    assert len(json.loads(cli("jobs", "--json", extra_env=env).stdout)["data"]) == 2

@@ -418,6 +418,8 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
     if not valid:
         _summary(jobs, as_json)
         raise UserError("no valid line in the prompt file")
+    if not batch and not dry_run and gpu_count is None and _ran_on_server(settings, jobs[0], as_json):
+        return
     inv, ram, container, client = _inventory(settings, gpu_count, gpu_mem_gb, host_ram_gb)
     _plan_jobs(jobs, inv, ram, settings)
     if not batch and jobs[0].error:
@@ -433,6 +435,9 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
             job.error, job.request = f"{plan.warnings[0]}; pass --force to try anyway", None
     if not batch and jobs[0].error:
         raise UserError(jobs[0].error)
+    from wan22ctl.doctor import require  # doctor's cheap checks: GPU architecture, driver, /dev/shm
+
+    require(settings, "generate", task=valid[0].request.task, plan=valid[0].result.get("plan"))
     digest = _image_digest(client, container)
     _OUTPUT_DIR["host"] = settings["OUTPUT_DIR"]
     out = console(stderr=as_json)
@@ -458,6 +463,20 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
         raise RunFailed(f"generation failed: {run.get('reason', 'unknown reason')}")
     if failed:
         raise RunFailed(f"{len(failed)} of {len(jobs)} generation(s) failed")
+
+
+def _ran_on_server(settings, job: Job, as_json: bool) -> bool:
+    """Submit to a resident server serving this task (`wan22ctl up --serve`) and follow it; False when none."""
+    from wan22ctl.cli.serve import submit_if_server, wait_for_job
+
+    submitted = submit_if_server(settings, job.request)
+    if submitted is None:
+        return False
+    console(stderr=as_json).print(f"submitted to the resident server as {submitted['id']}")
+    final = wait_for_job(settings, submitted["id"], as_json=as_json, label=job.request.task)
+    if as_json:
+        emit(final, True, print)
+    return True
 
 
 def _report_run(out, job: Job) -> None:
