@@ -318,21 +318,21 @@ def test_disk_check_on_a_1mb_tmpfs(kit, tiny_tmpfs):
     assert f"at {tiny_tmpfs}" in disk["value"] and "CHECKPOINT_DIR" in disk["fix"]
 
 
-def test_preflight_download_reports_the_disk_in_one_line(tiny_tmpfs, kit):
+def test_preflight_download_checks_folders_and_leaves_disk_to_the_hub_sizes(tiny_tmpfs, kit, tmp_path):
+    """`download` runs the folder check only: its own preflight judges disk from the hub's real sizes."""
     from wan22ctl import catalog
     from wan22ctl.doctor import preflight, require
     from wan22ctl.errors import EnvError
     from wan22ctl.settings import load_settings
 
-    settings = load_settings(environ={**kit.env, "CHECKPOINT_DIR": str(tiny_tmpfs)})
-    failed = preflight(settings, "download", models=catalog.resolve_selector("ti2va"))
-    assert failed is not None and failed.id == "disk.checkpoints"
-    assert "252 GB free for the models still to download" in failed.one_line()
+    small = load_settings(environ={**kit.env, "CHECKPOINT_DIR": str(tiny_tmpfs)})
+    assert preflight(small, "download", models=catalog.resolve_selector("ti2va")) is None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    broken = load_settings(environ={**kit.env, "CHECKPOINT_DIR": str(blocker / "ckpt")})
     with pytest.raises(EnvError) as err:
-        require(settings, "download", models=catalog.resolve_selector("ti2v"))
-    assert err.value.exit_code == 3 and "CHECKPOINT_DIR" in err.value.fix
-    roomy = load_settings(environ={**kit.env, "CHECKPOINT_DIR": str(tiny_tmpfs.parent / "roomy")})
-    assert preflight(roomy, "download", models=(catalog.MODEL_BY_KEY["cogvideox-fun"],)) is None
+        require(broken, "download", models=catalog.resolve_selector("ti2v"))
+    assert err.value.exit_code == 3 and "CHECKPOINT_DIR" in err.value.render()
 
 
 def test_preflight_up_names_an_unusable_folder(kit, tmp_path):

@@ -135,6 +135,10 @@ def download(
         raise UserError(f"unknown --source {source!r}; choose hf or modelscope")
     settings = settings_from()
     models = resolve_models(selectors)
+    if not dry_run:
+        from wan22ctl.doctor import require  # doctor's cheap checks: host folders usable
+
+        require(settings, "download", models=models)
     in_container, on_host = _split(models, local or dry_run)
     with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view, _interrupt_note(view):
         if on_host:

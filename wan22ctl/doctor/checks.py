@@ -559,7 +559,9 @@ ALL_CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
 # The cheap subset each command runs before anything slow (no probe container, no download).
 STAGE_CHECKS: dict[str, tuple[Callable[[Context], CheckResult], ...]] = {
     "up": (check_docker, check_host_folders),
-    "download": (check_host_folders, check_disk),
+    # The download's own preflight judges disk space from the hub's real sizes (catalog sizes
+    # are estimates), so only what it cannot see runs here.
+    "download": (check_host_folders,),
     # GPU memory and host RAM are generate's own plan verdicts (it refuses a plan that does not
     # fit unless --force); these are what the plan cannot see.
     "generate": (check_gpu_arch, check_driver, check_shm),
