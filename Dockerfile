@@ -14,10 +14,17 @@ ARG GPU_STACK=true
 ARG TORCH_CUDA_ARCH_LIST="8.9;9.0"
 # flash-attn ignores TORCH_CUDA_ARCH_LIST; its sm_80 build serves sm_89 (L40S/4090).
 ARG FLASH_ATTN_CUDA_ARCHS="80;90"
-# auto: prebuilt wheel matching torch/CUDA/Python/ABI, else compile; wheel: wheel only; none: skip
+# auto: prebuilt wheel matching torch/CUDA/Python/ABI when one exists, else none (the kit's SDPA
+# backend needs no flash-attn); wheel: wheel or fail; build: compile with ninja; none: skip
 ARG FLASH_ATTN=auto
 ARG FLASH_ATTN_VERSION=2.8.3
 ARG MAX_JOBS=4
+ARG TORCH_VERSION=2.8.0
+ARG TORCHVISION_VERSION=0.23.0
+# The CUDA runtime that torch wheel bundles (what the driver must support; `wan22ctl doctor` reads
+# the label below). Change both together.
+ARG TORCH_CUDA_VERSION=12.8
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG WAN22_REPO=https://github.com/Wan-Video/Wan2.2.git
 ARG WAN22_REF=42bf4cfaa384bc21833865abc2f9e6c0e67233dc
 ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} \
@@ -28,10 +35,12 @@ ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} \
     HF_HOME=/opt/hf-home \
     WAN22_DIR=/workspace/wan2.2 \
     WAN22_REF=${WAN22_REF}
+LABEL io.wan22ctl.cuda-version=${TORCH_CUDA_VERSION}
 COPY docker/install-gpu-stack.sh /tmp/install-gpu-stack.sh
 RUN if [ "$GPU_STACK" = "true" ]; then \
         FLASH_ATTN="$FLASH_ATTN" FLASH_ATTN_VERSION="$FLASH_ATTN_VERSION" \
         FLASH_ATTN_CUDA_ARCHS="$FLASH_ATTN_CUDA_ARCHS" MAX_JOBS="$MAX_JOBS" \
+        TORCH_VERSION="$TORCH_VERSION" TORCHVISION_VERSION="$TORCHVISION_VERSION" TORCH_INDEX_URL="$TORCH_INDEX_URL" \
         WAN22_REPO="$WAN22_REPO" WAN22_REF="$WAN22_REF" bash /tmp/install-gpu-stack.sh; \
     else mkdir -p /workspace/wan2.2; fi && rm -f /tmp/install-gpu-stack.sh
 # The kit's own layers: a venv keeps huggingface_hub 2.x apart from Wan2.2's transformers<=4.51.3.

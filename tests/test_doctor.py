@@ -181,8 +181,9 @@ def test_h100_80gb_passes_t2v_a14b(kit, running):
     vram = _check(report, "gpu.vram")
     assert vram["status"] == "PASS", vram
     assert vram["data"]["nproc"] == 1 and vram["data"]["est_peak_gb"] <= 80
-    # The kit test image is built without the CUDA stack: no CUDA version to judge the driver by.
-    assert _check(report, "gpu.driver")["status"] == "SKIP"
+    # The image declares the CUDA runtime of the torch wheel it pins (label io.wan22ctl.cuda-version).
+    driver = _check(report, "gpu.driver")
+    assert driver["status"] == "PASS" and "image CUDA 12.8" in driver["value"], driver
     assert _check(report, "container.health")["status"] == "PASS"
 
 
@@ -263,9 +264,10 @@ def test_shm_memlock_and_health_measured_inside_the_container(kit, running):
 
 @pytest.fixture(scope="module")
 def cuda_image(docker_client, standin_image):
-    """The stand-in image declaring CUDA 12.8 (as nvidia/cuda bases do), an old driver and its own arch list."""
+    """The stand-in image declaring torch's CUDA 12.8 (the kit's label), an old driver and its own arch list."""
     tag = "wan22ctl-test/doctor-cuda:" + standin_image.rsplit(":", 1)[-1]
-    dockerfile = (f"FROM {standin_image}\nENV CUDA_VERSION=12.8.0 WAN22_FAKE_DRIVER=470.82.01 "
+    dockerfile = (f"FROM {standin_image}\nLABEL io.wan22ctl.cuda-version=12.8.0\n"
+                  "ENV CUDA_VERSION=12.1.0 WAN22_FAKE_DRIVER=470.82.01 "
                   'WAN22_FAKE_GPUS="1x40:8.0:NVIDIA A100-SXM4-40GB" TORCH_CUDA_ARCH_LIST="8.0;8.6;9.0"\n')
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     yield tag

@@ -137,10 +137,10 @@ def test_plan_matrix(task, gpus, expected):
     assert ("--t5_cpu" in argv) == t5_cpu
     assert ("--dit_fsdp" in argv) == fsdp and ("--t5_fsdp" in argv) == fsdp
     if nproc == 1:
-        assert argv[:2] == ["python3", "generate.py"] and "--ulysses_size" not in argv
+        assert argv[:3] == ["python3", "-m", "wan22ctl.agent.wanrun"] and "--ulysses_size" not in argv
         assert p.launcher == "python"
     else:
-        assert argv[:4] == ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "generate.py"]
+        assert argv[:5] == ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "wan22ctl.agent.wanrun"]
         assert argv[argv.index("--ulysses_size") + 1] == str(nproc)
         assert catalog.TASKS[task].num_heads % nproc == 0
     assert p.env["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, range(nproc)))
@@ -168,7 +168,7 @@ def test_exact_argv():
     p = plan("i2v-A14B", 1, 80, prompt="a cat's \"smile\" * 2", size="480*832", frame_num=41, sample_steps=12,
              sample_shift=3.5, guide_scale=4.0, solver="dpm++", seed=7)
     assert list(p.argv) == [
-        "python3", "generate.py", "--task", "i2v-A14B", "--size", "480*832",
+        "python3", "-m", "wan22ctl.agent.wanrun", "--task", "i2v-A14B", "--size", "480*832",
         "--ckpt_dir", "/opt/checkpoints/Wan2.2-I2V-A14B", "--frame_num", "41", "--sample_steps", "12",
         "--sample_shift", "3.5", "--sample_solver", "dpm++", "--base_seed", "7", "--sample_guide_scale", "4",
         "--image", "/opt/outputs/.staging/run1/cat.jpg", "--offload_model", "True", "--convert_model_dtype",
@@ -210,14 +210,15 @@ def test_offload_flag_overrides_auto():
     assert any("--offload on" in r for r in plan("ti2v-5B", 1, 80, offload="on").reasons)
 
 
-def test_bootstrap_entry_for_other_attention_backends():
+def test_wan_starts_through_the_bootstrap_unless_asked_not_to():
     r = req("ti2v-5B")
     one = plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", attention="sdpa")
     assert list(one.argv[:3]) == ["python3", "-m", "wan22ctl.agent.wanrun"] and one.bootstrap
     assert one.env["WAN22_ATTENTION"] == "sdpa"
     many = plan_launch(r, synthetic_inventory(2, 80), None, run_id="r", attention="flash3")
     assert list(many.argv[:5]) == ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "wan22ctl.agent.wanrun"]
-    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r").argv[1] == "generate.py"
+    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r").bootstrap  # the default, auto backend too
+    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", bootstrap=False).argv[1] == "generate.py"
     assert launcher.set_bootstrap(list(many.argv), False)[3] == "generate.py"
     assert launcher.set_bootstrap(launcher.set_bootstrap(list(one.argv), False), True) == list(one.argv)
 
@@ -269,6 +270,10 @@ def test_progress_tracker_reads_upstream_output(capsys):
     clock = iter(range(100)).__next__
     t = launcher.ProgressTracker(clock=clock)
     t.on_stdout("[2026-01-01 10:00:00,000] INFO: Creating WanT2V pipeline.")
+    # diffusers' shard-loading bar (seen on the GPU with real-layout checkpoints) is not a step
+    assert t.on_stderr("Loading checkpoint shards:  50%|█████     | 3/6 [00:02<00:02,  1.20it/s]")
+    assert t.on_stderr("Loading checkpoint shards: 100%|██████████| 6/6 [00:05<00:00,  1.20it/s]")
+    assert t.current == "load"
     t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
     assert t.on_stderr("  0%|          | 0/40 [00:00<?, ?it/s]")
     assert t.on_stderr(" 50%|█████     | 20/40 [1:02:03<1:00:00, 186.15s/it]")

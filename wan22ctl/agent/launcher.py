@@ -38,6 +38,9 @@ from wan22ctl.agent import outputs
 EXIT_BUSY = 75  # EX_TEMPFAIL: the GPUs are locked by another run and --no-wait was given
 EXIT_INTERRUPTED = 130
 TQDM_RE = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<(?:(?:(\d+):)?(\d+):(\d+)|\?)")
+# Upstream's denoising bar has no description ("  50%|...| 20/40 [...]"); bars with one, such as
+# diffusers' "Loading checkpoint shards: 100%|...| 6/6" during load, are not denoising steps.
+DENOISE_BAR_RE = re.compile(r"^\s*\d+%\|")
 ERROR_LINE_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
 PHASES = ("load", "text_encode", "denoise", "decode", "save")
 
@@ -278,6 +281,8 @@ class ProgressTracker:
         if not m:
             self._remember(line)
             return False
+        if not DENOISE_BAR_RE.match(line):
+            return True  # another bar (loading shards): a redraw, not a step
         step, total = int(m.group(1)), int(m.group(2))
         if self.current in ("load", "text_encode"):
             self._begin("denoise")

@@ -348,12 +348,13 @@ def check_gpu_arch(ctx: Context) -> CheckResult:
 
 
 def image_cuda_version(ctx: Context) -> str | None:
-    """The CUDA version the image carries: env CUDA_VERSION (nvidia/cuda bases) or a label."""
+    """The CUDA version the image's torch runs on: the kit's label (the pinned torch wheel's bundled
+    runtime), else env CUDA_VERSION / the label of nvidia/cuda bases."""
     image = ctx.image()
     if image is None:
         return None
-    return (image.env.get("CUDA_VERSION") or image.labels.get("com.nvidia.cuda.version")
-            or image.labels.get("io.wan22ctl.cuda-version"))
+    return (image.labels.get("io.wan22ctl.cuda-version") or image.env.get("CUDA_VERSION")
+            or image.labels.get("com.nvidia.cuda.version"))
 
 
 def check_driver(ctx: Context) -> CheckResult:

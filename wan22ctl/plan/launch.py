@@ -344,16 +344,17 @@ def plan_launch(
     *,
     run_id: str,
     attention: str = ATTENTION_DEFAULT,
-    bootstrap: bool | None = None,
+    bootstrap: bool = True,
     ckpt_root: str = catalog.CONTAINER_CHECKPOINT_DIR,
     output_dir: str = catalog.CONTAINER_OUTPUT_DIR,
     wan22_dir: str = catalog.CONTAINER_WAN22_DIR,
 ) -> LaunchPlan:
     """Decide how to run `request` on `inventory`; the result is what the agent executes.
 
-    `bootstrap` (None: only when an attention backend other than upstream's own choice is
-    asked for) starts Wan through `python -m wan22ctl.agent.wanrun`, which can install an
-    attention backend before `wan` is imported.
+    `bootstrap` (the default) starts Wan through `python -m wan22ctl.agent.wanrun`, which
+    installs the attention backend (SDPA/cuDNN unless WAN22_ATTENTION says otherwise; the image
+    needs no flash-attn) and the speedups before `wan` is imported. False runs upstream's
+    generate.py as is (flash-attn required).
     """
     task = catalog.TASKS[request.task]
     allowed, fixed = _select_gpus(request, inventory)
@@ -408,8 +409,6 @@ def plan_launch(
     if host_ram_gb is None:
         reasons.append(f"host RAM not checked (unknown); loading needs about {ram_need:.0f} GB")
 
-    if bootstrap is None:
-        bootstrap = attention != ATTENTION_DEFAULT
     ckpt_dir = f"{ckpt_root}/{catalog.model_for_task(request.task).subdir}"
     save_file = f"{output_dir}/.partial-{run_id}.mp4"
     image = _container_image_path(output_dir, run_id, request.image) if request.image else None
