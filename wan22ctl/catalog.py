@@ -7,7 +7,7 @@ repos; see ../shared/reference/wan22-upstream.md §2-§4.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Container-side paths, the same in the image, the compose file and every plan.
 CONTAINER_OUTPUT_DIR = "/opt/outputs"
@@ -160,7 +160,6 @@ class Task:
     dit_params_b: float  # parameters per DiT expert, billions
     # Single-GPU peak memory (GB) with the official flags, from the official table / README.
     single_gpu_min_gb: int
-    extra: dict = field(default_factory=dict)
 
 
 TASKS: dict[str, Task] = {
@@ -187,8 +186,6 @@ TASKS: dict[str, Task] = {
     ),
 }
 
-# Every size key upstream's argparse accepts (SIZE_CONFIGS), for messages.
-ALL_SIZES = ("720*1280", "1280*720", "480*832", "832*480", "704*1280", "1280*704", "1024*704", "704*1024")
 SOLVERS = ("unipc", "dpm++")
 
 # Bytes the T5 encoder (umt5-xxl, bf16) and the VAE take, for memory plans (GB).

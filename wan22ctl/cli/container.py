@@ -38,11 +38,6 @@ def build_context() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def _print_lines(lines: list[str]) -> None:
-    for line in lines:
-        print(line)
-
-
 # --------------------------------------------------------------------------- up / down
 
 

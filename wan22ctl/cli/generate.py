@@ -338,7 +338,7 @@ def run_one(client, container, plan, *, wait: bool, as_json: bool, label: str, d
     return result
 
 
-def _plan_jobs(jobs, gpus, ram, settings, *, run_prefix: str | None = None):
+def _plan_jobs(jobs, gpus, ram, settings):
     from wan22ctl.plan.launch import plan_launch
 
     for job in jobs:

@@ -74,10 +74,7 @@ def run_exec(
     env = {**dict(environment or {}), TOKEN_VAR: token}
     exec_id = api.exec_create(container.id, list(cmd), stdout=True, stderr=True, environment=env, workdir=workdir)["Id"]
     result = ExecResult(exit_code=-1)
-    interrupted = threading.Event()
-
     def _on_signal(signum, frame):
-        interrupted.set()
         raise KeyboardInterrupt
 
     old_term = None

@@ -152,16 +152,6 @@ def push_image(client, ref: str, auth: dict | None, on_progress: ProgressFn) -> 
         raise RunFailed(f"push of {ref} failed: {text}", fix=fix) from None
 
 
-def login(client, registry: str, username: str, password: str) -> None:
-    import docker
-
-    try:
-        client.login(username=username, password=password, registry=registry, reauth=True)
-    except docker.errors.APIError as exc:
-        raise UserError(f"login to {registry} failed: {explanation(exc)}",
-                        fix="check REGISTRY_USERNAME / REGISTRY_PASSWORD") from None
-
-
 def ecr_credentials(region: str | None = None) -> tuple[str, str, str]:
     """(registry, user, password) from AWS ECR `get_authorization_token` (needs the `ecr` extra)."""
     import base64
@@ -173,11 +163,3 @@ def ecr_credentials(region: str | None = None) -> tuple[str, str, str]:
     data = boto3.client("ecr", region_name=region).get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
     return data["proxyEndpoint"].removeprefix("https://"), user, password
-
-
-def registry_of(ref: str) -> str:
-    """The registry host of an image reference ('docker.io' when none is named)."""
-    first = ref.split("/", 1)[0]
-    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"

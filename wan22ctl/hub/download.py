@@ -34,10 +34,6 @@ from wan22ctl.plan.download import (
 EventSink = Callable[..., None]  # on_event(name: str, **fields)
 
 
-def default_workers() -> int:
-    return 8
-
-
 def filesystem_of(path: Path) -> tuple[str, int]:
     """(mount point holding `path` or its nearest existing parent, free bytes there)."""
     p = Path(os.path.abspath(path))

@@ -20,8 +20,6 @@ LABEL_STACK = f"{LABEL_PREFIX}.stack"
 LABEL_SPEC = f"{LABEL_PREFIX}.spec"
 LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
 
-STACKS = ("main", "videox-fun")
-
 # The static environment of the main container; `container.env` (the compose env_file) holds
 # the same lines, and a test keeps them equal.
 MAIN_ENVIRONMENT: dict[str, str] = {
