@@ -46,7 +46,32 @@ def _docker():
 
 @pytest.fixture(scope="session")
 def docker_client():
-    return _docker()
+    client = _docker()
+    yield client
+    _prune_stale_images(client)
+
+
+# Test images are cached between runs under a tag that hashes their inputs. Each session keeps
+# the tags it used and removes older tags of the same repositories, so caches do not pile up.
+_CURRENT_IMAGES: set[str] = set()
+
+
+def keep_image(tag: str) -> str:
+    """Register `tag` as this session's current cached image of its repository."""
+    _CURRENT_IMAGES.add(tag)
+    return tag
+
+
+def _prune_stale_images(client) -> None:
+    repos = {t.rsplit(":", 1)[0] for t in _CURRENT_IMAGES}
+    stale = [image for image in client.images.list()
+             if image.tags and all(t.rsplit(":", 1)[0] in repos and t not in _CURRENT_IMAGES for t in image.tags)]
+    # Newest first: a stand-in image goes before the kit image it was built FROM.
+    for image in sorted(stale, key=lambda i: i.attrs.get("Created", ""), reverse=True):
+        try:
+            client.images.remove(image.id, force=True)
+        except Exception:  # in use by a container of another run: leave it
+            pass
 
 
 def _tree_hash(paths: list[Path], extra: str = "") -> str:
@@ -83,7 +108,7 @@ def kit_image(docker_client) -> str:
         docker_client.images.get(tag)
     except Exception:
         _build(docker_client, REPO, tag, {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="inference")
-    return tag
+    return keep_image(tag)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +119,7 @@ def standin_image(docker_client, kit_image) -> str:
         docker_client.images.get(tag)
     except Exception:
         _build(docker_client, STANDINS, tag, {"KIT_IMAGE": kit_image})
-    return tag
+    return keep_image(tag)
 
 
 @dataclass

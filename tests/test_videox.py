@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_IMAGE, REPO, STANDINS, _build, _tree_hash
+from tests.conftest import BASE_IMAGE, REPO, STANDINS, _build, _tree_hash, keep_image
 from wan22ctl.agent.videox import ensure_checkout
 from wan22ctl.errors import EnvError
 from wan22ctl.plan.image import plan_image
@@ -110,7 +110,8 @@ def videox_image(docker_client, kit_image) -> str:
         docker_client.images.get(tag)
     except Exception:
         _build(docker_client, STANDINS, tag, {"VIDEOX_IMAGE": target}, dockerfile="videox.Dockerfile")
-    return tag
+    keep_image(target)
+    return keep_image(tag)
 
 
 def free_port() -> int:
