@@ -4,14 +4,36 @@ Run as a script by the image's Python (the one with torch, gradio and VideoX-Fun
 requirements), in the VideoX-Fun checkout; it imports nothing from wan22ctl. It does what
 VideoX-Fun's examples/*/app.py do — `ui()` or `ui_host()`, `demo.queue().launch()`, then the
 inference and model-switch HTTP APIs — with the values chosen by the launcher instead of
-constants edited into app.py.
+constants edited into app.py. Where setuptools no longer has pkg_resources, it supplies the one
+call VideoX-Fun makes of it.
 """
 
 import importlib
+import importlib.metadata
 import json
 import os
 import sys
 import time
+import types
+
+
+def provide_pkg_resources() -> None:
+    """Stand in for setuptools' pkg_resources where it is gone (recent setuptools no longer ships
+    it; 84.2.1, which torch 2.14.1 pulls into a fresh venv, has none). VideoX-Fun's
+    videox_fun/ui/controller.py imports it at module level, only for
+    `pkg_resources.get_distribution("gradio").version`; without it the UI dies at import."""
+    try:
+        import pkg_resources  # noqa: F401
+        return
+    except ImportError:
+        pass
+
+    def get_distribution(name):
+        return types.SimpleNamespace(project_name=name, version=importlib.metadata.version(name))
+
+    shim = types.ModuleType("pkg_resources")
+    shim.get_distribution = get_distribution
+    sys.modules["pkg_resources"] = shim
 
 
 def main() -> None:
@@ -19,6 +41,7 @@ def main() -> None:
     os.chdir(plan["videox_dir"])
     sys.path.insert(0, plan["videox_dir"])
 
+    provide_pkg_resources()
     import torch
     from videox_fun.api.api import infer_forward_api, update_diffusion_transformer_api
     from videox_fun.ui import controller as videox_controller
