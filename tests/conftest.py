@@ -64,7 +64,11 @@ def keep_image(tag: str) -> str:
 
 def _prune_stale_images(client) -> None:
     repos = {t.rsplit(":", 1)[0] for t in _CURRENT_IMAGES}
-    stale = [image for image in client.images.list()
+    try:
+        images = client.images.list()
+    except Exception:  # another run removed an image while it was listed: prune next time
+        return
+    stale = [image for image in images
              if image.tags and all(t.rsplit(":", 1)[0] in repos and t not in _CURRENT_IMAGES for t in image.tags)]
     # Newest first: a stand-in image goes before the kit image it was built FROM.
     for image in sorted(stale, key=lambda i: i.attrs.get("Created", ""), reverse=True):

@@ -92,3 +92,13 @@ def test_help_starts_fast(tmp_path):
         [sys.executable, "-c", "import sys, wan22ctl.cli.app; print(sorted(m for m in ('docker','huggingface_hub','rich') if m in sys.modules))"],
         env=env, capture_output=True, text=True)
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+
+
+def test_environment_overriding_env_file_is_noted(tmp_path):
+    (tmp_path / ".env").write_text("CONTAINER_NAME=from-file\nHF_TOKEN=hf_file_token_1\n")
+    r = run(tmp_path, "config", "--json", env_extra={"CONTAINER_NAME": "from-platform", "HF_TOKEN": "hf_env_token_2"})
+    assert r.returncode == 0
+    assert "note: CONTAINER_NAME=from-platform from the environment overrides the value in .env" in r.stderr
+    assert "HF_TOKEN=(set, hidden) from the environment" in r.stderr
+    assert "hf_env_token_2" not in r.stderr + r.stdout and "hf_file_token_1" not in r.stderr + r.stdout
+    assert json.loads(r.stdout)["settings"]["CONTAINER_NAME"]["value"] == "from-platform"

@@ -391,3 +391,28 @@ def test_no_nvidia_runtime_is_named_and_leaves_no_container(vx, docker_client):
 
     with pytest.raises(docker_py.errors.NotFound):  # the half-created container was removed
         docker_client.containers.get(vx.env["VIDEOX_CONTAINER_NAME"])
+
+
+def test_pkg_resources_stand_in_when_setuptools_lacks_it():
+    """VideoX-Fun's controller imports pkg_resources, gone from recent setuptools (found starting the real UI)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pkg_resources'] = None\n"  # what a setuptools without it looks like
+        "from wan22ctl.agent.videox_app import provide_pkg_resources\n"
+        "del sys.modules['pkg_resources']\n"
+        "import importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'pkg_resources': raise ImportError('no pkg_resources')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "provide_pkg_resources()\n"
+        "import pkg_resources\n"
+        "print(pkg_resources.get_distribution('pytest').version)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    import pytest as _pytest
+
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == _pytest.__version__

@@ -291,6 +291,11 @@ def load_settings(
     )
     values: dict[str, Value] = {}
     for spec in SPECS:
+        in_file = file_values.get(spec.key)
+        if spec.key in environ and in_file is not None and environ[spec.key] != in_file:
+            # Generic names (CONTAINER_NAME, HF_HOME) are often set by the platform; say so.
+            shown = mask(environ[spec.key]) if spec.secret else environ[spec.key]
+            warnings += (f"note: {spec.key}={shown} from the environment overrides the value in {path}",)
         if spec.key in environ:
             raw, source = environ[spec.key], "environment"
         elif file_values.get(spec.key) is not None:
