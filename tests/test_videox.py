@@ -244,8 +244,9 @@ def test_both_stacks_side_by_side(vx, docker_client):
     assert vx("ui", "--timeout", "60").returncode == 0
 
     r = vx("status", "--json")
-    states = {c["stack"]: c["state"] for c in json.loads(r.stdout)["containers"]}
-    assert states == {"main": "running", "videox-fun": "running"}
+    report = {c["stack"]: c for c in json.loads(r.stdout)["containers"]}
+    assert {k: c["state"] for k, c in report.items()} == {"main": "running", "videox-fun": "running"}
+    assert report["videox-fun"]["url"] == f"http://localhost:{vx.env['VIDEOX_PORT']}/"
 
     r = vx("down", "--stack", "videox-fun")
     assert r.returncode == 0 and f"{videox} removed" in r.stdout

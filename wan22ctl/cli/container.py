@@ -209,18 +209,20 @@ def status(
         info = containers.describe(client, container)
         info["stack"] = s
         info["gpus_visible"] = _gpus_seen(container) if info["state"] == "running" else []
+        if s == "videox-fun":
+            from wan22ctl.plan.videox import ui_url
+
+            info["url"] = ui_url(settings)
         report.append(info)
     emit({"containers": report}, as_json, _render_status)
 
 
 def _gpus_seen(container) -> list[dict]:
     """GPUs as `nvidia-smi` inside the container reports them (empty when it cannot)."""
-    from wan22ctl.plan.inventory import parse_nvidia_smi
+    from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, parse_nvidia_smi
 
     try:
-        code, out = container.exec_run(
-            ["nvidia-smi", "--query-gpu=index,name,memory.total,compute_cap,driver_version",
-             "--format=csv,noheader,nounits"])
+        code, out = container.exec_run(NVIDIA_SMI_QUERY)
     except Exception:
         return []
     if code != 0:
@@ -232,12 +234,13 @@ def _render_status(data: dict) -> None:
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold")
-    for col in ("stack", "name", "state", "health", "image", "GPUs", "mounts"):
+    for col in ("stack", "name", "state", "health", "image", "GPUs", "mounts", "url"):
         table.add_column(col)
     for c in data["containers"]:
         gpus = ", ".join(f"{g['index']}:{g['name']} {g['memory_gb']:.0f}GB" for g in c.get("gpus_visible", [])) or "-"
         mounts = "\n".join(f"{m['source']} -> {m['target']}" for m in c.get("mounts", [])) or "-"
-        table.add_row(c["stack"], c["name"], c["state"], c.get("health", "-"), str(c.get("image", "-")), gpus, mounts)
+        url = c.get("url", "-") if c["state"] == "running" else "-"
+        table.add_row(c["stack"], c["name"], c["state"], c.get("health", "-"), str(c.get("image", "-")), gpus, mounts, url)
     console().print(table)
 
 
