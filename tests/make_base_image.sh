@@ -23,6 +23,7 @@ fi
 work=$(mktemp -d)
 cp "$TARBALL" "$work/rootfs.tar"
 mkdir -p "$work/etc/ssl/certs" && cp /etc/ssl/certs/ca-certificates.crt "$work/etc/ssl/certs/"
+tar --delete -f "$work/rootfs.tar" ./etc/ssl/certs/ca-certificates.crt 2>/dev/null || true  # docker import refuses duplicates
 tar -C "$work" -rf "$work/rootfs.tar" ./etc/ssl/certs/ca-certificates.crt
 docker import "$work/rootfs.tar" "$IMAGE"
 rm -rf "$work"
