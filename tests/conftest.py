@@ -141,6 +141,14 @@ class Cli:
             text=True, timeout=timeout, input=input,
         )
 
+    def remove_created(self, client) -> None:
+        """Remove every container this runner made (or may have made); absent ones are fine."""
+        for cname in self.created:
+            try:
+                client.containers.get(cname).remove(force=True)
+            except Exception:
+                pass
+
     def popen(self, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
         env = {**self.env, **(extra_env or {})}
         return subprocess.Popen(
@@ -189,8 +197,4 @@ def cli(tmp_path, docker_client, kit_image):
     )
     runner = Cli(work, env, [name, name + "-vx"])
     yield runner
-    for cname in runner.created:
-        try:
-            docker_client.containers.get(cname).remove(force=True)
-        except Exception:
-            pass
+    runner.remove_created(docker_client)

@@ -57,11 +57,7 @@ def kit(tmp_path_factory, docker_client, standin_image):
     )
     runner = Cli(base / "work", env, [name, probe_name(name)])
     yield runner
-    for cname in runner.created:
-        try:
-            docker_client.containers.get(cname).remove(force=True)
-        except Exception:
-            pass
+    runner.remove_created(docker_client)
 
 
 @pytest.fixture(scope="module")
@@ -288,11 +284,7 @@ def test_driver_too_old_for_the_image_cuda(kit, cuda_image, docker_client, tmp_p
         arch = _check(report, "gpu.arch")
         assert arch["status"] == "PASS" and arch["data"]["arch_list"] == "8.0;8.6;9.0"
     finally:
-        for cname in cli.created:
-            try:
-                docker_client.containers.get(cname).remove(force=True)
-            except Exception:
-                pass
+        cli.remove_created(docker_client)
 
 
 # ------------------------------------------------------------------------- disk

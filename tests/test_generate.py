@@ -62,11 +62,7 @@ def stack(tmp_path_factory, docker_client, standin_image):
     assert r.returncode == 0, r.stdout + r.stderr
     container = docker_client.containers.get(name)
     yield SimpleNamespace(cli=cli, container=container, out=root / "outputs", root=root)
-    for cname in cli.created:
-        try:
-            docker_client.containers.get(cname).remove(force=True)
-        except Exception:
-            pass
+    cli.remove_created(docker_client)
 
 
 def sh(container, script: str) -> str:
