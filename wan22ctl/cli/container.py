@@ -53,40 +53,26 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Build or pull the image when needed, then create and start the container."""
-    from wan22ctl.plan.container import plan_container
     from wan22ctl.plan.image import plan_image
 
     _check_stack(stack)
     if build and pull:
         raise UserError("--build and --pull exclude each other")
     settings = settings_from({"GPUS": gpus})
-    spec = plan_container(settings, stack)
-    if serve:  # issue 8: the resident server is the container's command (wan22ctl.cli.serve)
-        from wan22ctl.cli.serve import prepare_serve, serve_spec
-
-        spec = serve_spec(settings, stack)
+    spec = _up_spec(settings, stack, serve)
     image_plan = plan_image(settings, stack, build_context(), force_build=build, force_pull=pull)
     if dry_run:
-        emit({"container": spec.to_dict(), "image": image_plan.to_dict()}, as_json,
-             lambda d: _print_spec(d))
+        emit({"container": spec.to_dict(), "image": image_plan.to_dict()}, as_json, _print_spec)
         return
-    if stack == "main":
-        from wan22ctl.doctor import require  # doctor's cheap checks (issue 9): one line + fix, before any build
-
-        require(settings, "up")
 
     from wan22ctl.docker import containers
     from wan22ctl.docker.client import connect
 
+    _before_docker(settings, stack)
     client = connect()
     out = console(stderr=as_json)
     _ensure_image(client, settings, image_plan, out)
-    if stack == "videox-fun":
-        from wan22ctl.cli.ui import prepare_up
-
-        prepare_up(client, settings, out)
-    if serve:
-        prepare_serve(settings)
+    _prepare_host(client, settings, stack, serve, out)
     result = containers.ensure_running(client, spec, recreate=recreate)
     if result.action == "unchanged":
         out.print(f"{spec.name} is already running with this configuration; nothing to do")
@@ -96,24 +82,60 @@ def up(
             out.print(f"  {line}")
     else:
         out.print(f"{spec.name} {result.action}")
-    container = client.containers.get(spec.name)
     status = "skipped"
     if stack == "videox-fun":
         # The UI loads its model before it listens (minutes); `wan22ctl ui` waits for that.
-        wait = 0
         out.print("the UI is starting: `wan22ctl ui` waits until it answers and prints its URL")
-    if wait > 0:
-        status = containers.wait_healthy(container, wait)
+    elif wait > 0:
+        status = containers.wait_healthy(client.containers.get(spec.name), wait)
         out.print(f"{spec.name} is {status if status != 'none' else 'running'}")
     if as_json:
         emit({"action": result.action, "changes": result.changes, "name": spec.name,
               "container_id": result.container_id, "health": status}, True, print)
-    elif serve:
+    elif (hint := _next_step(settings, stack, serve, spec.name)) is not None:
+        out.print(hint)
+
+
+def _up_spec(settings, stack: str, serve: bool):
+    """The stack's container spec, or with --serve the main container running the resident server."""
+    from wan22ctl.plan.container import plan_container
+
+    if serve:
+        from wan22ctl.cli.serve import serve_spec
+
+        return serve_spec(settings, stack)
+    return plan_container(settings, stack)
+
+
+def _before_docker(settings, stack: str) -> None:
+    """Doctor's cheap checks (daemon API, host folders): one line and the fix, before any build."""
+    if stack == "main":
+        from wan22ctl.doctor import require
+
+        require(settings, "up")
+
+
+def _prepare_host(client, settings, stack: str, serve: bool, out) -> None:
+    """Host-side files the container expects: VideoX-Fun's models/ folders, the server's key file."""
+    if stack == "videox-fun":
+        from wan22ctl.cli.ui import prepare_up
+
+        prepare_up(client, settings, out)
+    if serve:
+        from wan22ctl.cli.serve import prepare_serve
+
+        prepare_serve(settings)
+
+
+def _next_step(settings, stack: str, serve: bool, name: str) -> str | None:
+    """What to do next, for people (the VideoX-Fun hint was printed with the start)."""
+    if serve:
         from wan22ctl.cli.serve import server_url
 
-        out.print(f"server: {server_url(settings)} (loading {settings['SERVER_TASK']}; `wan22ctl jobs`, `wan22ctl logs -f`)")
-    elif stack == "main":
-        out.print(f"attach a shell: docker attach {spec.name}   (detach with Ctrl-P Ctrl-Q)")
+        return f"server: {server_url(settings)} (loading {settings['SERVER_TASK']}; `wan22ctl jobs`, `wan22ctl logs -f`)"
+    if stack == "main":
+        return f"attach a shell: docker attach {name}   (detach with Ctrl-P Ctrl-Q)"
+    return None
 
 
 def _print_spec(data: dict) -> None:
