@@ -45,6 +45,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port  # noqa: F401 (also imported from here by other tests)
+
 OLAH_CLI = os.environ.get("WAN22CTL_OLAH_CLI", "/opt/wan22ctl-ci/olah/bin/olah-cli")
 def docker_gateway() -> str:
     """The host's address on Docker's default bridge (how bridge containers reach the proxy)."""
@@ -61,11 +63,6 @@ def docker_gateway() -> str:
 # Files whose payload goes to LFS, as on the Hub (.gitattributes tracks these suffixes).
 LFS_SUFFIXES = (".pth", ".safetensors", ".model", ".bin")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _payload(name: str, size: int) -> bytes:

@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = [pytest.mark.docker,
               pytest.mark.skipif(not shutil.which("docker-registry") or not shutil.which("htpasswd"),
                                  reason="docker-registry / htpasswd not installed")]
@@ -20,16 +22,11 @@ pytestmark = [pytest.mark.docker,
 USER, PASSWORD = "tester", "s3cret-registry-pw-71"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True).stdout
     (root / "htpasswd").write_text(htpasswd)
     (root / "config.yml").write_text(

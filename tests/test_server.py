@@ -21,15 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, clean_environ
+from tests.ports import free_port  # noqa: F401 (also imported from here by other tests)
 
 STANDIN = str(REPO / "tests" / "standins" / "fake_wan_pipeline.py")
 PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d49484452")  # header only; sizes appended per test
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Api:

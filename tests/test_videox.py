@@ -9,7 +9,6 @@ stand-in serves the launch plan at /plan, so the tests see what VideoX-Fun would
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_IMAGE, REPO, STANDINS, _build, _tree_hash, keep_image
+from tests.ports import free_port
 from wan22ctl.agent.videox import ensure_checkout
 from wan22ctl.errors import EnvError
 from wan22ctl.plan.image import plan_image
@@ -113,11 +113,6 @@ def videox_image(docker_client, kit_image) -> str:
     keep_image(target)
     return keep_image(tag)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

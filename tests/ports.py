@@ -1,0 +1,26 @@
+"""Free TCP ports for test servers, chosen below Linux's ephemeral range.
+
+Binding port 0 hands out an ephemeral port (32768-60999) that the kernel may give to the next
+outgoing or wildcard socket before the server binds it; torch's gloo and TCPStore take such
+ports too, which once made a server test fail with "Address already in use". Ports drawn at
+random from 20000-32767 and checked free are not handed out by the kernel on its own.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now and the kernel does not allocate itself."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(20000, 32767)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
