@@ -100,30 +100,34 @@ def _build(client, context: Path, tag: str, buildargs: dict, target: str | None 
         raise
 
 
+# What the product Dockerfile copies: a change to any of it means a new kit image.
+KIT_INPUTS = [REPO / "Dockerfile", REPO / "docker", REPO / "wan22ctl", REPO / "pyproject.toml", REPO / "download_model.sh"]
+
+
+def cached_image(client, repo: str, inputs: list[Path], salt: str, context: Path, buildargs: dict,
+                 target: str | None = None, dockerfile: str = "Dockerfile") -> str:
+    """`repo:<hash of inputs and salt>`, built only when absent, kept as this session's current tag."""
+    tag = f"{repo}:{_tree_hash(inputs, salt)}"
+    try:
+        client.images.get(tag)
+    except Exception:
+        _build(client, context, tag, buildargs, target=target, dockerfile=dockerfile)
+    return keep_image(tag)
+
+
 @pytest.fixture(scope="session")
 def kit_image(docker_client) -> str:
     """The product Dockerfile's kit layers on the Debian test base (GPU_STACK=false)."""
     docker_client.images.get(BASE_IMAGE)  # made by tests/make_base_image.sh (.ci/run)
-    tag = "wan22ctl-test/kit:" + _tree_hash(
-        [REPO / "Dockerfile", REPO / "docker", REPO / "wan22ctl", REPO / "pyproject.toml", REPO / "download_model.sh"],
-        BASE_IMAGE,
-    )
-    try:
-        docker_client.images.get(tag)
-    except Exception:
-        _build(docker_client, REPO, tag, {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="inference")
-    return keep_image(tag)
+    return cached_image(docker_client, "wan22ctl-test/kit", KIT_INPUTS, BASE_IMAGE, REPO,
+                        {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="inference")
 
 
 @pytest.fixture(scope="session")
 def standin_image(docker_client, kit_image) -> str:
     """The kit image plus stand-ins for nvidia-smi and Wan2.2's generate.py."""
-    tag = "wan22ctl-test/standin:" + _tree_hash([STANDINS], kit_image)
-    try:
-        docker_client.images.get(tag)
-    except Exception:
-        _build(docker_client, STANDINS, tag, {"KIT_IMAGE": kit_image})
-    return keep_image(tag)
+    return cached_image(docker_client, "wan22ctl-test/standin", [STANDINS], kit_image, STANDINS,
+                        {"KIT_IMAGE": kit_image})
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_IMAGE, REPO, STANDINS, _build, _tree_hash, keep_image
+from tests.conftest import BASE_IMAGE, KIT_INPUTS, REPO, STANDINS, cached_image
 from tests.ports import free_port
 from wan22ctl.agent.videox import ensure_checkout
 from wan22ctl.errors import EnvError
@@ -96,22 +96,11 @@ docker = pytest.mark.docker
 @pytest.fixture(scope="session")
 def videox_image(docker_client, kit_image) -> str:
     """Dockerfile target videox-fun (GPU_STACK=false) with the nvidia-smi and UI stand-ins."""
-    target = "wan22ctl-test/videox:" + _tree_hash(
-        [REPO / "Dockerfile", REPO / "docker", REPO / "wan22ctl", REPO / "pyproject.toml", REPO / "download_model.sh"],
-        BASE_IMAGE,
-    )
-    try:
-        docker_client.images.get(target)
-    except Exception:
-        _build(docker_client, REPO, target, {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="videox-fun")
-    tag = "wan22ctl-test/videox-standin:" + _tree_hash(
-        [STANDINS / "videox.Dockerfile", STANDINS / "nvidia-smi", STANDINS / "videox_ui_standin.py"], target)
-    try:
-        docker_client.images.get(tag)
-    except Exception:
-        _build(docker_client, STANDINS, tag, {"VIDEOX_IMAGE": target}, dockerfile="videox.Dockerfile")
-    keep_image(target)
-    return keep_image(tag)
+    target = cached_image(docker_client, "wan22ctl-test/videox", KIT_INPUTS, BASE_IMAGE, REPO,
+                          {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="videox-fun")
+    return cached_image(docker_client, "wan22ctl-test/videox-standin",
+                        [STANDINS / "videox.Dockerfile", STANDINS / "nvidia-smi", STANDINS / "videox_ui_standin.py"],
+                        target, STANDINS, {"VIDEOX_IMAGE": target}, dockerfile="videox.Dockerfile")
 
 
 
