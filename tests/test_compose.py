@@ -3,7 +3,8 @@
 `docker-compose config` (Compose v1, the one Debian ships) renders the file with the same
 environment the CLI sees; the result is compared field by field with `plan_container()`.
 Compose v1 does not know `uts` (Compose v2.15.1+ does), so that key is checked in the raw
-file and removed from the copy v1 renders.
+file and removed from the copy v1 renders. docker-compose.serve.yml, layered over it, is
+compared with the serve spec (`wan22ctl up --serve`) the same way, and run for real.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, clean_environ
-from wan22ctl.plan.container import plan_container
+from wan22ctl.plan.container import SERVER_KEY_FILE, plan_container, plan_serve_container
 from wan22ctl.plan.image import build_args
 from wan22ctl.settings import load_settings
 
@@ -29,13 +30,18 @@ VARIANTS = [
 ]
 
 
-def compose_config(tmp_path, env: dict, profile: str | None = None) -> dict:
+SERVE_FILE = "docker-compose.serve.yml"
+
+
+def compose_config(tmp_path, env: dict, profile: str | None = None, serve: bool = False) -> dict:
     raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     for svc in raw["services"].values():
         svc.pop("uts", None)
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(raw))
     shutil.copy(REPO / "container.env", tmp_path / "container.env")
-    cmd = ["docker-compose"] + (["--profile", profile] if profile else []) + ["config"]
+    shutil.copy(REPO / SERVE_FILE, tmp_path / SERVE_FILE)
+    files = ["-f", "docker-compose.yml"] + (["-f", SERVE_FILE] if serve else [])
+    cmd = ["docker-compose", *files] + (["--profile", profile] if profile else []) + ["config"]
     r = subprocess.run(cmd, cwd=tmp_path, env={**clean_environ(), **env}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return yaml.safe_load(r.stdout)["services"]
@@ -50,11 +56,45 @@ def _seconds(value: str) -> int:
 def test_compose_matches_docker_py_spec(tmp_path, env):
     spec = plan_container(load_settings(None, environ=env), "main")
     svc = compose_config(tmp_path, env)["wan22"]
-    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["wan22"]
+    assert svc["command"] == list(spec.command)
+    assert svc["environment"] == spec.environment
+    assert "ports" not in svc and spec.ports == {}
+    assert_same_container(svc, spec)
 
+
+SERVE_VARIANTS = [
+    {},
+    {**VARIANTS[1], "SERVER_TASK": "t2v-A14B", "SERVER_PORT": "18123", "SERVER_HOST": "0.0.0.0",
+     "WAN22_API_KEY": "s3cret-from-env"},
+]
+
+
+@pytest.mark.parametrize("env", SERVE_VARIANTS, ids=["defaults", "overridden-with-key"])
+def test_compose_serve_override_matches_the_serve_spec(tmp_path, env):
+    spec = plan_serve_container(load_settings(None, environ=env))
+    svc = compose_config(tmp_path, env, serve=True)["wan22"]
+
+    # The one difference, by design: the spec hands the key over in a file `up --serve` writes;
+    # Compose passes it from the environment as a variable (empty: no key).
+    key = env.get("WAN22_API_KEY", "")
+    command = list(spec.command)
+    if key:
+        at = command.index("--api-key-file")
+        assert command[at + 1] == SERVER_KEY_FILE
+        del command[at:at + 2]
+    assert svc["command"] == command
+    assert {**spec.environment, "WAN22_API_KEY": key} == svc["environment"]
+    (container_port, host), = spec.ports.items()
+    assert svc["ports"] == [f"{host}:{container_port}"]  # HOST_IP:PORT:8000/tcp
+    assert svc["tty"] is spec.tty is False and svc["stdin_open"] is spec.stdin_open is False
+    assert_same_container(svc, spec)
+
+
+def assert_same_container(svc: dict, spec) -> None:
+    """Every field the main and the serve container share, rendered by Compose vs the spec."""
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["wan22"]
     assert svc["image"] == spec.image
     assert svc["container_name"] == spec.name
-    assert svc["command"] == list(spec.command)
     assert svc["working_dir"] == spec.working_dir
     assert svc["ipc"] == spec.ipc_mode == "host"
     assert raw["uts"] == spec.uts_mode == "host"
@@ -62,9 +102,8 @@ def test_compose_matches_docker_py_spec(tmp_path, env):
     assert svc["security_opt"] == list(spec.security_opt)
     assert svc["shm_size"] == spec.shm_size
     assert svc["ulimits"]["memlock"] == {"soft": spec.memlock, "hard": spec.memlock}
-    assert svc["tty"] is spec.tty is True and svc["stdin_open"] is spec.stdin_open is True
+    assert svc["tty"] is spec.tty and svc["stdin_open"] is spec.stdin_open
     assert svc["restart"] == spec.restart_policy
-    assert svc["environment"] == spec.environment
     mounts = sorted(v.rsplit(":", 1)[0] if v.endswith((":rw", ":ro")) else v for v in svc["volumes"])
     assert mounts == sorted(f"{m.source}:{m.target}" for m in spec.mounts)
     hc = svc["healthcheck"]
