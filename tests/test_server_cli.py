@@ -1,5 +1,6 @@
-"""The host side of the resident server: `wan22ctl jobs`, `wait`, `cancel` and `submit_if_server`,
-run as a user runs them against a real server process (stand-in pipeline, no Docker needed).
+"""The host side of the resident server: `wan22ctl jobs`, `wait`, `cancel`, and `generate` (one
+prompt or a batch) submitting to it, run as a user runs them against a real server process
+(stand-in pipeline, no Docker needed).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from tests.conftest import clean_environ
+from tests.conftest import clean_environ, unique
+from tests.test_generate import fake_checkpoints
 from tests.test_server import Server, free_port
 
 
@@ -36,13 +38,13 @@ def settings_for(port: int, **extra):
     return load_settings(environ={"SERVER_PORT": str(port), **extra})
 
 
-def test_submit_if_server_then_wait_and_jobs(srv, tmp_path):
-    from wan22ctl.cli.serve import submit_if_server
+def test_submit_then_wait_and_jobs(srv, tmp_path):
+    from wan22ctl.cli.serve import server_for, submit
     from wan22ctl.plan.launch import build_request
 
     request = build_request("ti2v-5B", "a lighthouse at dusk", sample_steps=8, seed=7)
-    job = submit_if_server(settings_for(srv.port), request)
-    assert job is not None and job["state"] in ("queued", "running") and job["params"]["seed"] == 7
+    job = submit(server_for(settings_for(srv.port), "ti2v-5B"), request)
+    assert job["state"] in ("queued", "running") and job["params"]["seed"] == 7
 
     r = wan22ctl(srv, "wait", job["id"])
     assert r.returncode == 0, r.stderr
@@ -58,15 +60,110 @@ def test_submit_if_server_then_wait_and_jobs(srv, tmp_path):
     assert r.returncode == 0 and job["id"] in r.stdout and "succeeded" in r.stdout
 
 
-def test_submit_if_server_declines(srv):
-    from wan22ctl.cli.serve import submit_if_server
-    from wan22ctl.plan.launch import build_request
+def test_server_for_declines(srv):
+    from wan22ctl.cli.serve import server_for
 
     t0 = time.time()
-    assert submit_if_server(settings_for(free_port()), build_request("ti2v-5B", "x", seed=1)) is None
+    assert server_for(settings_for(free_port()), "ti2v-5B") is None
     assert time.time() - t0 < 2
     # A server that loaded another task leaves the request to generate.py.
-    assert submit_if_server(settings_for(srv.port), build_request("t2v-A14B", "x", size="832*480", seed=1)) is None
+    assert server_for(settings_for(srv.port), "t2v-A14B") is None
+
+
+@pytest.fixture
+def gen_env(tmp_path):
+    """`generate`'s settings next to the server: checkpoints it can check, no container to fall back to."""
+    fake_checkpoints(tmp_path / "ckpt")
+    return {"CHECKPOINT_DIR": str(tmp_path / "ckpt"), "CONTAINER_NAME": unique("wan22-no-such")}
+
+
+def test_generate_batch_goes_to_the_server(srv, tmp_path, gen_env):
+    (tmp_path / "notes.txt").write_text("not an image")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "a plain batch line\n"
+        '{"prompt": "a json batch line", "steps": 3, "seed": 77}\n'
+        '{"prompt": "bad frames", "frame_num": 80}\n'
+        '{"prompt": "this one breaks FAIL"}\n'
+        '{"prompt": "a text file as image", "image": "notes.txt"}\n'
+        "the last line still runs\n"
+    )
+    before = len(srv.calls_made())
+    r = wan22ctl(srv, "generate", "--task", "ti2v-5B", "--steps", "2", "--prompt-file", str(prompts), "--json",
+                 extra_env=gen_env)
+    assert r.returncode == 1, r.stderr
+    rows = json.loads(r.stdout)["runs"]
+    assert [row["status"] for row in rows] == ["ok", "ok", "invalid", "failed", "invalid", "ok"]
+    assert json.loads(r.stdout)["failed"] == 3
+    assert "4n+1" in rows[2]["error"]  # the CLI's check: never submitted
+    assert "image" in rows[4]["error"] and "PNG" in rows[4]["error"]  # the server's 422 for that line
+    assert "stand-in failure" in rows[3]["error"]
+    assert r.stderr.count("submitted to the resident server as video_") == 4
+    assert "prompts.jsonl:3: skipped" in r.stderr and "prompts.jsonl:5: skipped" in r.stderr
+    for row in rows[:2] + rows[5:]:
+        assert row["video"].startswith(str(srv.out)) and (tmp_path / row["video"]).is_file(), row
+    calls = srv.calls_made()[before:]
+    assert [c["input_prompt"] for c in calls] == ["a plain batch line", "a json batch line", "this one breaks FAIL",
+                                                  "the last line still runs"]
+    assert (calls[1]["sampling_steps"], calls[1]["seed"], calls[0]["sampling_steps"]) == (3, 77, 2)
+    listed = {j["id"]: j["state"] for j in json.loads(wan22ctl(srv, "jobs", "--json").stdout)["data"]}
+    assert [listed[row["job"]] for row in rows if row["job"]] == ["succeeded", "succeeded", "failed", "succeeded"]
+
+    # The same batch for a person: a line per run and the summary table.
+    prompts.write_text("one for the table\n{\"prompt\": \"bad frames\", \"frame_num\": 80}\n")
+    r = wan22ctl(srv, "generate", "--task", "ti2v-5B", "--steps", "2", "--prompt-file", str(prompts),
+                 extra_env=gen_env)
+    assert r.returncode == 1, r.stderr
+    assert "saved " in r.stdout and "generate: summary" in r.stdout and "invalid" in r.stdout
+    assert "1 of 2 generation(s) failed" in r.stderr
+
+
+def test_generate_dry_run_or_mixed_tasks_submit_nothing(srv, tmp_path, gen_env):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dry line\n")
+    before = len(json.loads(wan22ctl(srv, "jobs", "--json").stdout)["data"])
+    r = wan22ctl(srv, "generate", "--task", "ti2v-5B", "--prompt-file", str(prompts), "--dry-run", extra_env=gen_env)
+    assert r.returncode == 3 and "is not running" in r.stderr, r.stderr  # planning asks the container
+    # One server serves one task: a batch that mixes tasks runs through generate.py.
+    prompts.write_text('a 5B line\n{"prompt": "an A14B line", "task": "t2v-A14B", "size": "832*480"}\n')
+    r = wan22ctl(srv, "generate", "--task", "ti2v-5B", "--prompt-file", str(prompts), extra_env=gen_env)
+    assert r.returncode == 3 and "is not running" in r.stderr, r.stderr
+    assert "submitted" not in r.stderr
+    assert len(json.loads(wan22ctl(srv, "jobs", "--json").stdout)["data"]) == before
+
+
+def test_generate_one_prompt_json_and_ctrl_c(srv, tmp_path, gen_env):
+    r = wan22ctl(srv, "generate", "--task", "ti2v-5B", "--prompt", "one prompt, json", "--steps", "2", "--json",
+                 extra_env=gen_env)
+    assert r.returncode == 0, r.stderr
+    row, = json.loads(r.stdout)["runs"]
+    assert row["status"] == "ok" and row["job"].startswith("video_") and row["video"].endswith(".mp4")
+
+    # Ctrl-C stops watching; the server keeps every job of the batch.
+    prompts = tmp_path / "long.txt"
+    prompts.write_text("a long one\nanother long one\n")
+    env = clean_environ() | {"SERVER_PORT": str(srv.port), "OUTPUT_DIR": str(srv.out)} | gen_env
+    proc = subprocess.Popen([sys.executable, "-m", "wan22ctl", "generate", "--task", "ti2v-5B", "--steps", "400",
+                             "--prompt-file", str(prompts)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ids = []
+        for line in proc.stdout:  # a person's run: submissions and progress go to stdout
+            if "submitted to the resident server as " in line:
+                ids.append(line.split(" as ")[1].strip())
+            if len(ids) == 2:
+                break
+        srv.wait(ids[0], until=lambda j: j["progress"]["step"] >= 1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "stopped watching; the server keeps" in err, err
+    states = [srv.api("GET", f"/v1/videos/{i}")[1]["state"] for i in ids]
+    assert states == ["running", "queued"]
+    for i in ids:
+        wan22ctl(srv, "cancel", i)
 
 
 def test_cancel_and_wait_report_it(srv):

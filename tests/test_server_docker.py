@@ -1,12 +1,17 @@
-"""`wan22ctl up --serve` for real: the container runs the server (stand-in pipeline from the
-stand-in image), its port is published on 127.0.0.1, and the host commands reach it.
+"""`wan22ctl up --serve` and docker-compose.serve.yml for real: the container runs the server
+(stand-in pipeline from the stand-in image), its port is published on 127.0.0.1, and the host
+commands (`jobs`, `wait`, `generate` with one prompt or a batch) reach it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
+
+import pytest
+import yaml
 
 from tests.test_generate import fake_checkpoints
 from tests.test_server import Api, free_port
@@ -61,3 +66,60 @@ def test_up_serve_then_jobs_wait_from_the_host(cli, standin_image, docker_client
     assert "submitted to the resident server as video_" in r.stdout + r.stderr
     assert f"saved {out_dir}/ti2v-5B_1280x704_a-heron-by-the-server_" in r.stdout + r.stderr
     assert len(json.loads(cli("jobs", "--json", extra_env=env).stdout)["data"]) == 2
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
+def test_compose_serve_override_runs_the_server_and_a_batch(cli, standin_image, docker_client, tmp_path):
+    """docker-compose.serve.yml for real: the key from the environment, `--plan auto` over a
+    (stand-in) H100, the port on 127.0.0.1, and a `generate --prompt-file` batch queued there."""
+    from pathlib import Path
+
+    from tests.test_compose import compose_config
+
+    port, key = free_port(), "k3y-from-the-environment"
+    env = {**cli.env, "DOCKER_IMAGE": standin_image, "SERVER_PORT": str(port), "SERVER_TASK": "ti2v-5B",
+           "WAN22_API_KEY": key}
+    fake_checkpoints(Path(cli.env["CHECKPOINT_DIR"]))
+    (tmp_path / "compose").mkdir()
+    svc = compose_config(tmp_path / "compose", env, serve=True)["wan22"]
+    # What this GPU-less sandbox cannot start (GPU reservation, memlock); the rest as rendered.
+    del svc["deploy"], svc["ulimits"], svc["build"]
+    svc["environment"]["WAN22_FAKE_GPUS"] = "1x80:9.0:NVIDIA H100 80GB HBM3"
+    up = tmp_path / "up.yml"
+    up.write_text(yaml.safe_dump({"version": "3.9", "services": {"wan22": svc}}))
+    compose = ["docker-compose", "-p", cli.env["CONTAINER_NAME"], "-f", str(up)]
+    try:
+        r = subprocess.run([*compose, "up", "-d", "--no-build"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        container = docker_client.containers.get(cli.env["CONTAINER_NAME"])
+        binding = container.attrs["HostConfig"]["PortBindings"]["8000/tcp"][0]
+        assert binding == {"HostIp": "127.0.0.1", "HostPort": str(port)}
+        assert f"WAN22_API_KEY={key}" in container.attrs["Config"]["Env"]  # Compose's way (documented)
+
+        api = Api(f"http://127.0.0.1:{port}", key)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if api("GET", "/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, container.logs().decode()[-3000:]
+            time.sleep(0.2)
+        assert Api(api.base)("GET", "/v1/videos")[0] == 401
+        info = api("GET", "/v1/info")[1]
+        assert info["task"] == "ti2v-5B" and info["auth"] is True and info["plan"]["auto"], info
+
+        prompts = tmp_path / "prompts.txt"
+        prompts.write_text('a crane over a lake\n{"prompt": "bad frames", "frame_num": 80}\na boat at dawn\n')
+        r = cli("generate", "--task", "ti2v-5B", "--steps", "3", "--prompt-file", str(prompts), "--json",
+                extra_env=env)
+        assert r.returncode == 1, r.stdout + r.stderr  # the invalid line
+        rows = json.loads(r.stdout)["runs"]
+        assert [row["status"] for row in rows] == ["ok", "invalid", "ok"]
+        assert r.stderr.count("submitted to the resident server as video_") == 2
+        out_dir = cli.env["OUTPUT_DIR"]
+        for row in (rows[0], rows[2]):
+            assert row["video"].startswith(out_dir + "/ti2v-5B_1280x704_") and Path(row["video"]).is_file()
+    finally:
+        subprocess.run([*compose, "down", "--timeout", "5"], capture_output=True, timeout=120)

@@ -11,6 +11,8 @@ Everything the user typed is checked before Docker is touched (exit 2, one line)
 (`wan22ctl.plan.launch`) is computed on the host from the container's GPU inventory; the
 container side (`wan22ctl-agent generate`, `wan22ctl.agent.launcher`) runs it, reports
 progress events, checks the video and gives it its final name under OUTPUT_DIR.
+When a resident server serves the task (`wan22ctl up --serve`), the prompt or every valid line
+of a batch is queued there instead and followed with the same progress, lines and summary.
 """
 
 from __future__ import annotations
@@ -418,7 +420,7 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
     if not valid:
         _summary(jobs, as_json)
         raise UserError("no valid line in the prompt file")
-    if not batch and not dry_run and gpu_count is None and _ran_on_server(settings, jobs[0], as_json):
+    if not dry_run and gpu_count is None and _ran_on_server(settings, jobs, batch, as_json):
         return
     inv, ram, container, client = _inventory(settings, gpu_count, gpu_mem_gb, host_ram_gb)
     _plan_jobs(jobs, inv, ram, settings)
@@ -439,17 +441,26 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
 
     require(settings, "generate", task=valid[0].request.task, plan=valid[0].result.get("plan"))
     digest = _image_digest(client, container)
+
+    def run(job: Job, label: str, out) -> dict:
+        for warning in job.result["plan"].warnings:
+            out.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+        return run_one(client, container, job.result["plan"], wait=not no_wait, as_json=as_json, label=label,
+                       digest=digest)
+
+    _run_jobs(settings, jobs, batch, as_json, run)
+
+
+def _run_jobs(settings, jobs: list[Job], batch: bool, as_json: bool, run) -> None:
+    """Run each valid job in order with `run(job, label, out)` (it returns the run's result), then
+    report as the user expects: skipped lines, a line per run, the batch summary, the exit code."""
     _OUTPUT_DIR["host"] = settings["OUTPUT_DIR"]
     out = console(stderr=as_json)
     for n, job in enumerate(jobs, start=1):
         if job.request is None:
             out.print(f"[red]{job.label}: skipped: {job.error}[/red]")
             continue
-        label = f"[{n}/{len(jobs)}]" if batch else job.request.task
-        for warning in job.result["plan"].warnings:
-            out.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
-        job.result["run"] = run_one(client, container, job.result["plan"], wait=not no_wait, as_json=as_json,
-                                    label=label, digest=digest)
+        job.result["run"] = run(job, f"[{n}/{len(jobs)}]" if batch else job.request.task, out)
         _report_run(out, job)
     failed = [j for j in jobs if j.request is None or j.result["run"].get("status") != "ok"]
     if batch or as_json:
@@ -460,32 +471,54 @@ def _generate(task, size, prompt, prompt_file, image, frame_num, steps, shift, g
             raise EnvError("the GPUs are busy with another generation (--no-wait)", fix="wait for it, or run without --no-wait")
         if run.get("status") == "interrupted":
             raise KeyboardInterrupt
-        raise RunFailed(f"generation failed: {run.get('reason', 'unknown reason')}")
+        raise RunFailed(f"generation {run.get('status', 'failed')}: {run.get('reason') or 'unknown reason'}")
     if failed:
         raise RunFailed(f"{len(failed)} of {len(jobs)} generation(s) failed")
 
 
-def _ran_on_server(settings, job: Job, as_json: bool) -> bool:
-    """Submit to a resident server serving this task (`wan22ctl up --serve`) and follow it; False when none."""
-    from wan22ctl.cli.serve import submit_if_server, wait_for_job
+def _ran_on_server(settings, jobs: list[Job], batch: bool, as_json: bool) -> bool:
+    """With a resident server serving the task (`wan22ctl up --serve`): queue every valid job there,
+    then follow them in order as a local run is shown. False when there is no such server (or the
+    batch mixes tasks, which one server cannot serve)."""
+    from wan22ctl.cli.serve import as_run, follow_job, server_for, submit
 
-    submitted = submit_if_server(settings, job.request)
-    if submitted is None:
+    tasks = {j.request.task for j in jobs if j.request is not None}
+    client = server_for(settings, tasks.pop()) if len(tasks) == 1 else None
+    if client is None:
         return False
-    console(stderr=as_json).print(f"submitted to the resident server as {submitted['id']}")
-    final = wait_for_job(settings, submitted["id"], as_json=as_json, label=job.request.task)
-    if as_json:
-        emit(final, True, print)
+    out = console(stderr=as_json)
+
+    def run(job: Job, label: str, out) -> dict:
+        return as_run(follow_job(settings, job.result["job_id"], out, quiet=as_json, label=label))
+
+    try:
+        # All at once, so the server goes from one video to the next without waiting for this host.
+        for job in jobs:
+            if job.request is None:
+                continue
+            try:
+                job.result["job_id"] = submit(client, job.request)["id"]
+            except UserError as exc:
+                if not batch:
+                    raise
+                job.error, job.request = exc.message, None
+                continue
+            out.print(f"{job.label + ': ' if batch else ''}submitted to the resident server as "
+                      f"{job.result['job_id']}", markup=False)
+        _run_jobs(settings, jobs, batch, as_json, run)
+    except KeyboardInterrupt:
+        raise Interrupted("stopped watching; the server keeps the submitted job(s): `wan22ctl jobs` lists them, "
+                          "`wan22ctl cancel ID` stops one") from None
     return True
 
 
 def _report_run(out, job: Job) -> None:
     run = job.result["run"]
     if run.get("status") == "ok":
-        out.print(f"saved {_host_path(run['video'])} ({run.get('bytes', 0)} bytes, {run.get('total_s', 0):.1f} s)",
-                  markup=False, soft_wrap=True)
-    elif run.get("status") == "failed":
-        out.print(f"[red]failed:[/red] {run.get('reason')}", soft_wrap=True)
+        size = f"{run['bytes']} bytes, " if "bytes" in run else ""
+        out.print(f"saved {_host_path(run['video'])} ({size}{run.get('total_s', 0):.1f} s)", markup=False, soft_wrap=True)
+    elif run.get("status") in ("failed", "cancelled"):
+        out.print(f"[red]{run['status']}:[/red] {run.get('reason')}", soft_wrap=True)
 
 
 _OUTPUT_DIR = {"host": None}
@@ -513,6 +546,7 @@ def _summary(jobs: list[Job], as_json: bool) -> None:
             "video": _host_path(run["video"]) if run.get("video") else None,
             "sidecar": _host_path(run["sidecar"]) if run.get("sidecar") else None,
             "seconds": run.get("total_s"),
+            "job": run.get("job"),  # the resident server's job id, when the server ran it
             "error": job.error or (run.get("reason") if status != "ok" else None),
         })
     if as_json:

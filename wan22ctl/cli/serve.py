@@ -4,6 +4,7 @@ Examples:
     wan22ctl up --serve                  # the container runs the server (SERVER_TASK, port SERVER_PORT)
     wan22ctl serve --task t2v-A14B --plan auto   # run it here instead (inside the container, say)
     wan22ctl generate --task ti2v-5B --prompt "..."   # goes to the server when one serves that task
+    wan22ctl generate --task ti2v-5B --prompt-file prompts.txt   # so does every valid line of a batch
     wan22ctl jobs                        # queued, running and recent jobs
     wan22ctl jobs --state failed --json
     wan22ctl wait video_0123...          # live steps, expert and ETA until the job ends
@@ -172,12 +173,11 @@ def request_body(request) -> dict:
     return body
 
 
-def submit_if_server(settings, request) -> dict | None:
-    """Queue `request` on a running server that serves its task: the job (host paths), else None.
+def server_for(settings, task: str) -> ServerClient | None:
+    """A client for the running server when it serves `task`, else None (`generate` runs generate.py).
 
     None when no server answers at SERVER_HOST:SERVER_PORT within half a second, or when the
-    server loaded another task — the caller then runs generate.py as before. Errors the server
-    reports about the request itself (422, a wrong API key) are the user's: UserError.
+    server loaded another task. A server that refuses the API key is the user's to fix: UserError.
     """
     client = client_for(settings)
     try:
@@ -186,35 +186,49 @@ def submit_if_server(settings, request) -> dict | None:
         return None
     try:
         info = client.call("GET", "/v1/info")
-        if info.get("task") != request.task:
-            return None
-        job = client.call("POST", "/v1/videos", request_body(request))
     except ServerError as exc:
         raise _user_facing(exc, client) from None
     except OSError:
         return None
-    return _localise(settings, job)
+    return client if info.get("task") == task else None
 
 
-def wait_for_job(settings, job_id: str, *, as_json: bool = False, label: str | None = None,
-                 reconnect_s: float = RECONNECT_S) -> dict:
-    """Follow a job with the same progress view as `generate` until it ends; the final job (host paths).
+def submit(client: ServerClient, request) -> dict:
+    """Queue `request` (a `plan.launch.GenerationRequest`) on the server: the job as the server
+    reports it. What the server rejects about the request (422) is a UserError."""
+    try:
+        return client.call("POST", "/v1/videos", request_body(request))
+    except ServerError as exc:
+        raise _user_facing(exc, client) from None
+    except OSError as exc:
+        raise EnvError(f"the server at {client.base_url} stopped answering ({getattr(exc, 'reason', exc)})",
+                       fix="check `wan22ctl logs`; `wan22ctl jobs` lists what it queued") from None
+
+
+def as_run(job: dict) -> dict:
+    """A finished server job as the result `generate` reports for a run (status ok/failed/cancelled)."""
+    seconds = (job["finished_at"] or 0) - (job["started_at"] or job["finished_at"] or 0)
+    return {"status": "ok" if job["state"] == "succeeded" else job["state"], "video": job.get("output"),
+            "sidecar": job.get("sidecar"), "total_s": seconds, "reason": job.get("error"), "job": job["id"]}
+
+
+def follow_job(settings, job_id: str, out, *, quiet: bool = False, label: str | None = None,
+               reconnect_s: float = RECONNECT_S) -> dict:
+    """Draw a job with the `generate` progress view until it ends; the final job, as the server reports it.
 
     A server that restarts meanwhile (crash, `docker restart`, a reload) is waited for up to
-    `reconnect_s` seconds: the queue survives it, and so does the job. Raises RunFailed when the
-    job failed or was cancelled. Ctrl-C stops watching, not the job.
+    `reconnect_s` seconds: the queue survives it, and so does the job.
     """
     import http.client
     import time
 
-    from wan22ctl.cli.generate import RunView, _fmt_s
+    from wan22ctl.cli.generate import RunView
 
     client = client_for(settings)
-    out = console(stderr=as_json)
     final: dict | None = None
     lost_since: float | None = None
     try:
-        with RunView(out, quiet=as_json, label=label or job_id) as view:
+        with RunView(out, quiet=quiet, label=label or job_id) as view:
             state = {"phase": None}
             while final is None:
                 try:
@@ -235,11 +249,23 @@ def wait_for_job(settings, job_id: str, *, as_json: bool = False, label: str | N
                     time.sleep(1.0)
     except ServerError as exc:
         raise _user_facing(exc, client) from None
+    return final
+
+
+def wait_for_job(settings, job_id: str, *, as_json: bool = False, reconnect_s: float = RECONNECT_S) -> dict:
+    """`wan22ctl wait`: follow a job until it ends; the final job (host paths).
+
+    Raises RunFailed when the job failed or was cancelled. Ctrl-C stops watching, not the job.
+    """
+    from wan22ctl.cli.generate import _fmt_s
+
+    out = console(stderr=as_json)
+    try:
+        final = _localise(settings, follow_job(settings, job_id, out, quiet=as_json, reconnect_s=reconnect_s))
     except KeyboardInterrupt:
         out.print(f"stopped watching; {job_id} goes on (`wan22ctl wait {job_id}` to follow it again, "
                   f"`wan22ctl cancel {job_id}` to stop it)")
         raise
-    final = _localise(settings, final)
     if final["state"] == "succeeded":
         seconds = (final["finished_at"] or 0) - (final["started_at"] or 0)
         out.print(f"saved {final['output']} ({_fmt_s(seconds)} on the server, seed {final['seed']})", markup=False)
