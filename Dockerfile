@@ -18,6 +18,9 @@ ARG FLASH_ATTN_CUDA_ARCHS="80;90"
 # backend needs no flash-attn); wheel: wheel or fail; build: compile with ninja; none: skip
 ARG FLASH_ATTN=auto
 ARG FLASH_ATTN_VERSION=2.8.3
+# FlashAttention-4 (CuTe DSL wheels, the fastest backend measured on Hopper); none: skip
+ARG FLASH_ATTN4_VERSION=4.0.0b36
+ARG CUTLASS_DSL_VERSION=4.8.1
 ARG MAX_JOBS=4
 ARG TORCH_VERSION=2.8.0
 ARG TORCHVISION_VERSION=0.23.0
@@ -40,6 +43,7 @@ COPY docker/install-gpu-stack.sh /tmp/install-gpu-stack.sh
 RUN if [ "$GPU_STACK" = "true" ]; then \
         FLASH_ATTN="$FLASH_ATTN" FLASH_ATTN_VERSION="$FLASH_ATTN_VERSION" \
         FLASH_ATTN_CUDA_ARCHS="$FLASH_ATTN_CUDA_ARCHS" MAX_JOBS="$MAX_JOBS" \
+        FLASH_ATTN4_VERSION="$FLASH_ATTN4_VERSION" CUTLASS_DSL_VERSION="$CUTLASS_DSL_VERSION" \
         TORCH_VERSION="$TORCH_VERSION" TORCHVISION_VERSION="$TORCHVISION_VERSION" TORCH_INDEX_URL="$TORCH_INDEX_URL" \
         WAN22_REPO="$WAN22_REPO" WAN22_REF="$WAN22_REF" bash /tmp/install-gpu-stack.sh; \
     else mkdir -p /workspace/wan2.2; fi && rm -f /tmp/install-gpu-stack.sh

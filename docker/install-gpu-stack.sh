@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CUDA-only layer of the inference image: system libraries, Wan2.2's Python requirements with
-# the pins upstream forgets, flash-attn (prebuilt wheel when one matches, else compiled), and
+# the pins upstream forgets, flash-attn (prebuilt wheel when one matches, else compiled),
+# FlashAttention-4 (wheels), and
 # Wan2.2 cloned at the pinned commit. Run by the Dockerfile when GPU_STACK=true.
 set -euo pipefail
 
@@ -54,3 +55,11 @@ case "$FLASH_ATTN" in
         python3 -m pip install --no-build-isolation "flash-attn==$FLASH_ATTN_VERSION";;
   *) echo "unknown FLASH_ATTN=$FLASH_ATTN (auto|wheel|build|none)" >&2; exit 2;;
 esac
+
+# FlashAttention-4: Python on NVIDIA's CuTe DSL (wheels only, kernels compiled at first use, no
+# build step). WAN22_ATTENTION=auto picks it on Hopper, where it measured 670 TFLOP/s against 572
+# for cuDNN (BENCHMARKS.md); where it cannot load, auto falls back to cuDNN SDPA.
+if [ "$FLASH_ATTN4_VERSION" != "none" ]; then
+    python3 -m pip install -c /tmp/torch-constraints.txt \
+        "flash-attn-4==$FLASH_ATTN4_VERSION" "nvidia-cutlass-dsl==$CUTLASS_DSL_VERSION"
+fi

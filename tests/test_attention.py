@@ -131,6 +131,8 @@ def test_missing_flash_package_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn_interface", None)  # import fails
     with pytest.raises(RuntimeError, match="flash_attn_interface"):
         A.resolve("flash3", torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="flash-attn-4"):
+        A.resolve("flash4", torch.device("cpu"))
 
 
 def test_install_patches_wan_before_model_import(tmp_path):
@@ -163,7 +165,7 @@ def test_install_patches_wan_before_model_import(tmp_path):
 
 # ---- GPU: every backend this machine has, bf16 tolerance, fresh inputs -------------------------
 
-GPU_BACKENDS = ["auto", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "flash2", "flash3"]
+GPU_BACKENDS = ["auto", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "flash2", "flash3", "flash4"]
 
 
 @pytest.mark.gpu
@@ -196,7 +198,7 @@ def test_gpu_wan_shapes_all_backends_agree(backend):
     q = rand(1, 4096, 40, 128, device="cuda", dtype=torch.bfloat16)
     ctx = rand(1, 512, 40, 128, device="cuda", dtype=torch.bfloat16)
     ref = reference(q[:, :512].float(), ctx.float(), ctx.float(), k_lens=[512])
-    for name in ("sdpa-cudnn", "sdpa-flash", "auto"):
+    for name in ("sdpa-cudnn", "sdpa-flash", "flash4", "auto"):
         if name != "auto" and not A.available(name):
             continue
         backend(name)

@@ -8,6 +8,8 @@ flash-attn, and picks the kernel per `WAN22_ATTENTION`:
     auto            the fastest backend measured on this GPU architecture (`MEASURED_ORDER`), else
                     the first available of flash3, sdpa-cudnn, flash2, sdpa-flash
     flash3 / flash2 the flash-attn packages, exactly as upstream calls them (must be installed)
+    flash4          FlashAttention-4 (`flash_attn.cute`, package flash-attn-4: CuTe DSL kernels
+                    compiled at first use for Hopper and Blackwell; no build step in the image)
     sdpa            SDPA preferring cuDNN, then flash, mem-efficient, math
     sdpa-cudnn / sdpa-flash / sdpa-efficient / sdpa-math
                     SDPA with that kernel first (sdpa-flash = FlashAttention-2 kernels inside PyTorch,
@@ -32,16 +34,16 @@ import torch
 import torch.nn.functional as F
 
 ENV_VAR = "WAN22_ATTENTION"
-CHOICES = ("auto", "flash3", "flash2", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
+CHOICES = ("auto", "flash4", "flash3", "flash2", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
 
 # Backends ranked by measured speed at Wan2.2 shapes, keyed by CUDA compute capability; a backend
 # that is not installed is skipped. Source: BENCHMARKS.md, "GPU: attention backends ..." (torch
-# 2.11+cu130, 2026-11-27): on sm_90 cuDNN SDPA ran 554-574 TFLOP/s against 352-361 for SDPA's
-# FlashAttention-2 kernels on an H200 and 568 vs 354 on an H100 (A14B 480P/720P, 5B shapes).
-# FA3 could not be installed there, so it ranks after the measured winner; capabilities with no
-# measurement use FALLBACK_ORDER.
+# 2.11+cu130, 2026-11-27), H100 at A14B 720P (75,600 tokens x 40 heads x 128): FlashAttention-4
+# (flash-attn-4 4.0.0b36, CuTe DSL 4.8.1) 669.6 TFLOP/s, cuDNN SDPA 571.7, SDPA's FA2 kernels 355.7;
+# 480P 654.9 / 573.8 / 356.7 (H200 runs: cuDNN 554-574 vs FA2 352-361). FA3 could not be installed
+# there, so it ranks after the measured winners; capabilities with no measurement use FALLBACK_ORDER.
 MEASURED_ORDER: dict[tuple[int, int], tuple[str, ...]] = {
-    (9, 0): ("sdpa-cudnn", "flash3", "flash2", "sdpa-flash", "sdpa-efficient"),
+    (9, 0): ("flash4", "sdpa-cudnn", "flash3", "flash2", "sdpa-flash", "sdpa-efficient"),
 }
 FALLBACK_ORDER = ("flash3", "sdpa-cudnn", "flash2", "sdpa-flash", "sdpa-efficient", "sdpa-math")
 
@@ -69,11 +71,15 @@ def _sdpa_backends(name: str) -> list:
 
 def _flash_module(name: str):
     try:
-        if name == "flash3":
+        if name == "flash4":
+            import flash_attn.cute as mod  # noqa: PLC0415
+        elif name == "flash3":
             import flash_attn_interface as mod  # noqa: PLC0415
         else:
             import flash_attn as mod  # noqa: PLC0415
-    except ImportError:
+
+            mod.flash_attn_varlen_func  # noqa: B018 - flash-attn-4 alone leaves a bare `flash_attn`
+    except Exception:  # noqa: BLE001 - a broken install (missing CUDA libs) counts as absent
         return None
     return mod
 
@@ -107,6 +113,9 @@ def available(name: str, device: torch.device | None = None) -> bool:
         return _flash_module(name) is not None
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device())
+    if name == "flash4":  # kernels for sm_90 (Hopper) and sm_100+ (Blackwell) only
+        return (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+                and _flash_module(name) is not None)
     if device.type != "cuda":
         return name in ("sdpa", "sdpa-math")
     return _sdpa_usable(name, device)
@@ -132,7 +141,8 @@ def resolve(name: str | None = None, device: torch.device | None = None) -> str:
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if name != "auto":
         if not available(name, device):
-            missing = {"flash3": "the flash_attn_interface package (FlashAttention-3)",
+            missing = {"flash4": "the flash-attn-4 package (flash_attn.cute) and a Hopper or newer GPU",
+                       "flash3": "the flash_attn_interface package (FlashAttention-3)",
                        "flash2": "the flash_attn package (FlashAttention-2)"}.get(name, f"PyTorch's {name} kernel on this GPU")
             raise RuntimeError(f"{ENV_VAR}={name} needs {missing}; use {ENV_VAR}=auto or sdpa")
         return name
@@ -167,6 +177,10 @@ def _flash_varlen(name, q, k, v, q_lens, k_lens, lq, lk, b, dropout_p, softmax_s
     mod = _flash_module(name)
     cu_q = torch.cat([q_lens.new_zeros([1]), q_lens]).cumsum(0, dtype=torch.int32).to(q.device, non_blocking=True)
     cu_k = torch.cat([k_lens.new_zeros([1]), k_lens]).cumsum(0, dtype=torch.int32).to(q.device, non_blocking=True)
+    if name == "flash4":
+        return mod.flash_attn_varlen_func(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=lq,
+                                          max_seqlen_k=lk, softmax_scale=softmax_scale, causal=causal,
+                                          window_size=_fa4_window(window_size))[0]
     if name == "flash3":
         out = mod.flash_attn_varlen_func(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqused_q=None,
                                          seqused_k=None, max_seqlen_q=lq, max_seqlen_k=lk,
@@ -175,6 +189,11 @@ def _flash_varlen(name, q, k, v, q_lens, k_lens, lq, lk, b, dropout_p, softmax_s
     return mod.flash_attn_varlen_func(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=lq,
                                       max_seqlen_k=lk, dropout_p=dropout_p, softmax_scale=softmax_scale,
                                       causal=causal, window_size=window_size, deterministic=deterministic)
+
+
+def _fa4_window(window_size):
+    """flash-attn's (-1, -1) = unlimited as FlashAttention-4 spells it (None)."""
+    return tuple(None if w < 0 else w for w in window_size)
 
 
 def _mask(lq: int, lk: int, causal: bool, window_size, device) -> torch.Tensor | None:
@@ -228,7 +247,18 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     if q_scale is not None:
         q = q * q_scale
 
-    if backend in ("flash3", "flash2"):
+    if backend == "flash4" and dropout_p:  # no dropout in FA4 (Wan never asks for it in inference)
+        backend = "sdpa"
+    # lengths live on the CPU in Wan (torch.tensor of Python ints): reading them costs no sync
+    q_n = [lq] * b if q_lens is None else [int(n) for n in q_lens.tolist()]
+    k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
+    full = all(n == lq for n in q_n) and all(n == lk for n in k_n)
+    if backend == "flash4" and full:  # Wan's usual case (self-attention passes k_lens = the full length)
+        out = _flash_module("flash4").flash_attn_func(q.contiguous(), k.contiguous(), v.contiguous(),
+                                                      softmax_scale=softmax_scale, causal=causal,
+                                                      window_size=_fa4_window(window_size))[0]
+        return out.type(out_dtype)
+    if backend in ("flash4", "flash3", "flash2"):
         q_l = torch.tensor([lq] * b, dtype=torch.int32, device=q.device) if q_lens is None else q_lens
         k_l = torch.tensor([lk] * b, dtype=torch.int32, device=k.device) if k_lens is None else k_lens
         pq = q.flatten(0, 1) if q_lens is None else torch.cat([u[:n] for u, n in zip(q, q_lens)])
@@ -247,10 +277,7 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
         rep = q.size(2) // k.size(2)
         k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
 
-    # lengths live on the CPU in Wan (torch.tensor of Python ints): reading them costs no sync
-    q_n = [lq] * b if q_lens is None else [int(n) for n in q_lens.tolist()]
-    k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
-    if all(n == lq for n in q_n) and all(n == lk for n in k_n):
+    if full:
         mask = _mask(lq, lk, causal, window_size, q.device)
         out = _sdpa(backend, q, k, v, dropout_p, softmax_scale, mask)
         if mask is not None:
@@ -317,6 +344,30 @@ class _PatchAfterLoad:
         return spec
 
 
+def _guard_bare_flash_attn() -> None:
+    """flash-attn-4 ships only `flash_attn/cute`, so `flash_attn` becomes a bare namespace package and
+    upstream's `from flash_attn import flash_attn_varlen_func` (wan/utils/prompt_extend.py) raises
+    ImportError, which upstream does not catch: generate.py dies at import. Upstream catches
+    ModuleNotFoundError (flash-attn absent), so the bare namespace answers missing names with that."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("flash_attn")
+    except (ImportError, ValueError):
+        return
+    if spec is None or spec.origin not in (None, "namespace"):  # absent, or the real flash-attn 2
+        return
+    import flash_attn
+
+    def __getattr__(name):
+        if name.startswith("flash_attn_"):  # what upstream imports from flash-attn 2
+            raise ModuleNotFoundError(f"flash_attn.{name}: only flash-attn-4 (flash_attn.cute) is installed",
+                                      name="flash_attn")
+        raise AttributeError(name)
+
+    flash_attn.__getattr__ = __getattr__
+
+
 def install() -> str:
     """Route Wan's attention through this module; returns the requested backend name.
 
@@ -325,6 +376,7 @@ def install() -> str:
     Validates WAN22_ATTENTION at once (ValueError) so that a typo fails before any weights load.
     """
     name = requested()
+    _guard_bare_flash_attn()
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())
     for mod_name, module in list(sys.modules.items()):
