@@ -172,3 +172,78 @@ def test_wanrun_rejects_unknown_backend_before_loading(standin_wan):
     res = run_wanrun(standin_wan, WAN22_ATTENTION="fa9")
     assert res.returncode == 2
     assert "WAN22_ATTENTION='fa9'" in res.stderr and "SEEN" not in res.stdout
+
+
+class _Pipeline:
+    """Upstream's MoE pipeline shape (WanT2V/WanI2V): two experts, `init_on_cpu`, the same
+    `_prepare_model_for_timestep` contract (which `_patch_swap` replaces)."""
+
+    def __init__(self, device, init_on_cpu=True):
+        torch.manual_seed(0)
+        self.high_noise_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16)).to(torch.bfloat16)
+        self.low_noise_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16)).to(torch.bfloat16)
+        self.low_noise_model[0].register_buffer("scale", torch.arange(4.0))
+        self.device, self.init_on_cpu = device, init_on_cpu
+
+    def _prepare_model_for_timestep(self, t, boundary, offload_model):
+        """upstream docstring"""
+        raise AssertionError("replaced by the patch")
+
+
+def _weights(model):
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _devices(model):
+    return {t.device.type for t in list(model.parameters()) + list(model.buffers())}
+
+
+@pytest.fixture()
+def swapping(monkeypatch):
+    monkeypatch.delattr(_Pipeline, "_wan22_swap", raising=False)
+    original = _Pipeline._prepare_model_for_timestep
+    S._patch_swap(_Pipeline)
+    yield _Pipeline
+    _Pipeline._prepare_model_for_timestep = original
+
+
+def _swap_run(device):
+    pipe = _Pipeline(device)
+    high0, low0 = _weights(pipe.high_noise_model), _weights(pipe.low_noise_model)
+    t_high, t_low = torch.tensor(900), torch.tensor(100)
+    assert pipe._prepare_model_for_timestep(t_high, 875, False) is pipe.high_noise_model
+    assert _devices(pipe.high_noise_model) == {device.type} and _devices(pipe.low_noise_model) == {"cpu"}
+    host = [v.data_ptr() for *_, v in pipe.high_noise_model.__dict__["_wan22_host"]]
+    # the switch: high-noise weights go back to their host copy (no copy made), low-noise comes up
+    assert pipe._prepare_model_for_timestep(t_low, 875, False) is pipe.low_noise_model
+    assert _devices(pipe.high_noise_model) == {"cpu"} and _devices(pipe.low_noise_model) == {device.type}
+    assert {p.data_ptr() for p in pipe.high_noise_model.parameters()} <= set(host)
+    # upstream's end-of-run `.cpu()` (offload_model) repoints too
+    pipe.low_noise_model.cpu()
+    assert _devices(pipe.low_noise_model) == {"cpu"}
+    for before, model in ((high0, pipe.high_noise_model), (low0, pipe.low_noise_model)):
+        after = _weights(model)
+        assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    return pipe
+
+
+def test_fast_swap_moves_experts_through_one_host_copy(swapping):
+    # the meta device stands in for the GPU on this CPU machine: only placement is checked here
+    pipe = _swap_run(torch.device("meta"))
+    assert pipe._prepare_model_for_timestep.__doc__ == "upstream docstring"
+
+
+def test_fast_swap_leaves_resident_experts_alone(swapping):
+    pipe = _Pipeline(torch.device("meta"), init_on_cpu=False)
+    assert pipe._prepare_model_for_timestep(torch.tensor(900), 875, False) is pipe.high_noise_model
+    assert _devices(pipe.high_noise_model) == {"cpu"} and "_wan22_host" not in pipe.high_noise_model.__dict__
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_swap_on_gpu_keeps_weights_and_pins(swapping):
+    pipe = _swap_run(torch.device("cuda", 0))
+    flat, pinned = pipe.high_noise_model.__dict__["_wan22_host_flat"]
+    assert pinned and flat.is_pinned()
+    x = torch.randn(3, 8, dtype=torch.bfloat16, device="cuda")
+    reference = _Pipeline(torch.device("cuda", 0)).low_noise_model.to("cuda")(x)
+    assert torch.equal(pipe._prepare_model_for_timestep(torch.tensor(100), 875, False)(x), reference)

@@ -16,6 +16,15 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
     WAN22_COMPILE (default 0)
         `torch.compile` of the transformer block (one graph shared by all blocks and both experts),
         with a graph break at the attention call. The first forward pays the compilation.
+    WAN22_FAST_SWAP (default 1)
+        On one GPU upstream builds the A14B pipelines with `init_on_cpu=True`, so even without
+        --offload_model the expert needed next is copied to the GPU with `.to(device)` and the other
+        one back with `.to('cpu')`, which allocates fresh pageable host memory for 28.6 GB of bf16
+        weights each time (measured: ~37 s per video on an H200, first step plus the high->low
+        switch). Here each expert gets one page-locked host copy of its weights (made once);
+        offloading repoints the parameters to that copy (inference never changes weights, so nothing
+        is copied back) and loading is one DMA copy from page-locked memory. Same weights, same
+        results; only where the bytes live and how they move changes.
     WAN22_FORWARD_TIMES (default 0; measurement, not a speedup)
         Synchronize around every DiT forward and print a `forward` event (seconds, which model
         instance: the two A14B experts are told apart) for per-expert step times.
@@ -32,7 +41,10 @@ import weakref
 
 import torch
 
-FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "0", "WAN22_FORWARD_TIMES": "0"}
+FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "0", "WAN22_FAST_SWAP": "1",
+         "WAN22_FORWARD_TIMES": "0"}
+# pipeline modules whose MoE classes swap the two experts (WanT2V, WanI2V)
+SWAP_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V"}
 
 
 def enabled(name: str) -> bool:
@@ -152,6 +164,105 @@ def _grids(grid_sizes) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in g) for g in grid_sizes.tolist()]
 
 
+# ---- expert swapping through page-locked host memory --------------------------------------------
+
+def _tensors(module):
+    """(owner module, kind, name) of every parameter and buffer of `module`, in a fixed order."""
+    for sub in module.modules():
+        for kind in ("_parameters", "_buffers"):
+            for name, t in getattr(sub, kind).items():
+                if t is not None:
+                    yield sub, kind, name
+
+
+def _register(buf: torch.Tensor) -> bool:
+    """Page-lock `buf` in place (cudaHostRegister), so copies from it run at DMA speed."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        code = torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), buf.numel() * buf.element_size(), 0)
+    except (RuntimeError, AttributeError):
+        return False
+    return int(code) == 0
+
+
+def _host_copy(module) -> list:
+    """The module's weights in one page-locked host buffer, made once: [(sub, kind, name, view)].
+
+    One flat buffer registered with cudaHostRegister, not torch's pinned allocator: that one rounds
+    every allocation up to a power of two (a 28.6 GB expert would take 32 GB or, per tensor, up to
+    twice its size). If registration fails the buffer stays pageable and swapping still skips the
+    GPU->host copy.
+    """
+    views = module.__dict__.get("_wan22_host")
+    if views is not None:
+        return views
+    entries = list(_tensors(module))
+    sizes, offset, offsets = [], 0, []
+    for sub, kind, name in entries:
+        t = getattr(sub, kind)[name]
+        nbytes = t.numel() * t.element_size()
+        offset = (offset + 255) // 256 * 256  # aligned views for fast copies
+        offsets.append(offset)
+        sizes.append(nbytes)
+        offset += nbytes
+    flat = torch.empty(offset, dtype=torch.uint8)
+    pinned = _register(flat)
+    views = []
+    for (sub, kind, name), start, nbytes in zip(entries, offsets, sizes):
+        t = getattr(sub, kind)[name]
+        view = flat[start:start + nbytes].view(t.dtype).view(t.shape)
+        view.copy_(t.detach())
+        views.append((sub, kind, name, view))
+    module.__dict__["_wan22_host"] = views
+    module.__dict__["_wan22_host_flat"] = (flat, pinned)
+    return views
+
+
+def _place(module, device: torch.device) -> None:
+    """Point every weight of `module` at its host copy (device cpu) or a fresh copy on `device`."""
+    for sub, kind, name, view in _host_copy(module):
+        data = view if device.type == "cpu" else view.to(device, non_blocking=True)
+        if kind == "_parameters":  # a new Parameter, as Module.to() makes with overwrite-on-conversion
+            sub._parameters[name] = torch.nn.Parameter(data, requires_grad=sub._parameters[name].requires_grad)
+        else:
+            sub._buffers[name] = data
+
+
+def _on_gpu(module) -> bool:
+    return next(module.parameters()).device.type != "cpu"
+
+
+def _offload(module) -> None:
+    """Upstream's `.to('cpu')` / `.cpu()` of an expert, as a repoint to its host copy."""
+    if _on_gpu(module):
+        _place(module, torch.device("cpu"))
+
+
+def _patch_swap(cls) -> None:
+    """Replace `cls._prepare_model_for_timestep` (same contract) with host-copy swapping."""
+    if getattr(cls, "_wan22_swap", False):
+        return
+
+    def _prepare_model_for_timestep(self, t, boundary, offload_model):
+        if t.item() >= boundary:
+            required, other = self.high_noise_model, self.low_noise_model
+        else:
+            required, other = self.low_noise_model, self.high_noise_model
+        if offload_model or self.init_on_cpu:
+            for model in (self.high_noise_model, self.low_noise_model):
+                # upstream's end-of-run `.cpu()` (offload_model) must not copy back either
+                model.__dict__.setdefault("cpu", functools.partial(_offload, model))
+            _offload(other)
+            if not _on_gpu(required):
+                _place(required, self.device)
+        return required
+
+    _prepare_model_for_timestep.__doc__ = cls._prepare_model_for_timestep.__doc__
+    cls._prepare_model_for_timestep = _prepare_model_for_timestep
+    cls._wan22_swap = True
+
+
 # ---- install ------------------------------------------------------------------------------------
 
 def _patch_model_module(module) -> None:
@@ -220,11 +331,26 @@ def uncompile_blocks(module) -> None:
         del block._wan22_eager_forward
 
 
+def _patch_pipeline_module(module) -> None:
+    if enabled("WAN22_FAST_SWAP"):
+        _patch_swap(getattr(module, SWAP_MODULES[module.__name__]))
+
+
+def _patcher(fullname: str):
+    if fullname == "wan.modules.model":
+        return _patch_model_module
+    if fullname in SWAP_MODULES:
+        return _patch_pipeline_module
+    return None
+
+
 class _PatchAfterLoad:
-    """Meta-path finder: patch wan.modules.model right after it executes, before pipelines use it."""
+    """Meta-path finder: patch wan.modules.model and the MoE pipeline modules right after each
+    executes, before anything uses them."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "wan.modules.model":
+        patch = _patcher(fullname)
+        if patch is None:
             return None
         from importlib.machinery import PathFinder
 
@@ -235,7 +361,7 @@ class _PatchAfterLoad:
 
         def exec_module(module):
             original_exec(module)
-            _patch_model_module(module)
+            patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
@@ -250,9 +376,10 @@ def install() -> dict[str, bool]:
     flags = active()
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())
-    loaded = sys.modules.get("wan.modules.model")
-    if loaded is not None:
-        _patch_model_module(loaded)
+    for name in ("wan.modules.model", *SWAP_MODULES):
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            _patcher(name)(loaded)
     return flags
 
 
