@@ -85,19 +85,12 @@ def load_backend(name: str, wan_dir: str | None = None) -> Backend:
 
 
 def _install_attention() -> None:
-    """The attention backend `generate` would use: a WAN22_ATTENTION other than auto is installed
-    before `wan` is imported (plan.launch starts generate.py through the same bootstrap then)."""
-    if os.environ.get("WAN22_ATTENTION", "auto") == "auto":
-        return
-    try:
-        from wan22ctl.agent import attention
-    except ModuleNotFoundError as exc:
-        if exc.name != "wan22ctl.agent.attention":
-            raise
-        log.warning("WAN22_ATTENTION=%s but this kit has no attention module; upstream's choice applies",
-                    os.environ["WAN22_ATTENTION"])
-        return
-    log.info("attention backend: %s", attention.install())
+    """What `generate` runs with (wan22ctl.agent.wanrun): the attention backend of WAN22_ATTENTION and
+    the switched-on speedups, installed before `wan` is imported."""
+    from wan22ctl.agent import attention, speedups
+
+    log.info("attention backend: %s; speedups: %s", attention.install(),
+             ", ".join(name for name, on in speedups.install().items() if on) or "none")
 
 
 def pipeline_kind(task: str) -> str:
