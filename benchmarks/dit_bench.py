@@ -50,6 +50,9 @@ VARIANTS = {
     "cudnn+rope": ("sdpa-cudnn", False, True, False),
     "kit-default": ("auto", True, True, False),
     "kit-default+compile": ("auto", True, True, True),
+    "flash4": ("flash4", False, False, False),
+    "flash4+once+rope": ("flash4", True, True, False),
+    "flash4+once+rope+compile": ("flash4", True, True, True),
 }
 
 
@@ -106,6 +109,11 @@ def attention_kernels(tokens: int, heads: int) -> dict:
             res[name] = {"ms": round(ms, 2), "tflops": round(flops / ms / 1e9, 1)}
         except RuntimeError as exc:
             res[name] = {"error": str(exc)[:120]}
+    if A.available("flash4"):  # FlashAttention-4 takes [B, L, N, C]
+        fa4 = A._flash_module("flash4").flash_attn_func
+        qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        ms = bench_ms(lambda: fa4(qt, kt, vt), 5)
+        res["flash4"] = {"ms": round(ms, 2), "tflops": round(flops / ms / 1e9, 1)}
     return res
 
 
@@ -172,8 +180,10 @@ def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope) -
                "all_s": [round(v, 3) for v in times], "backend": A._resolved.get(torch.cuda.current_device()),
                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
                "finite": bool(torch.isfinite(y).all())}
-        same_kernel = "cudnn" if VARIANTS[name][0] in ("sdpa-cudnn", "auto") and "cudnn" in outs else None
-        for ref in ("fa2-equiv", same_kernel):
+        kernel = VARIANTS[name][0]
+        same_kernel = ("cudnn" if kernel in ("sdpa-cudnn", "auto") and "cudnn" in outs
+                       else "flash4" if kernel == "flash4" and "flash4" in outs else None)
+        for ref in ("fa2-equiv", "cudnn", same_kernel):
             if ref and ref in outs and ref != name:
                 row[f"rel_diff_vs_{ref}"] = float((y.float() - outs[ref]).norm() / outs[ref].norm())
         res["variants"][name] = row
@@ -225,7 +235,8 @@ def main() -> None:
     print(f"{'case':12s} {'variant':22s} {'backend':11s} {'s/forward':>9s} {'x fa2':>6s} {'first':>7s} {'peak GiB':>8s} {'rel diff':>9s}")
     for case, res in out["cases"].items():
         for name, row in res["variants"].items():
-            diff = row.get("rel_diff_vs_cudnn", row.get("rel_diff_vs_fa2-equiv", 0.0))
+            diff = row.get("rel_diff_vs_flash4" if VARIANTS[name][0] == "flash4" else "rel_diff_vs_cudnn",
+                           row.get("rel_diff_vs_fa2-equiv", 0.0))
             print(f"{case:12s} {name:22s} {str(row['backend']):11s} {row['forward_s']:9.3f} "
                   f"{row.get('speedup_vs_fa2', 0):6.2f} {row['first_s']:7.1f} {row['peak_gib']:8.1f} {diff:9.1e}")
         ak = res["attention_kernels"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,18 +41,24 @@ def main() -> None:
     parser.add_argument("--ckpt-root", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--offload", default="auto")
+    parser.add_argument("--gpus", default="all", help="as `wan22ctl generate --gpus`: all, a count, or indices")
+    parser.add_argument("--label", default="", help="suffix of the result file name (A/B runs)")
     parser.add_argument("--shim", action="store_true", help="stub Wav2Vec2 for a transformers 5.x machine")
     args = parser.parse_args()
 
     smi = subprocess.run(NVIDIA_SMI_QUERY, capture_output=True, text=True, check=True).stdout
     inventory = parse_nvidia_smi(smi)
     request = launch.build_request(args.task, args.prompt, size=args.size, sample_steps=args.steps,
-                                   frame_num=args.frames, seed=42, image=args.image, offload=args.offload)
+                                   frame_num=args.frames, seed=42, image=args.image, offload=args.offload,
+                                   gpus=args.gpus)
     run_id = time.strftime("bench%H%M%S")
     plan = launch.plan_launch(request, inventory, run_id=run_id, attention=os.environ.get("WAN22_ATTENTION", "auto"),
                               bootstrap=True, ckpt_root=args.ckpt_root, output_dir=args.out,
                               wan22_dir=os.environ["WAN22_DIR"])
     os.makedirs(args.out, exist_ok=True)
+    if plan.image:  # what `wan22ctl generate` does on the host: stage the input beside the outputs
+        os.makedirs(os.path.dirname(plan.image), exist_ok=True)
+        shutil.copyfile(args.image, plan.image)
     plan_dict = plan.to_dict() if hasattr(plan, "to_dict") else plan.__dict__
     plan_file = os.path.join(args.out, f"plan-{run_id}.json")
     with open(plan_file, "w") as f:
@@ -86,7 +93,7 @@ def main() -> None:
     for e in forwards:
         per_model.setdefault(f"model{e['model']}", []).append(e["seconds"])
     result = next((e for e in events if e.get("event") == "result"), {})
-    summary = {"task": args.task, "size": args.size, "steps": request.sample_steps, "frames": request.frame_num,
+    summary = {"task": args.task, "label": args.label, "size": args.size, "plan_reasons": list(plan.reasons), "steps": request.sample_steps, "frames": request.frame_num,
                "exit_code": code, "wall_s": round(wall, 1), "phases": phases,
                "attention": next((e for e in events if e.get("event") == "attention"), None),
                "gpu_memory": [e for e in events if e.get("event") == "gpu_memory"],
@@ -94,7 +101,7 @@ def main() -> None:
                "forward_s": {k: {"count": len(v), "first": v[0], "median_rest": sorted(v[1:])[len(v[1:]) // 2] if len(v) > 1 else None}
                              for k, v in per_model.items()}, "result": result, "argv": list(plan.argv)}
     print("SUMMARY", json.dumps(summary, indent=1), flush=True)
-    with open(os.path.join(os.environ.get("OUT", "/tmp"), f"e2e-{args.task}.json"), "w") as f:
+    with open(os.path.join(os.environ.get("OUT", "/tmp"), f"e2e-{args.task}{'-' + args.label if args.label else ''}.json"), "w") as f:
         json.dump({**summary, "events": events}, f, indent=1)
     sys.exit(code)
 

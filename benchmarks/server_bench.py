@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--output-dir", default=None, help="server outputs (default $OUT/server-outputs)")
+    parser.add_argument("--shim", action="store_true", help="stub Wav2Vec2 for a transformers 5.x machine")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more server flags")
     args = parser.parse_args()
 
@@ -82,7 +83,8 @@ def main() -> None:
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     log_path = os.path.join(out, f"server-bench-{args.task}.log")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    shim = os.path.join(REPO, "benchmarks", "device_shim") if args.shim else None  # harness only
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (shim, REPO, os.environ.get("PYTHONPATH")) if p))
     argv = [sys.executable, "-m", "wan22ctl.agent", "server", "--task", args.task, "--ckpt-dir", args.ckpt_dir,
             "--output-dir", outputs, "--port", str(port), "--plan", "auto", *args.extra]
     started = time.time()
