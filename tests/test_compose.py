@@ -31,6 +31,7 @@ VARIANTS = [
 
 
 SERVE_FILE = "docker-compose.serve.yml"
+COMPOSE_KEY_FILE = "/run/secrets/wan22-api-key"  # where docker-compose.serve.yml mounts WAN22_API_KEY_FILE
 
 
 def compose_config(tmp_path, env: dict, profile: str | None = None, serve: bool = False) -> dict:
@@ -65,7 +66,7 @@ def test_compose_matches_docker_py_spec(tmp_path, env):
 SERVE_VARIANTS = [
     {},
     {**VARIANTS[1], "SERVER_TASK": "t2v-A14B", "SERVER_PORT": "18123", "SERVER_HOST": "0.0.0.0",
-     "WAN22_API_KEY": "s3cret-from-env"},
+     "WAN22_API_KEY": "s3cret-from-env", "WAN22_API_KEY_FILE": "/srv/keys/wan22"},
 ]
 
 
@@ -74,16 +75,24 @@ def test_compose_serve_override_matches_the_serve_spec(tmp_path, env):
     spec = plan_serve_container(load_settings(None, environ=env))
     svc = compose_config(tmp_path, env, serve=True)["wan22"]
 
-    # The one difference, by design: the spec hands the key over in a file `up --serve` writes;
-    # Compose passes it from the environment as a variable (empty: no key).
-    key = env.get("WAN22_API_KEY", "")
-    command = list(spec.command)
-    if key:
-        at = command.index("--api-key-file")
-        assert command[at + 1] == SERVER_KEY_FILE
-        del command[at:at + 2]
-    assert svc["command"] == command
-    assert {**spec.environment, "WAN22_API_KEY": key} == svc["environment"]
+    # The one difference, by design: `up --serve` writes the key into a file on the outputs mount
+    # (and passes --api-key-file only then); Compose always mounts WAN22_API_KEY_FILE (or /dev/null:
+    # no key) at a fixed path. Neither passes the key as a variable, so `docker inspect` never shows it.
+    def without_key_file(cmd, path):
+        cmd = list(cmd)
+        if "--api-key-file" in cmd:
+            at = cmd.index("--api-key-file")
+            assert cmd[at + 1] == path
+            del cmd[at:at + 2]
+        return cmd
+
+    assert svc["command"][-2:] == ["--api-key-file", COMPOSE_KEY_FILE]
+    assert ("--api-key-file" in spec.command) == bool(env.get("WAN22_API_KEY"))
+    assert without_key_file(svc["command"], COMPOSE_KEY_FILE) == without_key_file(spec.command, SERVER_KEY_FILE)
+    assert svc["environment"] == spec.environment and "WAN22_API_KEY" not in svc["environment"]
+    key_mount = [v for v in svc["volumes"] if v.split(":")[1] == COMPOSE_KEY_FILE]  # v1: "SRC:DST:MODE"
+    assert key_mount == [f"{env.get('WAN22_API_KEY_FILE', '/dev/null')}:{COMPOSE_KEY_FILE}:ro"], svc["volumes"]
+    svc = {**svc, "volumes": [v for v in svc["volumes"] if v not in key_mount]}
     (container_port, host), = spec.ports.items()
     assert svc["ports"] == [f"{host}:{container_port}"]  # HOST_IP:PORT:8000/tcp
     assert svc["tty"] is spec.tty is False and svc["stdin_open"] is spec.stdin_open is False

@@ -194,6 +194,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server"),
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),
+    SettingSpec("WAN22_API_KEY_FILE", "", _text, "docker-compose.serve.yml only: host file holding the API key (first line), mounted read-only into the server", group="server"),
 )
 
 SPEC_BY_KEY: dict[str, SettingSpec] = {s.key: s for s in SPECS}
