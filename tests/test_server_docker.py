@@ -17,6 +17,20 @@ from tests.test_generate import fake_checkpoints
 from tests.test_server import Api, free_port
 
 
+
+def wait_ready_and_locked(api, container, timeout: float = 60) -> None:
+    """Wait for /readyz, then check that a request without the key is refused."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if api("GET", "/readyz", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        assert time.time() < deadline, container.logs().decode()[-3000:]
+        time.sleep(0.2)
+    assert Api(api.base)("GET", "/v1/videos")[0] == 401
+
 def test_up_serve_then_jobs_wait_from_the_host(cli, standin_image, docker_client):
     port = free_port()
     key = "k3y-for-the-test"
@@ -34,16 +48,7 @@ def test_up_serve_then_jobs_wait_from_the_host(cli, standin_image, docker_client
     assert key not in json.dumps(container.attrs)  # the key reached the server through a file, not the spec
 
     api = Api(f"http://127.0.0.1:{port}", key)
-    deadline = time.time() + 60
-    while True:
-        try:
-            if api("GET", "/readyz", timeout=2)[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.time() < deadline, container.logs().decode()[-3000:]
-        time.sleep(0.2)
-    assert Api(api.base)("GET", "/v1/videos")[0] == 401
+    wait_ready_and_locked(api, container)
 
     status, job, _ = api("POST", "/v1/videos", {"prompt": "a fox from the container", "sample_steps": 5})
     assert status == 201, job
@@ -101,16 +106,7 @@ def test_compose_serve_override_runs_the_server_and_a_batch(cli, standin_image, 
         assert key not in json.dumps(container.attrs)  # docker inspect: the file's path, never the key
 
         api = Api(f"http://127.0.0.1:{port}", key)
-        deadline = time.time() + 60
-        while True:
-            try:
-                if api("GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, container.logs().decode()[-3000:]
-            time.sleep(0.2)
-        assert Api(api.base)("GET", "/v1/videos")[0] == 401
+        wait_ready_and_locked(api, container)
         info = api("GET", "/v1/info")[1]
         assert info["task"] == "ti2v-5B" and info["auth"] is True and info["plan"]["auto"], info
 
