@@ -135,6 +135,31 @@ def test_missing_flash_package_is_named(monkeypatch):
         A.resolve("flash4", torch.device("cpu"))
 
 
+def test_flash_attn_4_alone_leaves_upstream_imports_working(tmp_path):
+    """flash-attn-4 installs only flash_attn/cute: upstream's `from flash_attn import
+    flash_attn_varlen_func` must then fail the way upstream catches (ModuleNotFoundError), flash2
+    must count as absent and flash4 as importable."""
+    (tmp_path / "flash_attn" / "cute").mkdir(parents=True)
+    (tmp_path / "flash_attn" / "cute" / "__init__.py").write_text("def flash_attn_func(*a, **k): pass\n")
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(tmp_path)!r})
+        from wan22ctl.agent import attention as A
+        A.install()
+        try:
+            from flash_attn import flash_attn_varlen_func
+        except ModuleNotFoundError:
+            FLASH_VER = None  # what wan/utils/prompt_extend.py does
+        assert FLASH_VER is None
+        assert A._flash_module("flash2") is None and A._flash_module("flash4") is not None
+        import flash_attn
+        assert not hasattr(flash_attn, "__version__")
+        print("guarded")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "guarded" in res.stdout
+
+
 def test_install_patches_wan_before_model_import(tmp_path):
     """A stand-in `wan` package with upstream's import shape: model.py binds the name at import."""
     pkg = tmp_path / "wan" / "modules"
