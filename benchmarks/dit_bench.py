@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import time
-import types
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -31,6 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from wan22ctl.agent import attention as A  # noqa: E402
+from benchmarks.synth_checkpoints import bare_wan_packages  # noqa: E402
 from wan22ctl.agent import speedups as S  # noqa: E402
 
 CFG = {
@@ -58,11 +58,7 @@ VARIANTS = {
 
 def load_wan_model_module(wan_dir: str):
     """Import wan.modules.model without running wan/__init__.py (which imports every pipeline)."""
-    for name, path in (("wan", os.path.join(wan_dir, "wan")), ("wan.modules", os.path.join(wan_dir, "wan", "modules"))):
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            module.__path__ = [path]
-            sys.modules[name] = module
+    bare_wan_packages(wan_dir)
     A.install()
     import wan.modules.model as M
 

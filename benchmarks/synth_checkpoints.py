@@ -43,13 +43,19 @@ DIT = {
 }
 
 
-def wan_modules(wan_dir: str):
-    """Import upstream's module files without running wan/__init__.py (every pipeline)."""
+def bare_wan_packages(wan_dir: str) -> None:
+    """Register `wan` and `wan.modules` as bare packages, so that upstream's module files import
+    without running wan/__init__.py (which imports every pipeline)."""
     for name, path in (("wan", os.path.join(wan_dir, "wan")), ("wan.modules", os.path.join(wan_dir, "wan", "modules"))):
         if name not in sys.modules:
             m = types.ModuleType(name)
             m.__path__ = [path]
             sys.modules[name] = m
+
+
+def wan_modules(wan_dir: str):
+    """Upstream's DiT, T5 and VAE module files (wan/__init__.py not run)."""
+    bare_wan_packages(wan_dir)
     import wan.modules.model as model
     import wan.modules.t5 as t5
     import wan.modules.vae2_1 as vae21
