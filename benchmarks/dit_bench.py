@@ -41,18 +41,20 @@ CFG = {
 }
 # latent (C, F, H, W): A14B VAE stride (4, 8, 8) at 81 frames; 5B stride (4, 16, 16) at 121 frames
 SHAPES = {"a14b:480p": (16, 21, 60, 104), "a14b:720p": (16, 21, 90, 160), "5b:1280x704": (48, 31, 44, 80)}
-# name -> (WAN22_ATTENTION, time-embed-once, fast rope, compile)
+# name -> (WAN22_ATTENTION, time-embed-once, fast rope, compile, FA4 wide tile where it applies)
 VARIANTS = {
-    "fa2-equiv": ("sdpa-flash", False, False, False),
-    "cudnn": ("sdpa-cudnn", False, False, False),
-    "auto": ("auto", False, False, False),
-    "cudnn+once": ("sdpa-cudnn", True, False, False),
-    "cudnn+rope": ("sdpa-cudnn", False, True, False),
-    "kit-default": ("auto", True, True, False),
-    "kit-default+compile": ("auto", True, True, True),
-    "flash4": ("flash4", False, False, False),
-    "flash4+once+rope": ("flash4", True, True, False),
-    "flash4+once+rope+compile": ("flash4", True, True, True),
+    "fa2-equiv": ("sdpa-flash", False, False, False, True),
+    "cudnn": ("sdpa-cudnn", False, False, False, True),
+    "auto": ("auto", False, False, False, True),
+    "cudnn+once": ("sdpa-cudnn", True, False, False, True),
+    "cudnn+rope": ("sdpa-cudnn", False, True, False, True),
+    "cudnn+once+rope": ("sdpa-cudnn", True, True, False, True),
+    "flash4-own-tile": ("flash4", False, False, False, False),
+    "flash4": ("flash4", False, False, False, True),
+    "flash4+once+rope": ("flash4", True, True, False, True),
+    "flash4-own-tile+once+rope+compile": ("flash4", True, True, True, False),
+    "kit-default-eager": ("auto", True, True, False, True),
+    "kit-default": ("auto", True, True, True, True),  # what a run of >= 20 steps gets (WAN22_COMPILE=auto)
 }
 
 
@@ -136,8 +138,12 @@ def build(M, key: str):
     return model
 
 
+WIDE_TILE_ROWS = A.FA4_WIDE_TILE_ROWS
+
+
 def set_variant(M, model, name: str, eager_rope):
-    attention, once, rope, compiled = VARIANTS[name]
+    attention, once, rope, compiled, wide_tile = VARIANTS[name]
+    A.FA4_WIDE_TILE_ROWS = WIDE_TILE_ROWS if wide_tile else float("inf")
     os.environ[A.ENV_VAR] = attention
     A.reset()
     S.remove_from_model(model)
@@ -150,7 +156,34 @@ def set_variant(M, model, name: str, eager_rope):
         S.uncompile_blocks(M)
 
 
-def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope) -> dict:
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "attn")), ("gemm", ("gemm", "nvjet", "xmma", "cublas", "cutlass")),
+                ("fused (compiled)", ("triton",)))
+
+
+def profile_forward(model, x, t, ctx, tokens: int, top: int = 25) -> dict:
+    """GPU kernel time of one forward by kind (attention / gemm / compiled fusions / other), plus the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof, torch.no_grad(), \
+            torch.amp.autocast("cuda", dtype=torch.bfloat16):
+        model(x, t=t, context=ctx, seq_len=tokens)
+        torch.cuda.synchronize()
+    kernels = {}
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        if us > 0:
+            kernels[evt.key] = (kernels.get(evt.key, (0, 0))[0] + us, evt.count)
+    kinds: dict[str, float] = {}
+    for name, (us, _) in kernels.items():
+        low = name.lower()
+        kind = next((k for k, words in KERNEL_KINDS if any(w in low for w in words)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + us / 1e6
+    topk = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"kinds_s": {k: round(v, 3) for k, v in kinds.items()}, "total_s": round(sum(kinds.values()), 3),
+            "top": [{"kernel": n[:140], "s": round(us / 1e6, 4), "count": c} for n, (us, c) in topk]}
+
+
+def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope, profiled=()) -> dict:
     c, f, h, w = SHAPES[case]
     tokens = f * (h // 2) * (w // 2)
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -177,11 +210,16 @@ def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope) -
                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1),
                "finite": bool(torch.isfinite(y).all())}
         kernel = VARIANTS[name][0]
-        same_kernel = ("cudnn" if kernel in ("sdpa-cudnn", "auto") and "cudnn" in outs
-                       else "flash4" if kernel == "flash4" and "flash4" in outs else None)
+        same_kernel = ("cudnn" if kernel == "sdpa-cudnn" and "cudnn" in outs
+                       else "flash4" if kernel in ("flash4", "auto") and "flash4" in outs else None)
         for ref in ("fa2-equiv", "cudnn", same_kernel):
             if ref and ref in outs and ref != name:
                 row[f"rel_diff_vs_{ref}"] = float((y.float() - outs[ref]).norm() / outs[ref].norm())
+        if name in profiled:
+            row["profile"] = profile_forward(model, x, t, ctx, tokens)
+            print(f"{case:12s} {name:22s} kernel time by kind {row['profile']['kinds_s']}", flush=True)
+            for k in row["profile"]["top"]:
+                print(f"    {k['s']:8.4f} s  x{k['count']:<5d} {k['kernel']}", flush=True)
         res["variants"][name] = row
         print(f"{case:12s} {name:22s} {row['all_s']} backend={row['backend']} peak={row['peak_gib']}GiB "
               + " ".join(f"{k}={v:.2e}" for k, v in row.items() if k.startswith("rel_diff")), flush=True)
@@ -198,6 +236,7 @@ def main() -> None:
     parser.add_argument("--cases", default="a14b:480p,a14b:720p,5b:1280x704")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--timed", type=int, default=2, help="timed forwards after one warm-up")
+    parser.add_argument("--profile", default="", help="variants to profile (one more forward each)")
     parser.add_argument("--wan-dir", default=os.environ.get("WAN22_DIR", os.path.join(REPO, ".devcarry", "wan2.2")))
     args = parser.parse_args()
 
@@ -215,7 +254,8 @@ def main() -> None:
     for key in dict.fromkeys(c.split(":")[0] for c in cases):
         model = build(M, key)
         for case in [c for c in cases if c.startswith(key + ":")]:
-            res = run_case(M, model, case, variants, args.timed, eager_rope)
+            res = run_case(M, model, case, variants, args.timed, eager_rope,
+                           profiled=[p for p in args.profile.split(",") if p])
             heads = CFG[key]["num_heads"]
             res["attention_kernels"] = attention_kernels(res["tokens"], heads)
             torch.cuda.empty_cache()
@@ -231,7 +271,7 @@ def main() -> None:
     print(f"{'case':12s} {'variant':22s} {'backend':11s} {'s/forward':>9s} {'x fa2':>6s} {'first':>7s} {'peak GiB':>8s} {'rel diff':>9s}")
     for case, res in out["cases"].items():
         for name, row in res["variants"].items():
-            diff = row.get("rel_diff_vs_flash4" if VARIANTS[name][0] == "flash4" else "rel_diff_vs_cudnn",
+            diff = row.get("rel_diff_vs_flash4" if VARIANTS[name][0] in ("flash4", "auto") else "rel_diff_vs_cudnn",
                            row.get("rel_diff_vs_fa2-equiv", 0.0))
             print(f"{case:12s} {name:22s} {str(row['backend']):11s} {row['forward_s']:9.3f} "
                   f"{row.get('speedup_vs_fa2', 0):6.2f} {row['first_s']:7.1f} {row['peak_gib']:8.1f} {diff:9.1e}")

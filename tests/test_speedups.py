@@ -106,8 +106,87 @@ def test_timestep_once_matches_per_token(kind):
 
 def test_bad_switch_is_one_line_error(monkeypatch):
     monkeypatch.setenv("WAN22_COMPILE", "maybe")
-    with pytest.raises(ValueError, match="WAN22_COMPILE='maybe'"):
+    with pytest.raises(ValueError, match="WAN22_COMPILE='maybe': use 1 or 0 or auto"):
         S.active()
+    monkeypatch.setenv("WAN22_COMPILE", "1")
+    monkeypatch.setenv("WAN22_FAST_ROPE", "auto")  # auto is WAN22_COMPILE's alone
+    with pytest.raises(ValueError, match="WAN22_FAST_ROPE='auto': use 1 or 0$"):
+        S.active()
+
+
+@pytest.mark.parametrize("value,steps,world,expected", [
+    (None, None, "1", True),  # the task's default steps (40 / 50) or the server
+    (None, 40, "1", True),
+    (None, 19, "1", False),  # short runs do not pay ~12 s of compilation back
+    ("auto", S.COMPILE_MIN_STEPS, "1", True),
+    (None, 40, "2", False),  # torchrun: eager unless asked for
+    ("1", 4, "2", True),
+    ("0", None, "1", False),
+])
+def test_compile_auto_decides_per_run(monkeypatch, value, steps, world, expected):
+    if value is None:
+        monkeypatch.delenv("WAN22_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("WAN22_COMPILE", value)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setitem(S._run, "steps", steps)
+    assert S.active()["WAN22_COMPILE"] is expected
+
+
+def _attention_block(x, wq, wk, wv, grid, freqs, seq_lens, heads):
+    """Upstream's self-attention data flow (WanSelfAttention.forward): projections, q/k RMS norm,
+    rope_apply on q and k, flash_attention with k_lens, output flattened."""
+    from wan22ctl.agent import attention as A
+
+    b, s, d = x.shape
+    norm = lambda t: t * torch.rsqrt(t.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(t.dtype)  # noqa: E731
+    q = norm(x @ wq).view(b, s, heads, d // heads)
+    k = norm(x @ wk).view(b, s, heads, d // heads)
+    v = (x @ wv).view(b, s, heads, d // heads)
+    y = A.flash_attention(q=S.rope_apply(q, grid, freqs), k=S.rope_apply(k, grid, freqs), v=v, k_lens=seq_lens)
+    return y.flatten(2)
+
+
+def _block_inputs(device, dtype, pad, batch=2, heads=2, d=256):
+    torch.manual_seed(0)
+    c = d // heads
+    freqs = torch.cat([rope_params(1024, c - 4 * (c // 6)), rope_params(1024, 2 * (c // 6)),
+                       rope_params(1024, 2 * (c // 6))], dim=1).to(device)
+    grid = torch.tensor([[3, 4, 6]] * batch)
+    seq = 72 + pad
+    x = torch.randn(batch, seq, d, device=device, dtype=dtype)
+    ws = [torch.randn(d, d, device=device, dtype=dtype) / d ** 0.5 for _ in range(3)]
+    seq_lens = torch.tensor([72] * batch if pad else [seq] * batch)
+    return (x, *ws, grid, freqs, seq_lens, heads)
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+def test_compiled_block_is_one_graph_and_same_function(pad):
+    """Rotary tables and attention enter torch.compile as opaque operators: the block compiles as one
+    graph (fullgraph=True fails on any break) and computes exactly what eager computes."""
+    import torch._dynamo
+
+    inputs = _block_inputs("cpu", torch.float32, pad)
+    eager = _attention_block(*inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(_attention_block, fullgraph=True, dynamic=False, backend="aot_eager")(*inputs)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert not torch.isnan(compiled).any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("pad", [0, 5])
+def test_compiled_block_on_gpu_matches_eager(pad):
+    """Inductor on the GPU in bf16: the fused rotation (bf16 out) and the attention operator agree
+    with the eager path within bf16 noise."""
+    import torch._dynamo
+
+    inputs = _block_inputs("cuda", torch.bfloat16, pad, heads=2, d=256)
+    eager = _attention_block(*inputs).float()
+    torch._dynamo.reset()
+    compiled = torch.compile(_attention_block, fullgraph=True, dynamic=False)(*inputs).float()
+    assert torch.isfinite(compiled).all()
+    assert ((compiled - eager).norm() / eager.norm()).item() < 1e-2
 
 
 @pytest.fixture
@@ -143,6 +222,7 @@ def standin_wan(tmp_path):
             "attention": m.flash_attention is A.flash_attention,
             "rope": m.rope_apply is S.rope_apply,
             "once": "forward" in model.time_embedding.__dict__,
+            "compiled": "_wan22_eager_forward" in m.WanAttentionBlock.__dict__,
         }))
     """))
     return tmp_path
@@ -159,7 +239,15 @@ def test_wanrun_installs_before_wan_imports_and_passes_args(standin_wan):
     assert res.returncode == 0, res.stderr
     seen = json.loads(res.stdout.split("SEEN ", 1)[1].splitlines()[0])
     assert seen == {"argv": ["--task", "t2v-A14B", "--prompt", "a cat"], "main": "__main__",
-                    "attention": True, "rope": True, "once": True}
+                    "attention": True, "rope": True, "once": True, "compiled": True}
+
+
+@pytest.mark.parametrize("steps,compiled", [("4", False), ("40", True)])
+def test_wanrun_compiles_only_runs_long_enough(standin_wan, steps, compiled):
+    res = run_wanrun(standin_wan, "--task", "t2v-A14B", "--sample_steps", steps)
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout.split("SEEN ", 1)[1].splitlines()[0])
+    assert seen["compiled"] is compiled
 
 
 def test_wanrun_switches_off(standin_wan):

@@ -191,6 +191,32 @@ def _flash_varlen(name, q, k, v, q_lens, k_lens, lq, lk, b, dropout_p, softmax_s
                                       causal=causal, window_size=window_size, deterministic=deterministic)
 
 
+# FlashAttention-4's sm_90 forward tile for head dim 128 is 128 x 128 (its `_tile_size_fwd_sm90`).
+# benchmarks/fa4_tiles.py on an H100 (BENCHMARKS.md, session 3) measured 192 x 128 (three MMA
+# warpgroups, P kept in registers, no intra-warpgroup overlap) faster at the A14B shapes (720P
+# 689.4 vs 676.3 TFLOP/s, 480P 681.4 vs 644.5) and slower at TI2V-5B 1280*704 (634.0 vs 675.1), so
+# it is used from FA4_WIDE_TILE_ROWS query rows x heads on (480P A14B: 32,760 x 40 = 1.31 M).
+FA4_WIDE_TILE = {"tile_mn": (192, 128), "mma_pv_is_rs": True, "intra_wg_overlap": False, "num_threads": 512}
+FA4_WIDE_TILE_ROWS = 1_000_000
+_fa4_wide_ok = [True]
+
+
+def _fa4_dense(q, k, v, softmax_scale, causal, window_size):
+    """FlashAttention-4 on unpadded [B, L, N, C] tensors, with the measured tile where it wins."""
+    if (_fa4_wide_ok[0] and not causal and tuple(window_size) == (-1, -1) and q.size(-1) == v.size(-1) == 128
+            and q.size(2) == k.size(2) and q.size(0) * q.size(1) * q.size(2) >= FA4_WIDE_TILE_ROWS
+            and torch.cuda.get_device_capability(q.device)[0] == 9):
+        try:
+            from flash_attn.cute.interface import _flash_attn_fwd  # noqa: PLC0415 - FA4's own entry point
+            return _flash_attn_fwd(q, k, v, softmax_scale=softmax_scale, **FA4_WIDE_TILE)[0]
+        except (ImportError, TypeError) as exc:  # another FA4 version: its public call and its own tile
+            _fa4_wide_ok[0] = False
+            print(f"wan22ctl: FlashAttention-4 tile override unavailable ({exc}); using its default tile",
+                  file=sys.stderr, flush=True)
+    return _flash_module("flash4").flash_attn_func(q, k, v, softmax_scale=softmax_scale, causal=causal,
+                                                   window_size=_fa4_window(window_size))[0]
+
+
 def _fa4_window(window_size):
     """flash-attn's (-1, -1) = unlimited as FlashAttention-4 spells it (None)."""
     return tuple(None if w < 0 else w for w in window_size)
@@ -254,9 +280,7 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
     full = all(n == lq for n in q_n) and all(n == lk for n in k_n)
     if backend == "flash4" and full:  # Wan's usual case (self-attention passes k_lens = the full length)
-        out = _flash_module("flash4").flash_attn_func(q.contiguous(), k.contiguous(), v.contiguous(),
-                                                      softmax_scale=softmax_scale, causal=causal,
-                                                      window_size=_fa4_window(window_size))[0]
+        out = _fa4_dense(q.contiguous(), k.contiguous(), v.contiguous(), softmax_scale, causal, window_size)
         return out.type(out_dtype)
     if backend in ("flash4", "flash3", "flash2"):
         q_l = torch.tensor([lq] * b, dtype=torch.int32, device=q.device) if q_lens is None else q_lens
@@ -297,14 +321,55 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     return out.type(out_dtype)
 
 
-_disable = getattr(getattr(torch, "compiler", None), "disable", None)
-# torch.compile of a block breaks the graph here: the kernel choice and the length loop stay eager
-flash_attention = _disable(_flash_attention) if _disable else _flash_attention
-flash_attention.__doc__ = """Wan2.2's `flash_attention(q, k, v, q_lens, k_lens, dropout_p, softmax_scale, q_scale,
-causal, window_size, deterministic, dtype, version)` on the backend chosen by WAN22_ATTENTION.
+def _compiling() -> bool:
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check and check())
 
-q: [B, Lq, Nq, C1]; k: [B, Lk, Nk, C1]; v: [B, Lk, Nk, C2]; returns [B, Lq, Nq, C2] in q's dtype.
-`version` is accepted for compatibility and ignored: the backend is chosen by WAN22_ATTENTION."""
+
+def _register_op():
+    """`torch.ops.wan22.flash_attention`: the same call as one opaque operator, so that torch.compile
+    captures a whole transformer block as one graph (no graph break at attention; the kernel choice
+    and the length handling stay Python inside the operator). None where torch has no custom_op."""
+    custom_op = getattr(getattr(torch, "library", None), "custom_op", None)
+    if custom_op is None:
+        return None
+    schema = ("(Tensor q, Tensor k, Tensor v, Tensor? q_lens, Tensor? k_lens, float dropout_p, float? softmax_scale, "
+              "float? q_scale, bool causal, int window_left, int window_right, bool deterministic, ScalarType dtype)"
+              " -> Tensor")
+
+    def impl(q, k, v, q_lens, k_lens, dropout_p, softmax_scale, q_scale, causal, window_left, window_right,
+             deterministic, dtype):
+        out = _flash_attention(q, k, v, q_lens, k_lens, dropout_p, softmax_scale, q_scale, causal,
+                               (window_left, window_right), deterministic, dtype)
+        return out.contiguous()  # every path makes a new tensor: no alias of an input
+
+    try:
+        op = custom_op("wan22::flash_attention", impl, mutates_args=(), schema=schema)
+    except RuntimeError:  # registered already (module imported twice under another name)
+        return torch.ops.wan22.flash_attention
+    op.register_fake(lambda q, k, v, *rest: q.new_empty(q.size(0), q.size(1), q.size(2), v.size(3)))
+    return op
+
+
+_op = _register_op()
+_disable = getattr(getattr(torch, "compiler", None), "disable", None)
+_eager = _disable(_flash_attention) if _disable else _flash_attention  # a clean graph break without _op
+
+
+def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None,
+                    causal=False, window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16, version=None):
+    """Wan2.2's `flash_attention(q, k, v, q_lens, k_lens, dropout_p, softmax_scale, q_scale,
+    causal, window_size, deterministic, dtype, version)` on the backend chosen by WAN22_ATTENTION.
+
+    q: [B, Lq, Nq, C1]; k: [B, Lk, Nk, C1]; v: [B, Lk, Nk, C2]; returns [B, Lq, Nq, C2] in q's dtype.
+    `version` is accepted for compatibility and ignored: the backend is chosen by WAN22_ATTENTION.
+    Under torch.compile the call goes through the opaque `wan22::flash_attention` operator."""
+    if _op is not None and _compiling():
+        left, right = window_size
+        return _op(q, k, v, q_lens, k_lens, float(dropout_p), softmax_scale, q_scale, bool(causal), int(left),
+                   int(right), bool(deterministic), dtype)
+    return _eager(q, k, v, q_lens, k_lens, dropout_p, softmax_scale, q_scale, causal, window_size, deterministic,
+                  dtype)
 
 
 def attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None, causal=False,

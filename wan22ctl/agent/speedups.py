@@ -13,9 +13,15 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
     WAN22_FAST_ROPE (default 1)
         Rotary embedding in float32 real arithmetic with a cached cos/sin table per grid, instead
         of upstream's float64 complex multiply and copies (same function; rounding differs ~1e-7).
-    WAN22_COMPILE (default 0)
-        `torch.compile` of the transformer block (one graph shared by all blocks and both experts),
-        with a graph break at the attention call. The first forward pays the compilation.
+    WAN22_COMPILE (default auto)
+        `torch.compile` of the transformer block: one graph per block shape, shared by all blocks
+        and both experts; attention and the rotary tables enter it as opaque operators
+        (`wan22::flash_attention`, `wan22::rope_tables`), so inductor fuses everything between the
+        GEMMs (norms, modulation, rotation, residuals, casts). The first forward pays the
+        compilation (~12 s per shape). `auto` compiles in a one-process run of at least
+        COMPILE_MIN_STEPS denoising steps (the defaults: 40 for A14B, 50 for TI2V-5B) and in the
+        one-process server, and falls back to eager if compilation fails; torchrun runs stay eager
+        unless set to 1 (not measured under FSDP/Ulysses).
     WAN22_FAST_SWAP (default 1)
         On one GPU upstream builds the A14B pipelines with `init_on_cpu=True`, so even without
         --offload_model the expert needed next is copied to the GPU with `.to(device)` and the other
@@ -41,17 +47,32 @@ import weakref
 
 import torch
 
-FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "0", "WAN22_FAST_SWAP": "1",
+FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "auto", "WAN22_FAST_SWAP": "1",
          "WAN22_FORWARD_TIMES": "0"}
+# WAN22_COMPILE=auto: compile when a run denoises at least this many steps (measured on an H100,
+# BENCHMARKS.md: compilation ~12 s once; 720P saves more than that within 10 steps)
+COMPILE_MIN_STEPS = 20
+_run: dict = {"steps": None}  # the run's --sample_steps when known (wanrun passes it to install)
 # pipeline modules whose MoE classes swap the two experts (WanT2V, WanI2V)
 SWAP_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V"}
 
 
-def enabled(name: str) -> bool:
-    """Whether switch `name` (a FLAGS key) is on in the environment."""
+def _value(name: str) -> str:
     value = os.environ.get(name, FLAGS[name]).strip().lower()
-    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
-        raise ValueError(f"{name}={value!r}: use 1 or 0")
+    allowed = ("0", "1", "true", "false", "yes", "no", "on", "off", "")
+    if name == "WAN22_COMPILE" and value == "auto":
+        return value
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: use 1 or 0" + (" or auto" if name == "WAN22_COMPILE" else ""))
+    return value
+
+
+def enabled(name: str) -> bool:
+    """Whether switch `name` (a FLAGS key) is on in the environment (`auto` decided for this run)."""
+    value = _value(name)
+    if value == "auto":
+        steps = _run["steps"]
+        return int(os.environ.get("WORLD_SIZE", "1")) == 1 and (steps is None or steps >= COMPILE_MIN_STEPS)
     return value in ("1", "true", "yes", "on")
 
 
@@ -128,40 +149,75 @@ def _rope_table(grid: tuple[int, int, int], freqs: torch.Tensor, c: int, device)
     return table
 
 
-_disable = getattr(getattr(torch, "compiler", None), "disable", lambda f: f)
-_rope_table_eager = _disable(_rope_table)
-
-
 def _compiling() -> bool:
     check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     return bool(check and check())
+
+
+def _grids(grid_sizes) -> list[tuple[int, int, int]]:
+    return [tuple(int(v) for v in g) for g in grid_sizes.tolist()]
+
+
+def _rope_cos_sin(grid_sizes, freqs, seq_len, c):
+    """cos / sin [B, seq_len, 1, c, 2] (float32) for an interleaved rotation; positions past a
+    sample's grid get cos 1, sin 0, so they pass through unchanged as upstream leaves them."""
+    grids = _grids(grid_sizes)
+    cos = torch.ones(len(grids), seq_len, 1, c, 2, device=freqs.device)
+    sin = torch.zeros(len(grids), seq_len, 1, c, 2, device=freqs.device)
+    for i, grid in enumerate(grids):
+        n = grid[0] * grid[1] * grid[2]
+        _, re, im = _rope_table(grid, freqs, c, freqs.device)
+        cos[i, :n] = re.unsqueeze(-1)
+        sin[i, :n, ..., 0], sin[i, :n, ..., 1] = -im, im
+    return cos, sin
+
+
+def _register_rope_op():
+    """`torch.ops.wan22.rope_tables`: the grid's tables as one opaque operator, so that a compiled
+    block has no graph break at the rotary embedding and inductor fuses the rotation with the
+    q/k norms and the cast. None where torch has no custom_op."""
+    custom_op = getattr(getattr(torch, "library", None), "custom_op", None)
+    if custom_op is None:
+        return None
+    try:
+        op = custom_op("wan22::rope_tables", _rope_cos_sin, mutates_args=(),
+                       schema="(Tensor grid_sizes, Tensor freqs, int seq_len, int c) -> (Tensor, Tensor)")
+    except RuntimeError:  # registered already
+        return torch.ops.wan22.rope_tables
+
+    def fake(grid_sizes, freqs, seq_len, c):
+        shape = (grid_sizes.size(0), seq_len, 1, c, 2)
+        return freqs.new_empty(shape, dtype=torch.float32), freqs.new_empty(shape, dtype=torch.float32)
+
+    op.register_fake(fake)
+    return op
+
+
+_rope_op = _register_rope_op()
 
 
 @torch.amp.autocast("cuda", enabled=False)
 def rope_apply(x, grid_sizes, freqs):
     """Upstream `wan.modules.model.rope_apply` (x: [B, L, N, C], float32 out) in float32.
 
-    Eager: one complex64 multiply. Under torch.compile: the same rotation in real arithmetic, which
-    inductor fuses with its neighbours (it has no complex kernels).
+    Eager: one complex64 multiply per sample. Under torch.compile: the same rotation as real
+    arithmetic on an interleaved cos/sin table (`x * cos + swap(x) * sin`), which inductor fuses
+    with the q/k norm; it returns bf16 when x is bf16, the cast the attention call makes anyway.
     """
     n, c = x.size(2), x.size(3) // 2
+    if _rope_op is not None and _compiling():
+        cos, sin = _rope_op(grid_sizes, freqs, x.size(1), c)
+        xv = x.float().unflatten(3, (c, 2))
+        y = (xv * cos + xv.flip(-1) * sin).flatten(3)
+        return y.to(x.dtype) if x.dtype == torch.bfloat16 else y
     out = []
     for i, grid in enumerate(_grids(grid_sizes)):
         seq_len = grid[0] * grid[1] * grid[2]
-        rot, cos, sin = _rope_table_eager(grid, freqs, c, x.device)
+        rot = _rope_table(grid, freqs, c, x.device)[0]
         xi = x[i, :seq_len].float().reshape(seq_len, n, c, 2)
-        if _compiling():
-            re, im = xi[..., 0], xi[..., 1]
-            yi = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(2)
-        else:
-            yi = torch.view_as_real(torch.view_as_complex(xi) * rot).flatten(2)
+        yi = torch.view_as_real(torch.view_as_complex(xi) * rot).flatten(2)
         out.append(yi if seq_len == x.size(1) else torch.cat([yi, x[i, seq_len:].float()]))
     return out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)
-
-
-@_disable
-def _grids(grid_sizes) -> list[tuple[int, int, int]]:
-    return [tuple(int(v) for v in g) for g in grid_sizes.tolist()]
 
 
 # ---- expert swapping through page-locked host memory --------------------------------------------
@@ -282,7 +338,7 @@ def _patch_model_module(module) -> None:
     if flags["WAN22_FAST_ROPE"]:
         module.rope_apply = rope_apply
     if flags["WAN22_COMPILE"]:
-        compile_blocks(module)
+        compile_blocks(module, fall_back=_value("WAN22_COMPILE") == "auto")
     if flags["WAN22_FORWARD_TIMES"] and not getattr(cls, "_wan22_timed", False):
         _time_forwards(cls)
 
@@ -310,8 +366,11 @@ def _time_forwards(cls) -> None:
     cls._wan22_timed = True
 
 
-def compile_blocks(module) -> None:
-    """`torch.compile` WanAttentionBlock.forward of wan.modules.model `module` (class-wide, once)."""
+def compile_blocks(module, fall_back: bool = False) -> None:
+    """`torch.compile` WanAttentionBlock.forward of wan.modules.model `module` (class-wide, once).
+
+    fall_back: a compilation error runs that block eagerly (with torch's warning) instead of raising.
+    """
     block = module.WanAttentionBlock
     if "_wan22_eager_forward" in block.__dict__:
         return
@@ -319,6 +378,8 @@ def compile_blocks(module) -> None:
 
     # 40 blocks x 2 experts share one code object: leave room should guards be per instance
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 128)
+    if fall_back:
+        torch._dynamo.config.suppress_errors = True
     block._wan22_eager_forward = block.forward
     block.forward = torch.compile(block.forward, dynamic=False)
 
@@ -367,12 +428,15 @@ class _PatchAfterLoad:
         return spec
 
 
-def install() -> dict[str, bool]:
+def install(steps: int | None = None) -> dict[str, bool]:
     """Install the switched-on speedups for the next `import wan`; returns the switches.
 
-    If wan.modules.model is already imported it is patched in place (models built after this
-    call get the timestep wrappers; existing instances can be passed to `apply_to_model`).
+    steps: the run's denoising steps when known (WAN22_COMPILE=auto); None = a long or open-ended
+    run (the task's default steps, or the server). If wan.modules.model is already imported it is
+    patched in place (models built after this call get the timestep wrappers; existing instances
+    can be passed to `apply_to_model`).
     """
+    _run["steps"] = steps
     flags = active()
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())

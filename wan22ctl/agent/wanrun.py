@@ -60,6 +60,19 @@ def _report_memory() -> None:
              peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2))
 
 
+def _sample_steps(argv: list[str]) -> int | None:
+    """generate.py's --sample_steps when given (None: the task's default, 40 or 50)."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--sample_steps" and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--sample_steps=") else None)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None  # generate.py rejects it itself
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Install the backend and speedups, then run generate.py with `argv` as its arguments."""
     argv = sys.argv[1:] if argv is None else argv
@@ -67,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         name = attention.install()
-        flags = speedups.install()
+        flags = speedups.install(steps=_sample_steps(argv))
     except ValueError as exc:  # a bad switch: say which, before any weights load
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
