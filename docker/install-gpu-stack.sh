@@ -6,8 +6,10 @@
 set -euo pipefail
 
 apt-get update
+# gcc + python3-dev: torch.compile (WAN22_COMPILE, on by default for long runs) builds Triton's
+# launcher against Python.h at first use; flash-attn builds need them too.
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    git ffmpeg libgl1 libglib2.0-0 libsndfile1 python3-venv ninja-build
+    git ffmpeg libgl1 libglib2.0-0 libsndfile1 python3-venv python3-dev gcc g++ ninja-build
 rm -rf /var/lib/apt/lists/*
 
 git clone --filter=blob:none "$WAN22_REPO" /workspace/wan2.2
