@@ -274,6 +274,7 @@ def test_progress_tracker_reads_upstream_output(capsys):
     assert t.on_stderr("Loading checkpoint shards:  50%|█████     | 3/6 [00:02<00:02,  1.20it/s]")
     assert t.on_stderr("Loading checkpoint shards: 100%|██████████| 6/6 [00:05<00:00,  1.20it/s]")
     assert t.current == "load"
+    t.on_stdout('@@wan22ctl {"event":"attention","requested":"auto","backend":"flash4","speedups":{"WAN22_COMPILE":true}}')
     t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
     assert t.on_stderr("  0%|          | 0/40 [00:00<?, ?it/s]")
     assert t.on_stderr(" 50%|█████     | 20/40 [1:02:03<1:00:00, 186.15s/it]")
@@ -282,7 +283,11 @@ def test_progress_tracker_reads_upstream_output(capsys):
     assert not t.on_stderr("Traceback (most recent call last):")
     t.on_stdout("[2026-01-01 12:00:00,000] INFO: save_video failed, error: disk full")
     t.on_stdout("[2026-01-01 12:00:00,000] INFO: Saving generated video to /opt/outputs/x.mp4")
+    t.on_stdout('@@wan22ctl {"event":"gpu_memory","rank":0,"peak_allocated_gib":33.06,"peak_reserved_gib":41.76}')
     t.on_stdout("[2026-01-01 12:00:00,000] INFO: Finished.")
+    # wanrun's events land in the sidecar: which kernel and speedups made the video, its peak memory
+    assert t.attention == {"requested": "auto", "backend": "flash4", "speedups": {"WAN22_COMPILE": True}}
+    assert t.gpu_memory == [{"rank": 0, "peak_allocated_gib": 33.06, "peak_reserved_gib": 41.76}]
     events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
     progress = [(e["step"], e["eta_s"]) for e in events if e["event"] == "progress"]
     assert progress == [(0, None), (20, 3600), (40, 0)]

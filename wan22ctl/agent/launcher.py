@@ -32,7 +32,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from wan22ctl.agent.events import emit
+from wan22ctl.agent.events import emit, parse_event
 from wan22ctl.agent import outputs
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: the GPUs are locked by another run and --no-wait was given
@@ -243,6 +243,8 @@ class ProgressTracker:
         self.total = 0
         self.save_error: str | None = None
         self.last_lines: list[str] = []
+        self.attention: dict | None = None  # wanrun's `attention` event: backend, GPU, speedups
+        self.gpu_memory: list[dict] = []  # wanrun's `gpu_memory` events, one per rank
         self._begin("load")
 
     def _begin(self, name: str) -> None:
@@ -266,6 +268,14 @@ class ProgressTracker:
 
     def on_stdout(self, line: str) -> None:
         self._remember(line)
+        event = parse_event(line) if line.startswith("@@") else None
+        if event is not None:
+            fields = {k: v for k, v in event.items() if k != "event"}
+            if event.get("event") == "attention":
+                self.attention = fields
+            elif event.get("event") == "gpu_memory":
+                self.gpu_memory.append(fields)
+            return
         if "Generating video" in line and self.current == "load":
             self._begin("text_encode")
         elif "Saving generated video to" in line:
@@ -413,6 +423,8 @@ def sidecar_data(plan: dict, argv: list[str], tracker: ProgressTracker, exit_cod
         "argv": argv,
         "phases_s": tracker.phases,
         "total_s": round(total_s, 3),
+        "attention": tracker.attention,
+        "gpu_memory": tracker.gpu_memory,
         "gpus": list(plan.get("gpu_names") or []),
         "gpu_indices": list(plan.get("gpus") or []),
         "docker_image_digest": image_digest,
