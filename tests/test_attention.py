@@ -229,3 +229,10 @@ def test_gpu_wan_shapes_all_backends_agree(backend):
         backend(name)
         out = A.flash_attention(q[:, :512], ctx, ctx, k_lens=torch.tensor([512]))
         assert rel_err(out, ref) < 1e-2
+
+
+def test_host_settings_offer_every_backend():
+    """`.env`'s WAN22_ATTENTION is validated on the host against the container side's choices."""
+    from wan22ctl.settings import ATTENTION_CHOICES
+
+    assert ATTENTION_CHOICES == A.CHOICES

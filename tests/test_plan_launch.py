@@ -214,7 +214,8 @@ def test_wan_starts_through_the_bootstrap_unless_asked_not_to():
     r = req("ti2v-5B")
     one = plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", attention="sdpa")
     assert list(one.argv[:3]) == ["python3", "-m", "wan22ctl.agent.wanrun"] and one.bootstrap
-    assert one.env["WAN22_ATTENTION"] == "sdpa"
+    assert one.env["WAN22_ATTENTION"] == "sdpa" and one.env["WAN22_COMPILE"] == "auto"
+    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", compile_mode="0").env["WAN22_COMPILE"] == "0"
     many = plan_launch(r, synthetic_inventory(2, 80), None, run_id="r", attention="flash3")
     assert list(many.argv[:5]) == ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "wan22ctl.agent.wanrun"]
     assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r").bootstrap  # the default, auto backend too

@@ -46,6 +46,10 @@ def _bool(value: str) -> str:
     raise ValueError("must be true or false")
 
 
+# the container side's WAN22_ATTENTION values (wan22ctl.agent.attention.CHOICES; a test keeps them equal)
+ATTENTION_CHOICES = ("auto", "flash4", "flash3", "flash2", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         v = value.strip().lower()
@@ -172,7 +176,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("OUTPUT_DIR", "/opt/outputs", _abs_path, "host folder mounted at /opt/outputs (generated videos)", group="container"),
     SettingSpec("CHECKPOINT_DIR", "/opt/checkpoints", _abs_path, "host folder mounted at /opt/checkpoints (model weights survive the container)", group="container"),
     SettingSpec("HF_HOME", "/opt/hf-home", _abs_path, "host folder mounted as the container's Hugging Face cache", group="container"),
-    SettingSpec("WAN22_ATTENTION", "auto", _choice("auto", "flash3", "flash2", "sdpa"), "attention backend used by Wan2.2's DiT in the container", group="container"),
+    SettingSpec("WAN22_ATTENTION", "auto", _choice(*ATTENTION_CHOICES), "attention backend of Wan2.2's DiT: auto (fastest measured for the GPU), flash4, sdpa (cuDNN first), flash3, flash2, sdpa-cudnn, sdpa-flash, sdpa-efficient, sdpa-math", group="container"),
+    SettingSpec("WAN22_COMPILE", "auto", _choice("auto", "1", "0"), "torch.compile of the DiT block: auto (one-GPU runs of >= 20 steps and the server), 1, 0", group="container"),
     # -- hub
     SettingSpec("HF_TOKEN", "", _text, "Hugging Face token, passed to downloads at exec time only", secret=True, group="hub"),
     SettingSpec("HF_ENDPOINT", "https://huggingface.co", _nonempty, "Hugging Face endpoint (a mirror such as https://hf-mirror.com)", group="hub"),

@@ -348,7 +348,8 @@ def _plan_jobs(jobs, gpus, ram, settings):
             continue
         try:
             job.result["plan"] = plan_launch(job.request, gpus, ram, run_id=uuid.uuid4().hex[:12],
-                                             attention=settings["WAN22_ATTENTION"])
+                                             attention=settings["WAN22_ATTENTION"],
+                                             compile_mode=settings["WAN22_COMPILE"])
         except UserError as exc:
             job.error, job.request = exc.message, None
 

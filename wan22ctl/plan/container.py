@@ -181,8 +181,11 @@ def plan_serve_container(settings: Settings) -> ContainerSpec:
     if settings["WAN22_API_KEY"]:
         command += ["--api-key-file", SERVER_KEY_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
+    # generate passes these per run (the launch plan's env); the server reads them once at start
+    run_env = {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"]}
     return replace(base, command=tuple(command), ports={f"{SERVER_CONTAINER_PORT}/tcp": port},
-                   environment={**base.environment, "PYTHONPATH": SERVER_PYTHONPATH}, tty=False, stdin_open=False)
+                   environment={**base.environment, "PYTHONPATH": SERVER_PYTHONPATH, **run_env}, tty=False,
+                   stdin_open=False)
 
 
 def plan_container(settings: Settings, stack: str = "main") -> ContainerSpec:

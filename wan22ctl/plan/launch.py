@@ -27,6 +27,7 @@ from wan22ctl.plan.inventory import Gpu
 
 OFFLOAD_CHOICES = ("auto", "on", "off")
 ATTENTION_DEFAULT = "auto"
+COMPILE_DEFAULT = "auto"  # WAN22_COMPILE: torch.compile of the DiT block (agent.speedups decides `auto`)
 BOOTSTRAP_MODULE = "wan22ctl.agent.wanrun"
 # Memory classes in GiB as nvidia-smi reports them (an "80 GB" H100 shows 79.6 GiB).
 CLASS_80GB = 75.0
@@ -344,6 +345,7 @@ def plan_launch(
     *,
     run_id: str,
     attention: str = ATTENTION_DEFAULT,
+    compile_mode: str = COMPILE_DEFAULT,
     bootstrap: bool = True,
     ckpt_root: str = catalog.CONTAINER_CHECKPOINT_DIR,
     output_dir: str = catalog.CONTAINER_OUTPUT_DIR,
@@ -444,6 +446,7 @@ def plan_launch(
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in chosen),
         "WAN22_ATTENTION": attention,
+        "WAN22_COMPILE": compile_mode,
     }
     if bootstrap:
         reasons.append(f"started through {BOOTSTRAP_MODULE} to install attention backend {attention!r} before `wan` loads")

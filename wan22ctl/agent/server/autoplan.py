@@ -16,7 +16,7 @@ import sys
 from wan22ctl.errors import EnvError
 
 
-def plan_for_server(task: str, inventory: dict, attention: str):
+def plan_for_server(task: str, inventory: dict, attention: str, compile_mode: str = "auto"):
     """The LaunchPlan `generate` would make for this task at its default size on this machine."""
     from wan22ctl.plan.inventory import Gpu
     from wan22ctl.plan.launch import build_request, plan_launch
@@ -26,7 +26,8 @@ def plan_for_server(task: str, inventory: dict, attention: str):
         raise EnvError(f"no GPU visible to the server ({inventory.get('error') or 'nvidia-smi lists none'})",
                        fix="start the container with GPUs (GPUS setting), or pass explicit flags instead of --plan auto")
     request = build_request(task, "(resident server)", seed=0)
-    return plan_launch(request, gpus, inventory.get("host_ram_gb"), run_id="server", attention=attention)
+    return plan_launch(request, gpus, inventory.get("host_ram_gb"), run_id="server", attention=attention,
+                       compile_mode=compile_mode)
 
 
 def server_flags(plan) -> list[str]:
@@ -111,7 +112,8 @@ def apply(args, argv: list[str]) -> dict:
     """
     from wan22ctl.agent.inventory import inventory
 
-    plan = plan_for_server(args.task, inventory(), os.environ.get("WAN22_ATTENTION", "auto"))
+    plan = plan_for_server(args.task, inventory(), os.environ.get("WAN22_ATTENTION", "auto"),
+                           os.environ.get("WAN22_COMPILE", "auto"))
     for line in plan.reasons:
         print(f"plan: {line}", flush=True)
     for line in plan.warnings:
