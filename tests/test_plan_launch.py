@@ -296,6 +296,33 @@ def test_progress_tracker_reads_upstream_output(capsys):
     assert set(t.phases) == set(launcher.PHASES) and t.save_error == "error: disk full"
 
 
+def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
+    """tqdm draws "\\r" + bar with no line end; upstream's first bar ("0/3") must start the denoise
+    phase at once, not when step 1 redraws it (a whole first step late: ~20 s at 720P)."""
+    import threading
+    import time
+
+    pytest.importorskip("tqdm")
+    child = ("import sys, time\nfrom tqdm import tqdm\nprint('INFO: Generating video ...', flush=True)\n"
+             "for _ in tqdm(range(3)):\n    time.sleep(1.5)\nprint('INFO: Finished.', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[tuple[float, str]] = []
+    start = time.monotonic()
+    readers = [threading.Thread(target=launcher._read_lines, args=(s, lambda line: seen.append((time.monotonic() - start, line))))
+               for s in (proc.stdout, proc.stderr)]
+    for r in readers:
+        r.start()
+    proc.wait(timeout=30)
+    for r in readers:
+        r.join(timeout=5)
+    bars = [(t, line) for t, line in seen if launcher.TQDM_RE.search(line)]
+    assert [launcher.TQDM_RE.search(line).group(1) for _, line in bars][:4] == ["0", "1", "2", "3"]
+    generating = next(t for t, line in seen if "Generating video" in line)
+    assert bars[0][0] - generating < 1.0  # "0/3" arrived when drawn, not 1.5 s later with "1/3"
+    assert bars[1][0] - generating < 2.5
+    assert any("Finished." in line for _, line in seen)
+
+
 def test_localize_maps_container_paths(monkeypatch, tmp_path):
     p = plan("i2v-A14B").to_dict()
     monkeypatch.setenv("WAN22_OUTPUT_DIR", str(tmp_path / "out"))

@@ -314,8 +314,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# A whole tqdm redraw: tqdm writes "\r" + the bar and no line end, so the bar is complete when
+# it ends in its rate bracket ("... 1.20it/s]"), not when the next redraw arrives.
+_BAR_DONE = re.compile(rb"\d+/\d+ \[[^\]]*\]\s*$")
+
+
 def _read_lines(stream, handle) -> None:
-    """Split a byte stream on \\n and \\r (tqdm redraws with \\r) and hand each line on."""
+    """Split a byte stream on \\n and \\r (tqdm redraws with \\r) and hand each line on, a
+    progress bar as soon as it is drawn (else every step would show one redraw late)."""
     buf = b""
     while True:
         chunk = os.read(stream.fileno(), 65536)
@@ -324,6 +330,9 @@ def _read_lines(stream, handle) -> None:
         buf += chunk
         parts = re.split(rb"[\r\n]", buf)
         buf = parts.pop()
+        if buf and _BAR_DONE.search(buf):
+            parts.append(buf)
+            buf = b""
         for part in parts:
             if part:
                 handle(part.decode("utf-8", "replace"))
