@@ -18,7 +18,7 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
         and both experts; attention and the rotary tables enter it as opaque operators
         (`wan22::flash_attention`, `wan22::rope_tables`), so inductor fuses everything between the
         GEMMs (norms, modulation, rotation, residuals, casts). The first forward pays the
-        compilation (~12 s per shape). `auto` compiles in a one-process run of at least
+        compilation (H100: ~10 s at 480P, ~17 s at 720P, once per shape). `auto` compiles in a one-process run of at least
         COMPILE_MIN_STEPS denoising steps (the defaults: 40 for A14B, 50 for TI2V-5B) and in the
         one-process server, and falls back to eager if compilation fails; torchrun runs stay eager
         unless set to 1 (not measured under FSDP/Ulysses).
@@ -35,7 +35,8 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
         Synchronize around every DiT forward and print a `forward` event (seconds, which model
         instance: the two A14B experts are told apart) for per-expert step times.
 
-Wan's own Python process imports this file: it imports only the standard library and torch.
+Wan's own Python process imports this file: it imports only the standard library, torch and the
+kit's attention module (same rule).
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ import weakref
 
 import torch
 
+from wan22ctl.agent.attention import _compiling
+
 FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "auto", "WAN22_FAST_SWAP": "1",
          "WAN22_FORWARD_TIMES": "0"}
-# WAN22_COMPILE=auto: compile when a run denoises at least this many steps (measured on an H100,
-# BENCHMARKS.md: compilation ~12 s once; 720P saves more than that within 10 steps)
+# WAN22_COMPILE=auto: compile when a run denoises at least this many steps. Measured on an H100
+# (BENCHMARKS.md): 720P pays ~17 s once and saves 1.4 s per forward (back within 7 steps), 480P
+# ~10 s and 0.6 s (back within 9 steps); 20 leaves room for slower compilers.
 COMPILE_MIN_STEPS = 20
 _run: dict = {"steps": None}  # the run's --sample_steps when known (wanrun passes it to install)
 # pipeline modules whose MoE classes swap the two experts (WanT2V, WanI2V)
@@ -147,11 +151,6 @@ def _rope_table(grid: tuple[int, int, int], freqs: torch.Tensor, c: int, device)
             _rope_tables.clear()
         _rope_tables[key] = table
     return table
-
-
-def _compiling() -> bool:
-    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return bool(check and check())
 
 
 def _grids(grid_sizes) -> list[tuple[int, int, int]]:
