@@ -50,14 +50,22 @@ def _announce(attention_name: str, flags: dict[str, bool]) -> None:
              gpu=torch.cuda.get_device_name(device), speedups=flags)
 
 
-def _report_memory() -> None:
+def peak_memory() -> dict | None:
+    """This process's peak GPU memory as the `gpu_memory` event and the sidecars report it."""
     import torch
 
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return {"rank": _rank(), "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+
+
+def _report_memory() -> None:
     from wan22ctl.agent.events import emit
 
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        emit("gpu_memory", rank=_rank(), peak_allocated_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
-             peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2))
+    row = peak_memory()
+    if row is not None:
+        emit("gpu_memory", **row)
 
 
 def _sample_steps(argv: list[str]) -> int | None:

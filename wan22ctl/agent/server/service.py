@@ -390,7 +390,7 @@ class Service:
                      "offload_model": eng.options.resolved_offload(eng.world_size)},
             "argv": list(sys.argv), "phases_s": {k: None if v is None else round(v, 3) for k, v in phases.items()},
             "gpus": names, "gpu_indices": _gpu_indices(), "docker_image_digest": None,
-            "total_s": round(time.monotonic() - started, 3), **_runtime(torch),
+            "total_s": round(time.monotonic() - started, 3), **_runtime(),
             "wan22_commit": os.environ.get("WAN22_REF"), "wan22ctl_version": __version__,
             "run_id": job.id, "job_id": job.id, "attempts": job.attempts,
             "started_at": _iso(job.started_at), "finished_at": _iso(time.time()),
@@ -433,16 +433,16 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
 
 
-def _runtime(torch) -> dict:
+def _runtime() -> dict:
     """The sidecar's `attention` (as wanrun's event reports it for `generate`) and `gpu_memory`."""
     att, sp = sys.modules.get("wan22ctl.agent.attention"), sys.modules.get("wan22ctl.agent.speedups")
     attention = None
     if att is not None:
         attention = {"requested": att.requested(), "backend": next(iter(att._resolved.values()), None),
                      "speedups": sp.active() if sp is not None else None}
-    memory = []
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        memory.append({"rank": int(os.environ.get("RANK", "0")),
-                       "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                       "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)})
-    return {"attention": attention, "gpu_memory": memory}
+    memory = None
+    if "torch" in sys.modules:
+        from wan22ctl.agent.wanrun import peak_memory
+
+        memory = peak_memory()
+    return {"attention": attention, "gpu_memory": [memory] if memory else []}
