@@ -82,8 +82,7 @@ def main() -> None:
                     sys.stdout.write(line)
                 continue
             events.append(ev)
-            if ev.get("event") not in ("progress", "forward"):
-                print("EVENT", json.dumps(ev), flush=True)
+            print("EVENT", json.dumps(ev), flush=True)
         code = proc.wait()
     wall = time.time() - t0
     phases = {e["name"]: e["seconds"] for e in events if e.get("event") == "phase" and e.get("state") == "end"}
@@ -97,6 +96,7 @@ def main() -> None:
                "exit_code": code, "wall_s": round(wall, 1), "phases": phases,
                "attention": next((e for e in events if e.get("event") == "attention"), None),
                "gpu_memory": [e for e in events if e.get("event") == "gpu_memory"],
+               "weights": next((e["placement"] for e in events if e.get("event") == "weights"), None),
                "last_progress": progress[-1] if progress else None,
                "forward_s": {k: {"count": len(v), "first": v[0], "median_rest": sorted(v[1:])[len(v[1:]) // 2] if len(v) > 1 else None}
                              for k, v in per_model.items()}, "result": result, "argv": list(plan.argv)}

@@ -159,6 +159,17 @@ def test_official_table_peaks_are_reproduced():
     assert plan("ti2v-5B", 1, 24).est_peak_gpu_gb == pytest.approx(22.9, abs=0.5)
 
 
+def test_one_big_gpu_keeps_both_experts_resident():
+    # H200: both bf16 experts (2 x 28.6 GB) and T5 stay on the GPU (agent.speedups does the same
+    # arithmetic with the real free memory); an 80 GB card forced to --offload off does not.
+    h200 = plan("t2v-A14B", 1, 141)
+    assert any("both bf16 experts" in r for r in h200.reasons)
+    assert h200.est_peak_gpu_gb == pytest.approx(2 * 28.6 + 11.4 + 31.2, abs=0.2) and h200.fits
+    forced = plan("t2v-A14B", 1, 80, offload="off")
+    assert forced.est_peak_gpu_gb == pytest.approx(28.6 + 11.4 + 31.2, abs=0.2)
+    assert not any("both bf16 experts" in r for r in forced.reasons)
+
+
 def test_a_480p_size_fits_where_720p_does_not():
     assert not plan("t2v-A14B", 1, 48).fits
     assert plan("t2v-A14B", 1, 48, size="832*480").fits
@@ -276,6 +287,7 @@ def test_progress_tracker_reads_upstream_output(capsys):
     assert t.on_stderr("Loading checkpoint shards: 100%|██████████| 6/6 [00:05<00:00,  1.20it/s]")
     assert t.current == "load"
     t.on_stdout('@@wan22ctl {"event":"attention","requested":"auto","backend":"flash4","speedups":{"WAN22_COMPILE":true}}')
+    t.on_stdout('@@wan22ctl {"event":"weights","placement":"resident"}')
     t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
     assert t.on_stderr("  0%|          | 0/40 [00:00<?, ?it/s]")
     assert t.on_stderr(" 50%|█████     | 20/40 [1:02:03<1:00:00, 186.15s/it]")
@@ -289,6 +301,7 @@ def test_progress_tracker_reads_upstream_output(capsys):
     # wanrun's events land in the sidecar: which kernel and speedups made the video, its peak memory
     assert t.attention == {"requested": "auto", "backend": "flash4", "speedups": {"WAN22_COMPILE": True}}
     assert t.gpu_memory == [{"rank": 0, "peak_allocated_gib": 33.06, "peak_reserved_gib": 41.76}]
+    assert t.weights == "resident"
     events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
     progress = [(e["step"], e["eta_s"]) for e in events if e["event"] == "progress"]
     assert progress == [(0, None), (20, 3600), (40, 0)]

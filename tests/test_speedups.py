@@ -250,6 +250,15 @@ def test_wanrun_compiles_only_runs_long_enough(standin_wan, steps, compiled):
     assert seen["compiled"] is compiled
 
 
+@pytest.mark.parametrize("argv,expected", [([], None), (["--offload_model", "False"], False),
+                                           (["--offload_model=true"], True), (["--offload_model", "Y"], True),
+                                           (["--offload_model", "maybe"], None)])
+def test_wanrun_reads_offload_model_as_generate_py_does(argv, expected):
+    from wan22ctl.agent import wanrun
+
+    assert wanrun._offload_model(["--task", "t2v-A14B", *argv]) is expected
+
+
 def test_wanrun_switches_off(standin_wan):
     res = run_wanrun(standin_wan, WAN22_FAST_ROPE="0", WAN22_TIME_EMBED_ONCE="0")
     seen = json.loads(res.stdout.split("SEEN ", 1)[1].splitlines()[0])
@@ -263,15 +272,16 @@ def test_wanrun_rejects_unknown_backend_before_loading(standin_wan):
 
 
 class _Pipeline:
-    """Upstream's MoE pipeline shape (WanT2V/WanI2V): two experts, `init_on_cpu`, the same
-    `_prepare_model_for_timestep` contract (which `_patch_swap` replaces)."""
+    """Upstream's MoE pipeline shape (WanT2V/WanI2V): two experts, T5, `init_on_cpu`, `t5_cpu`, the
+    same `_prepare_model_for_timestep` contract (which `_patch_swap` replaces)."""
 
-    def __init__(self, device, init_on_cpu=True):
+    def __init__(self, device, init_on_cpu=True, t5_cpu=False):
         torch.manual_seed(0)
         self.high_noise_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16)).to(torch.bfloat16)
         self.low_noise_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16)).to(torch.bfloat16)
         self.low_noise_model[0].register_buffer("scale", torch.arange(4.0))
-        self.device, self.init_on_cpu = device, init_on_cpu
+        self.text_encoder = types.SimpleNamespace(model=torch.nn.Linear(8, 4).to(torch.bfloat16))
+        self.device, self.init_on_cpu, self.t5_cpu = device, init_on_cpu, t5_cpu
 
     def _prepare_model_for_timestep(self, t, boundary, offload_model):
         """upstream docstring"""
@@ -288,15 +298,18 @@ def _devices(model):
 
 @pytest.fixture()
 def swapping(monkeypatch):
-    monkeypatch.delattr(_Pipeline, "_wan22_swap", raising=False)
-    original = _Pipeline._prepare_model_for_timestep
-    S._patch_swap(_Pipeline)
-    yield _Pipeline
-    _Pipeline._prepare_model_for_timestep = original
+    """A subclass of the stand-in with the patch applied (its __init__ stages the weights), and the
+    run's --offload_model, as wanrun passes it, set per test."""
+    monkeypatch.setitem(S._run, "offload", None)
+    cls = type("PatchedPipeline", (_Pipeline,), {})
+    S._patch_swap(cls)
+    return cls
 
 
-def _swap_run(device):
-    pipe = _Pipeline(device)
+def _swap_run(cls, device):
+    pipe = cls(device)
+    assert pipe._wan22_staged == "pinned"  # host copies made during the load, not in the first step
+    assert all("_wan22_host" in m.__dict__ for m in (pipe.high_noise_model, pipe.low_noise_model))
     high0, low0 = _weights(pipe.high_noise_model), _weights(pipe.low_noise_model)
     t_high, t_low = torch.tensor(900), torch.tensor(100)
     assert pipe._prepare_model_for_timestep(t_high, 875, False) is pipe.high_noise_model
@@ -317,21 +330,81 @@ def _swap_run(device):
 
 def test_fast_swap_moves_experts_through_one_host_copy(swapping):
     # the meta device stands in for the GPU on this CPU machine: only placement is checked here
-    pipe = _swap_run(torch.device("meta"))
+    pipe = _swap_run(swapping, torch.device("meta"))
     assert pipe._prepare_model_for_timestep.__doc__ == "upstream docstring"
 
 
-def test_fast_swap_leaves_resident_experts_alone(swapping):
-    pipe = _Pipeline(torch.device("meta"), init_on_cpu=False)
+def test_fast_swap_t5_moves_through_its_host_copy(swapping):
+    # --offload_model True (generate.py's one-GPU default): T5 goes up for each prompt and back
+    pipe = swapping(torch.device("meta"))
+    t5 = pipe.text_encoder.model
+    host = {v.data_ptr() for *_, v in t5.__dict__["_wan22_host"]}
+    assert {p.data_ptr() for p in t5.parameters()} == host  # the pageable originals are gone
+    assert t5.to(pipe.device) is t5 and _devices(t5) == {"meta"}
+    t5.cpu()
+    assert _devices(t5) == {"cpu"} and {p.data_ptr() for p in t5.parameters()} == host
+    assert t5.to(torch.float32).weight.dtype == torch.float32  # any other .to() is torch's own
+
+
+def test_fast_swap_without_offload_pins_experts_only(swapping, monkeypatch):
+    monkeypatch.setitem(S._run, "offload", False)
+    pipe = swapping(torch.device("meta"))  # no GPU here: nothing to measure free memory on -> pinned
+    assert pipe._wan22_staged == "pinned" and "_wan22_host" not in pipe.text_encoder.model.__dict__
+
+
+@pytest.mark.parametrize("offload,spare,staged", [(False, 0, "resident"), (False, -1, "pinned"),
+                                                 (True, 10**12, "pinned")])
+def test_fast_swap_keeps_both_experts_resident_where_they_fit(swapping, monkeypatch, offload, spare, staged):
+    """Resident when the GPU's free memory covers both experts, T5 and RESIDENT_FREE_BYTES (+spare)."""
+    monkeypatch.setitem(S._run, "offload", offload)
+    pipe = _Pipeline(torch.device("meta"))  # built unpatched, staged here with a given free memory
+    need = sum(S._nbytes(m) for m in (pipe.high_noise_model, pipe.low_noise_model, pipe.text_encoder.model))
+    assert S._stage(pipe, free_bytes=need + int(S.RESIDENT_FREE_BYTES) + spare) == staged
+    prepare = swapping._prepare_model_for_timestep
+    if staged == "resident":
+        assert all(_devices(m) == {"meta"} for m in (pipe.high_noise_model, pipe.low_noise_model,
+                                                      pipe.text_encoder.model))
+        # the switch moves nothing: both experts stay on the GPU
+        assert prepare(pipe, torch.tensor(900), 875, False) is pipe.high_noise_model
+        assert prepare(pipe, torch.tensor(100), 875, False) is pipe.low_noise_model
+        assert _devices(pipe.high_noise_model) == {"meta"} and "_wan22_host" not in pipe.high_noise_model.__dict__
+    else:
+        assert _devices(pipe.high_noise_model) == {"cpu"} and "_wan22_host" in pipe.high_noise_model.__dict__
+        prepare(pipe, torch.tensor(100), 875, offload)
+        assert _devices(pipe.high_noise_model) == {"cpu"} and _devices(pipe.low_noise_model) == {"meta"}
+
+
+def test_fast_swap_leaves_upstream_placement_alone(swapping):
+    pipe = swapping(torch.device("meta"), init_on_cpu=False)  # FSDP / sequence parallel
+    assert pipe._wan22_staged == "upstream"
     assert pipe._prepare_model_for_timestep(torch.tensor(900), 875, False) is pipe.high_noise_model
     assert _devices(pipe.high_noise_model) == {"cpu"} and "_wan22_host" not in pipe.high_noise_model.__dict__
 
 
+def test_resident_rule_is_the_planners():
+    from wan22ctl.plan import launch
+
+    assert launch.RESIDENT_FREE_GB * 1e9 == S.RESIDENT_FREE_BYTES
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_swap_on_gpu_keeps_weights_and_pins(swapping):
-    pipe = _swap_run(torch.device("cuda", 0))
+    pipe = _swap_run(swapping, torch.device("cuda", 0))
     flat, pinned = pipe.high_noise_model.__dict__["_wan22_host_flat"]
     assert pinned and flat.is_pinned()
     x = torch.randn(3, 8, dtype=torch.bfloat16, device="cuda")
     reference = _Pipeline(torch.device("cuda", 0)).low_noise_model.to("cuda")(x)
     assert torch.equal(pipe._prepare_model_for_timestep(torch.tensor(100), 875, False)(x), reference)
+    t5 = pipe.text_encoder.model
+    assert torch.equal(t5.to(pipe.device)(x), _Pipeline(torch.device("cuda", 0)).text_encoder.model.to("cuda")(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_swap_on_gpu_resident_without_offload(swapping, monkeypatch):
+    monkeypatch.setitem(S._run, "offload", False)
+    pipe = swapping(torch.device("cuda", 0))  # tiny models: any GPU keeps them resident
+    assert pipe._wan22_staged == "resident"
+    x = torch.randn(3, 8, dtype=torch.bfloat16, device="cuda")
+    reference = _Pipeline(torch.device("cuda", 0)).high_noise_model.to("cuda")(x)
+    assert torch.equal(pipe._prepare_model_for_timestep(torch.tensor(900), 875, False)(x), reference)
+    assert _devices(pipe.low_noise_model) == {"cuda"}

@@ -245,6 +245,7 @@ class ProgressTracker:
         self.last_lines: list[str] = []
         self.attention: dict | None = None  # wanrun's `attention` event: backend, GPU, speedups
         self.gpu_memory: list[dict] = []  # wanrun's `gpu_memory` events, one per rank
+        self.weights: str | None = None  # speedups' `weights` event: where the MoE experts live
         self._begin("load")
 
     def _begin(self, name: str) -> None:
@@ -275,6 +276,8 @@ class ProgressTracker:
                 self.attention = fields
             elif event.get("event") == "gpu_memory":
                 self.gpu_memory.append(fields)
+            elif event.get("event") == "weights":
+                self.weights = fields.get("placement")
             return
         if "Generating video" in line and self.current == "load":
             self._begin("text_encode")
@@ -434,6 +437,7 @@ def sidecar_data(plan: dict, argv: list[str], tracker: ProgressTracker, exit_cod
         "total_s": round(total_s, 3),
         "attention": tracker.attention,
         "gpu_memory": tracker.gpu_memory,
+        "weights": tracker.weights,
         "gpus": list(plan.get("gpu_names") or []),
         "gpu_indices": list(plan.get("gpus") or []),
         "docker_image_digest": image_digest,

@@ -27,16 +27,21 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
         --offload_model the expert needed next is copied to the GPU with `.to(device)` and the other
         one back with `.to('cpu')`, which allocates fresh pageable host memory for 28.6 GB of bf16
         weights each time (measured: ~37 s per video on an H200, first step plus the high->low
-        switch). Here each expert gets one page-locked host copy of its weights (made once);
-        offloading repoints the parameters to that copy (inference never changes weights, so nothing
-        is copied back) and loading is one DMA copy from page-locked memory. Same weights, same
-        results; only where the bytes live and how they move changes.
+        switch). Here the weights are placed once, at the end of the pipeline's construction (the
+        load phase), not in the first steps of a video:
+        - without --offload_model, when the GPU holds both experts and T5 with RESIDENT_FREE_BYTES
+          left over (an H200: yes; an 80 GB H100: no), all three move to the GPU and stay: no swap
+          at the high->low switch, no T5 move;
+        - otherwise each expert (and, with --offload_model, T5) gets one page-locked host copy of
+          its weights; offloading repoints the parameters to that copy (inference never changes
+          weights, so nothing is copied back) and loading is one DMA copy from page-locked memory.
+        Same weights, same results; only where the bytes live and how they move changes.
     WAN22_FORWARD_TIMES (default 0; measurement, not a speedup)
         Synchronize around every DiT forward and print a `forward` event (seconds, which model
         instance: the two A14B experts are told apart) for per-expert step times.
 
 Wan's own Python process imports this file: it imports only the standard library, torch and the
-kit's attention module (same rule).
+kit's attention and events modules (same rule).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import weakref
 import torch
 
 from wan22ctl.agent.attention import _compiling
+from wan22ctl.agent.events import emit
 
 FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "auto", "WAN22_FAST_SWAP": "1",
          "WAN22_FORWARD_TIMES": "0"}
@@ -56,7 +62,8 @@ FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": 
 # (BENCHMARKS.md): 720P pays ~17 s once and saves 1.4 s per forward (back within 7 steps), 480P
 # ~10 s and 0.6 s (back within 9 steps); 20 leaves room for slower compilers.
 COMPILE_MIN_STEPS = 20
-_run: dict = {"steps": None}  # the run's --sample_steps when known (wanrun passes it to install)
+# the run's --sample_steps and --offload_model when known (wanrun and the server pass them to install)
+_run: dict = {"steps": None, "offload": None, "placement": None}
 # pipeline modules whose MoE classes swap the two experts (WanT2V, WanI2V)
 SWAP_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V"}
 
@@ -294,17 +301,98 @@ def _offload(module) -> None:
         _place(module, torch.device("cpu"))
 
 
+def _to(module, original, *args, **kwargs):
+    """`module.to(device)` through the host copy; any other `.to()` call goes to torch's."""
+    target = args[0] if len(args) == 1 and not kwargs else None
+    if not isinstance(target, (str, torch.device)):
+        return original(*args, **kwargs)
+    target = torch.device(target)
+    if target.type == "cpu":
+        _offload(module)
+    elif not _on_gpu(module):
+        _place(module, target)
+    return module
+
+
+def _pin(module, moves_to: bool = False) -> None:
+    """Give `module` its page-locked host copy now and point its weights at it (the pageable
+    originals are freed); its `.cpu()` becomes a repoint, and with `moves_to` also its `.to(device)`
+    (T5, which upstream moves with `.to(self.device)` and `.cpu()` around every prompt)."""
+    _host_copy(module)
+    _place(module, torch.device("cpu"))
+    module.__dict__["cpu"] = functools.partial(_offload, module)
+    if moves_to:
+        module.__dict__["to"] = functools.partial(_to, module, module.to)
+
+
+def _nbytes(module) -> int:
+    return sum(getattr(sub, kind)[name].nbytes for sub, kind, name in _tensors(module))
+
+
+# Both experts and T5 stay on the GPU only if this much is left beside them for activations and the
+# VAE decode: the planner's 720P one-GPU activation term (31.2 GB) plus margin. An H200 (~150 GB)
+# keeps 80 GB free; an 80 GB H100 would keep 17 GB and swaps instead.
+RESIDENT_FREE_BYTES = 40e9
+
+
+def _resident_fits(pipe, free_bytes: int) -> bool:
+    need = _nbytes(pipe.high_noise_model) + _nbytes(pipe.low_noise_model)
+    if not pipe.t5_cpu:
+        need += _nbytes(pipe.text_encoder.model)
+    return free_bytes - need >= RESIDENT_FREE_BYTES
+
+
+def _stage(pipe, free_bytes: int | None = None) -> str:
+    """Place the weights of a just-built MoE pipeline for the whole process (see WAN22_FAST_SWAP).
+
+    Returns "resident" (everything on the GPU), "pinned" (page-locked host copies) or "upstream"
+    (FSDP/sequence-parallel pipelines, which upstream keeps on the GPU itself).
+    """
+    if not pipe.init_on_cpu:
+        return "upstream"
+    offload = _run["offload"]
+    if offload is None:  # generate.py's default: offload on one process
+        offload = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    experts = (pipe.high_noise_model, pipe.low_noise_model)
+    if free_bytes is None and torch.cuda.is_available():
+        free_bytes = torch.cuda.mem_get_info(pipe.device)[0]
+    if not offload and free_bytes is not None and _resident_fits(pipe, free_bytes):
+        for model in experts:
+            model.to(pipe.device)
+        if not pipe.t5_cpu:
+            pipe.text_encoder.model.to(pipe.device)
+        pipe._wan22_resident = True
+        return "resident"
+    for model in experts:
+        _pin(model)
+    if offload and not pipe.t5_cpu:
+        _pin(pipe.text_encoder.model, moves_to=True)
+    return "pinned"
+
+
 def _patch_swap(cls) -> None:
-    """Replace `cls._prepare_model_for_timestep` (same contract) with host-copy swapping."""
+    """Stage the weights at the end of `cls.__init__` and replace `cls._prepare_model_for_timestep`
+    (same contract) with swapping through the host copies."""
     if getattr(cls, "_wan22_swap", False):
         return
+    original_init = cls.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        _run["placement"] = self._wan22_staged = _stage(self)
+        if _run["placement"] != "upstream" and int(os.environ.get("RANK", "0")) == 0:
+            emit("weights", placement=_run["placement"])
 
     def _prepare_model_for_timestep(self, t, boundary, offload_model):
         if t.item() >= boundary:
             required, other = self.high_noise_model, self.low_noise_model
         else:
             required, other = self.low_noise_model, self.high_noise_model
-        if offload_model or self.init_on_cpu:
+        if getattr(self, "_wan22_resident", False) and not offload_model:
+            if not _on_gpu(required):  # after a server job's cleanup moved it
+                required.to(self.device)
+        elif offload_model or self.init_on_cpu:
             for model in (self.high_noise_model, self.low_noise_model):
                 # upstream's end-of-run `.cpu()` (offload_model) must not copy back either
                 model.__dict__.setdefault("cpu", functools.partial(_offload, model))
@@ -314,6 +402,7 @@ def _patch_swap(cls) -> None:
         return required
 
     _prepare_model_for_timestep.__doc__ = cls._prepare_model_for_timestep.__doc__
+    cls.__init__ = __init__
     cls._prepare_model_for_timestep = _prepare_model_for_timestep
     cls._wan22_swap = True
 
@@ -342,9 +431,13 @@ def _patch_model_module(module) -> None:
         _time_forwards(cls)
 
 
+def placement() -> str | None:
+    """Where the last MoE pipeline built in this process put its weights (resident, pinned, upstream)."""
+    return _run["placement"]
+
+
 def _time_forwards(cls) -> None:
     """Wrap WanModel.forward: synchronized wall time of each call, printed as an event line."""
-    import json
     import time
 
     original = cls.forward
@@ -357,8 +450,7 @@ def _time_forwards(cls) -> None:
         out = original(self, *args, **kwargs)
         torch.cuda.synchronize()
         model = seen.setdefault(id(self), len(seen))
-        print("@@wan22ctl " + json.dumps({"event": "forward", "model": model,
-                                          "seconds": round(time.perf_counter() - start, 4)}), flush=True)
+        emit("forward", model=model, seconds=round(time.perf_counter() - start, 4))
         return out
 
     cls.forward = forward
@@ -427,7 +519,7 @@ class _PatchAfterLoad:
         return spec
 
 
-def install(steps: int | None = None) -> dict[str, bool]:
+def install(steps: int | None = None, offload: bool | None = None) -> dict[str, bool]:
     """Install the switched-on speedups for the next `import wan`; returns the switches.
 
     steps: the run's denoising steps when known (WAN22_COMPILE=auto); None = a long or open-ended
@@ -435,7 +527,7 @@ def install(steps: int | None = None) -> dict[str, bool]:
     patched in place (models built after this call get the timestep wrappers; existing instances
     can be passed to `apply_to_model`).
     """
-    _run["steps"] = steps
+    _run["steps"], _run["offload"] = steps, offload
     flags = active()
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())

@@ -68,17 +68,28 @@ def _report_memory() -> None:
         emit("gpu_memory", **row)
 
 
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of generate.py flag `name` (`--name V` or `--name=V`) when given."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _sample_steps(argv: list[str]) -> int | None:
     """generate.py's --sample_steps when given (None: the task's default, 40 or 50)."""
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--sample_steps" and i + 1 < len(argv) else (
-            arg.split("=", 1)[1] if arg.startswith("--sample_steps=") else None)
-        if value is not None:
-            try:
-                return int(value)
-            except ValueError:
-                return None  # generate.py rejects it itself
-    return None
+    try:
+        return int(_flag(argv, "--sample_steps"))
+    except (TypeError, ValueError):
+        return None  # absent, or generate.py rejects it itself
+
+
+def _offload_model(argv: list[str]) -> bool | None:
+    """generate.py's --offload_model as its str2bool reads it (None: not given or not a boolean)."""
+    value = (_flag(argv, "--offload_model") or "").lower()
+    return True if value in ("yes", "true", "t", "y", "1") else False if value in ("no", "false", "f", "n", "0") else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         name = attention.install()
-        flags = speedups.install(steps=_sample_steps(argv))
+        flags = speedups.install(steps=_sample_steps(argv), offload=_offload_model(argv))
     except ValueError as exc:  # a bad switch: say which, before any weights load
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -35,6 +35,9 @@ CLASS_48GB = 40.0
 BIG_SINGLE_GPU = 120.0  # H200 (141 GB) and up: room to keep T5 and an expert resident
 # Keep both A14B experts resident only when the estimate leaves this share of the GPU free.
 OFFLOAD_HEADROOM = 0.9
+# One process without --offload_model keeps both A14B experts and T5 on the GPU when this much stays
+# free beside them: agent.speedups.RESIDENT_FREE_BYTES, the rule the container side applies (WAN22_FAST_SWAP).
+RESIDENT_FREE_GB = 40.0
 
 
 @dataclass(frozen=True)
@@ -167,13 +170,23 @@ def _expert_gb(task: catalog.Task, bf16: bool) -> float:
     return task.dit_params_b * (2 if bf16 else 4)
 
 
+def resident_experts(task: catalog.Task, mem: float, *, offload: bool, convert: bool, t5_cpu: bool) -> bool:
+    """Whether one process on a GPU of `mem` GB keeps both MoE experts (and T5) resident."""
+    if not task.moe or offload:
+        return False
+    return mem - 2 * _expert_gb(task, convert) - (0.0 if t5_cpu else catalog.T5_GB) >= RESIDENT_FREE_GB
+
+
 def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: bool, offload: bool,
-                         convert: bool, t5_cpu: bool) -> float:
-    """Peak GPU memory of one process (GB) for a flag set; see the module docstring."""
+                         convert: bool, t5_cpu: bool, resident: bool = False) -> float:
+    """Peak GPU memory of one process (GB) for a flag set; see the module docstring.
+
+    resident: one process keeps both experts on the GPU (`resident_experts`)."""
     act = _activations_gb(task, size, multi=nproc > 1)
     if nproc == 1:
-        # Single process: upstream keeps only the active expert on the GPU (init_on_cpu).
-        dit = _expert_gb(task, convert)
+        # Single process: upstream keeps only the active expert on the GPU (init_on_cpu); the kit's
+        # speedups keep both where they fit.
+        dit = _expert_gb(task, convert) * (2 if resident else 1)
         t5 = 0.0 if (offload or t5_cpu) else catalog.T5_GB
     elif fsdp:
         experts = 2 if (task.moe and not offload) else 1
@@ -289,8 +302,11 @@ def _memory_flags(task: catalog.Task, request: GenerationRequest, nproc: int, me
             reasons.append("--convert_model_dtype: bf16 DiT on one GPU, as in the README's single-GPU command")
             if mem >= BIG_SINGLE_GPU:
                 offload, t5_cpu = False, False
-                reasons.append(f"--offload_model False: {mem:.0f} GB holds T5 and the active bf16 expert "
-                               "(upstream keeps only one expert on the GPU at a time)")
+                if resident_experts(task, mem, offload=False, convert=True, t5_cpu=False):
+                    reasons.append(f"--offload_model False: {mem:.0f} GB holds T5 and both bf16 experts; they stay "
+                                   "on the GPU from the load on (WAN22_FAST_SWAP), no swap at the expert switch")
+                else:
+                    reasons.append(f"--offload_model False: {mem:.0f} GB holds T5 and the active bf16 expert")
             elif mem >= CLASS_80GB:
                 offload, t5_cpu = True, False
                 reasons.append("--offload_model True: README single-GPU command for 80 GB GPUs")
@@ -399,7 +415,9 @@ def plan_launch(
         reasons.insert(0, f"torchrun --nproc_per_node={nproc} with --ulysses_size {nproc}: {nproc} GPUs, "
                           f"{heads} heads divisible by {nproc}")
     reasons += why
-    peak = estimate_peak_gpu_gb(task, request.size, nproc, fsdp=fsdp, offload=offload, convert=convert, t5_cpu=t5_cpu)
+    resident = nproc == 1 and resident_experts(task, mem, offload=offload, convert=convert, t5_cpu=t5_cpu)
+    peak = estimate_peak_gpu_gb(task, request.size, nproc, fsdp=fsdp, offload=offload, convert=convert, t5_cpu=t5_cpu,
+                                resident=resident)
     # The table's peaks were measured on these very cards (22.9 GB on a 24 GB 4090): no extra margin.
     fits = peak <= mem
     if not fits:

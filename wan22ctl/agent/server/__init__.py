@@ -96,7 +96,7 @@ def run(args) -> int:
                               ulysses_size=args.ulysses_size, t5_fsdp=args.t5_fsdp, dit_fsdp=args.dit_fsdp,
                               t5_cpu=args.t5_cpu, convert_model_dtype=args.convert_model_dtype)
 
-    backend = load_backend(args.pipeline)
+    backend = load_backend(args.pipeline, offload=options.resolved_offload(world_size))
     control = Control.start(rank, world_size, local_rank)
     control.init_sequence_parallel(backend, args.ulysses_size)
     engine = Engine(backend, options, rank=rank, world_size=world_size, local_rank=local_rank)

@@ -58,13 +58,15 @@ def _pil_loader(path: str):
     return Image.open(path).convert("RGB")
 
 
-def load_backend(name: str, wan_dir: str | None = None) -> Backend:
-    """The real `wan` package (name "wan"), or a module/file with the same surface (a stand-in)."""
+def load_backend(name: str, wan_dir: str | None = None, offload: bool | None = None) -> Backend:
+    """The real `wan` package (name "wan"), or a module/file with the same surface (a stand-in).
+
+    offload: the pipeline's offload_model (where the speedups stage the MoE weights)."""
     if name == "wan":
         wan_dir = wan_dir or os.environ.get("WAN22_DIR", "/workspace/wan2.2")
         if wan_dir not in sys.path:
             sys.path.insert(0, wan_dir)
-        _install_attention()
+        _install_attention(offload)
         import wan  # noqa: F401  (Wan2.2, cloned into the image)
         from wan.configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, WAN_CONFIGS
         from wan.distributed.util import init_distributed_group
@@ -84,13 +86,13 @@ def load_backend(name: str, wan_dir: str | None = None) -> Backend:
                    getattr(module, "load_image", _pil_loader), getattr(module, "init_distributed_group", None))
 
 
-def _install_attention() -> None:
+def _install_attention(offload: bool | None = None) -> None:
     """What `generate` runs with (wan22ctl.agent.wanrun): the attention backend of WAN22_ATTENTION and
     the switched-on speedups, installed before `wan` is imported."""
     from wan22ctl.agent import attention, speedups
 
     log.info("attention backend: %s; speedups: %s", attention.install(),
-             ", ".join(name for name, on in speedups.install().items() if on) or "none")
+             ", ".join(name for name, on in speedups.install(offload=offload).items() if on) or "none")
 
 
 def pipeline_kind(task: str) -> str:

@@ -434,7 +434,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _runtime() -> dict:
-    """The sidecar's `attention` (as wanrun's event reports it for `generate`) and `gpu_memory`."""
+    """The sidecar's `attention` (as wanrun's event reports it for `generate`), `gpu_memory` and
+    `weights` (where the MoE experts live)."""
     att, sp = sys.modules.get("wan22ctl.agent.attention"), sys.modules.get("wan22ctl.agent.speedups")
     attention = None
     if att is not None:
@@ -445,4 +446,5 @@ def _runtime() -> dict:
         from wan22ctl.agent.wanrun import peak_memory
 
         memory = peak_memory()
-    return {"attention": attention, "gpu_memory": [memory] if memory else []}
+    return {"attention": attention, "gpu_memory": [memory] if memory else [],
+            "weights": sp.placement() if sp is not None else None}
