@@ -248,14 +248,28 @@ def _register(buf: torch.Tensor) -> bool:
     return int(code) == 0
 
 
-def _host_copy(module) -> list:
-    """The module's weights in one page-locked host buffer, made once: [(sub, kind, name, view)].
+def _host_buffer(nbytes: int) -> tuple[torch.Tensor, bool]:
+    """A page-locked host buffer of `nbytes` that forked children do not inherit: (uint8 tensor, pinned).
 
-    One flat buffer registered with cudaHostRegister, not torch's pinned allocator: that one rounds
-    every allocation up to a power of two (a 28.6 GB expert would take 32 GB or, per tensor, up to
-    twice its size). If registration fails the buffer stays pageable and swapping still skips the
+    Anonymous mmap marked MADV_DONTFORK, then cudaHostRegister. Linux copies DMA-pinned pages into a
+    child at fork() (no copy-on-write for them): upstream's save_video starts ffmpeg through
+    imageio-ffmpeg, which forks (preexec_fn), and with ~69 GB of pinned weights (two experts + T5)
+    that copy took ~25 s per video and, past half the host RAM, got the run OOM-killed. Not torch's
+    pinned allocator either: it rounds every allocation up to a power of two (a 28.6 GB expert would
+    take 32 GB). If registration fails the buffer stays pageable and swapping still skips the
     GPU->host copy.
     """
+    import mmap
+
+    buf = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # anonymous, page-aligned
+    if hasattr(mmap, "MADV_DONTFORK"):
+        buf.madvise(mmap.MADV_DONTFORK)
+    flat = torch.frombuffer(buf, dtype=torch.uint8, count=nbytes)  # keeps `buf` alive
+    return flat, _register(flat)
+
+
+def _host_copy(module) -> list:
+    """The module's weights in one page-locked host buffer, made once: [(sub, kind, name, view)]."""
     views = module.__dict__.get("_wan22_host")
     if views is not None:
         return views
@@ -268,8 +282,7 @@ def _host_copy(module) -> list:
         offsets.append(offset)
         sizes.append(nbytes)
         offset += nbytes
-    flat = torch.empty(offset, dtype=torch.uint8)
-    pinned = _register(flat)
+    flat, pinned = _host_buffer(offset)
     views = []
     for (sub, kind, name), start, nbytes in zip(entries, offsets, sizes):
         t = getattr(sub, kind)[name]
