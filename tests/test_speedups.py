@@ -346,6 +346,33 @@ def test_fast_swap_t5_moves_through_its_host_copy(swapping):
     assert t5.to(torch.float32).weight.dtype == torch.float32  # any other .to() is torch's own
 
 
+def _vm_flags(address: int) -> set[str]:
+    """The kernel's flags of the mapping holding `address` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if line.startswith("VmFlags"):
+                if inside:
+                    return set(line.split()[1:])
+            elif "-" in head and ":" not in head:
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")
+def test_host_copies_are_not_inherited_by_forked_children(swapping):
+    # upstream's save_video forks ffmpeg (imageio-ffmpeg's preexec_fn); Linux copies pinned pages
+    # into a forked child, so the host copies must be private mappings marked MADV_DONTFORK ("dc")
+    pipe = swapping(torch.device("meta"))
+    for model in (pipe.high_noise_model, pipe.low_noise_model, pipe.text_encoder.model):
+        flat, _ = model.__dict__["_wan22_host_flat"]
+        flags = _vm_flags(flat.data_ptr())
+        assert "dc" in flags and "sh" not in flags, flags
+        assert next(model.parameters()).data_ptr() >= flat.data_ptr()
+
+
 def test_fast_swap_without_offload_pins_experts_only(swapping, monkeypatch):
     monkeypatch.setitem(S._run, "offload", False)
     pipe = swapping(torch.device("meta"))  # no GPU here: nothing to measure free memory on -> pinned
