@@ -403,7 +403,7 @@ def _patch_swap(cls) -> None:
         else:
             required, other = self.low_noise_model, self.high_noise_model
         if getattr(self, "_wan22_resident", False) and not offload_model:
-            if not _on_gpu(required):  # after a server job's cleanup moved it
+            if not _on_gpu(required):  # a run with offload_model moved it off
                 required.to(self.device)
         elif offload_model or self.init_on_cpu:
             for model in (self.high_noise_model, self.low_noise_model):
