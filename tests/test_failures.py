@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.docker
@@ -18,6 +20,14 @@ def test_daemon_unreachable_names_docker_host(cli):
     assert "Traceback" not in r.stderr
     r = cli("status", extra_env={"DOCKER_HOST": "tcp://127.0.0.1:1"})
     assert r.returncode == 3 and "tcp://127.0.0.1:1" in r.stderr
+
+
+def test_dry_run_needs_no_daemon(cli):
+    # the plan is printed; only whether the image is already there stays open, and says so
+    r = cli("up", "--dry-run", "--json", extra_env={"DOCKER_HOST": "unix:///tmp/wan22ctl-no-such.sock"})
+    assert r.returncode == 0, r.stderr
+    image = json.loads(r.stdout)["image"]
+    assert image["action"] == "pull" and "not checked" in image["reason"]  # IMAGE_MODE=pull here
 
 
 def test_no_nvidia_runtime_says_install_toolkit_and_cleans_up(cli, docker_client):

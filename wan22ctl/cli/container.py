@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from wan22ctl.cli.common import DryRunOpt, JsonOpt, StackOpt, console, emit, settings_from
-from wan22ctl.errors import UserError
+from wan22ctl.errors import EnvError, UserError
 
 STACK_NAME_KEY = {"main": "CONTAINER_NAME", "videox-fun": "VIDEOX_CONTAINER_NAME"}
 
@@ -53,23 +53,27 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Build or pull the image when needed, then create and start the container."""
-    from wan22ctl.plan.image import plan_image
+    from wan22ctl.docker.client import connect
 
     _check_stack(stack)
     if build and pull:
         raise UserError("--build and --pull exclude each other")
     settings = settings_from({"GPUS": gpus})
     spec = _up_spec(settings, stack, serve)
-    image_plan = plan_image(settings, stack, build_context(), force_build=build, force_pull=pull)
-    if dry_run:
+    if dry_run:  # read-only; without a Docker daemon the plan says the local image was not checked
+        try:
+            client = connect()
+        except EnvError:
+            client = None
+        image_plan = _plan_image(client, settings, stack, build, pull)
         emit({"container": spec.to_dict(), "image": image_plan.to_dict()}, as_json, _print_spec)
         return
 
     from wan22ctl.docker import containers
-    from wan22ctl.docker.client import connect
 
     _before_docker(settings, stack)
     client = connect()
+    image_plan = _plan_image(client, settings, stack, build, pull)
     out = console(stderr=as_json)
     _ensure_image(client, settings, image_plan, out)
     _prepare_host(client, settings, stack, serve, out)
@@ -94,6 +98,18 @@ def up(
               "container_id": result.container_id, "health": status}, True, print)
     elif (hint := _next_step(settings, stack, serve, spec.name)) is not None:
         out.print(hint)
+
+
+def _plan_image(client, settings, stack: str, build: bool, pull: bool):
+    """The image plan against the daemon's local image (client None: not checked)."""
+    from wan22ctl.docker.images import local_image
+    from wan22ctl.plan.image import image_ref, plan_image
+
+    present, labels = None, None
+    if client is not None and not (build or pull):
+        present, labels = local_image(client, image_ref(settings, stack))
+    return plan_image(settings, stack, build_context(), force_build=build, force_pull=pull, present=present,
+                      local_labels=labels)
 
 
 def _up_spec(settings, stack: str, serve: bool):

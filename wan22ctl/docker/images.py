@@ -96,6 +96,17 @@ def build_image(client, plan: BuildPlan, on_line: LineFn) -> str:
     return image_id
 
 
+def local_image(client, ref: str) -> tuple[bool, dict]:
+    """(present, labels) of `ref` in the daemon's image store."""
+    import docker
+
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False, {}
+    return True, (image.labels or {})
+
+
 def split_ref(ref: str) -> tuple[str, str]:
     """'repo[:tag]' to (repo, tag); a port in the registry host is not a tag."""
     last = ref.rsplit("/", 1)[-1]

@@ -59,10 +59,16 @@ def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
     return h.hexdigest()[:16]
 
 
+def image_ref(settings: Settings, stack: str) -> str:
+    """The image the stack's container runs."""
+    return settings["DOCKER_IMAGE"] if stack == "main" else videox_image(settings)
+
+
 def plan_image(settings: Settings, stack: str, context: Path, force_build: bool = False,
                force_pull: bool = False, local_labels: dict | None = None, present: bool | None = None) -> ImagePlan:
-    """Decide build / pull / nothing. `present`/`local_labels` describe the local image (None: unknown)."""
-    ref = settings["DOCKER_IMAGE"] if stack == "main" else videox_image(settings)
+    """Decide build / pull / nothing. `present`/`local_labels` describe the local image as the caller
+    found it (`docker.images.local_image`); present None: not checked (no Docker daemon to ask)."""
+    ref = image_ref(settings, stack)
     mode = settings["IMAGE_MODE" if stack == "main" else "VIDEOX_IMAGE_MODE"]
     target = TARGET[stack]
     args = build_args(settings, stack)
@@ -76,21 +82,11 @@ def plan_image(settings: Settings, stack: str, context: Path, force_build: bool 
     if force_pull:
         return ImagePlan(ref, mode, "pull", "--pull given", None)
     if present is None:
-        present, local_labels = _local_image(ref)
+        return ImagePlan(ref, mode, "build" if build else "pull",
+                         "the local image was not checked (no Docker daemon reachable); if present and current: none",
+                         build)
     if not present:
         return ImagePlan(ref, mode, "build" if build else "pull", "image not present", build)
     if build and (local_labels or {}).get(LABEL_BUILD_HASH) != build.labels[LABEL_BUILD_HASH]:
         return ImagePlan(ref, mode, "build", "sources changed since the image was built", build)
     return ImagePlan(ref, mode, "none", "image present and current", build)
-
-
-def _local_image(ref: str) -> tuple[bool, dict]:
-    from wan22ctl.docker.client import connect
-
-    import docker
-
-    try:
-        image = connect().images.get(ref)
-    except docker.errors.ImageNotFound:
-        return False, {}
-    return True, (image.labels or {})
