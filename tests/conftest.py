@@ -53,7 +53,11 @@ def docker_client():
 
 # Test images are cached between runs under a tag that hashes their inputs. Each session keeps
 # the tags it used and removes older tags of the same repositories, so caches do not pile up.
+# Only images this checkout built (labelled with its path's hash) are pruned: two checkouts or
+# two runs sharing one daemon never delete each other's cached images.
 _CURRENT_IMAGES: set[str] = set()
+CHECKOUT_LABEL = "wan22ctl.test.checkout"
+CHECKOUT_ID = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
 
 
 def keep_image(tag: str) -> str:
@@ -65,7 +69,7 @@ def keep_image(tag: str) -> str:
 def _prune_stale_images(client) -> None:
     repos = {t.rsplit(":", 1)[0] for t in _CURRENT_IMAGES}
     try:
-        images = client.images.list()
+        images = client.images.list(filters={"label": f"{CHECKOUT_LABEL}={CHECKOUT_ID}"})
     except Exception:  # another run removed an image while it was listed: prune next time
         return
     stale = [image for image in images
@@ -92,7 +96,7 @@ def _build(client, context: Path, tag: str, buildargs: dict, target: str | None 
     from wan22ctl.docker.images import BuildPlan, build_image
 
     log: list[str] = []
-    plan = BuildPlan(str(context), dockerfile, tag, target, buildargs)
+    plan = BuildPlan(str(context), dockerfile, tag, target, buildargs, labels={CHECKOUT_LABEL: CHECKOUT_ID})
     try:
         build_image(client, plan, log.append)
     except Exception:
