@@ -444,23 +444,3 @@ def test_cli_plan_without_docker(tmp_path):
     assert human.returncode == 0 and "--t5_cpu" in human.stdout and "README command for 24 GB" in human.stdout
     dry = _cli(tmp_path, "generate", "--task", "ti2v-5B", "--prompt", "fox", "--gpu-count", "2", "--dry-run", "--json")
     assert dry.returncode == 0 and json.loads(dry.stdout)["plans"][0]["plan"]["nproc"] == 2
-
-
-UPSTREAM_GIT = Path("/work/.mirror/Wan-Video+Wan2.2/repo")
-
-
-@pytest.mark.skipif(not UPSTREAM_GIT.exists(), reason="no local mirror of Wan2.2 to compare with")
-def test_standin_mirrors_upstream_argparse_exactly():
-    """Every add_argument of upstream generate.py @42bf4cf (name, type, default, choices, action), in order."""
-    import ast
-
-    upstream = subprocess.run(["git", "-C", str(UPSTREAM_GIT), "show", "42bf4cf:generate.py"], capture_output=True,
-                              text=True, check=True).stdout
-
-    def arguments(source: str) -> list:
-        calls = [n for n in ast.walk(ast.parse(source))
-                 if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "add_argument"]
-        return [(c.args[0].value, {k.arg: ast.unparse(k.value) for k in c.keywords if k.arg != "help"}) for c in calls]
-
-    standin = (REPO / "tests" / "standins" / "generate.py").read_text()
-    assert arguments(standin) == arguments(upstream)
