@@ -176,21 +176,12 @@ def clean_environ() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def cli(tmp_path, docker_client, kit_image):
-    """The CLI against a fresh container name and host folders under tmp_path, settings that start here.
-
-    GPUS=none, PRIVILEGED=false, MEMLOCK=off: this sandbox cannot start containers with those
-    (their refusal paths have their own tests); `create` + `inspect` tests cover the real values.
-    """
-    work = tmp_path / "work"
-    work.mkdir()
-    name = unique("wan22t")
+def _settings_env(tmp_path: Path, name: str) -> dict[str, str]:
+    """Settings that start here: a fresh container name, host folders under tmp_path."""
     env = clean_environ()
     env.update(
         CONTAINER_NAME=name,
         VIDEOX_CONTAINER_NAME=name + "-vx",
-        DOCKER_IMAGE=kit_image,
         IMAGE_MODE="pull",
         BASE_IMAGE=BASE_IMAGE,
         GPU_STACK="false",
@@ -203,6 +194,25 @@ def cli(tmp_path, docker_client, kit_image):
         HF_HOME=str(tmp_path / "hf-home"),
         VIDEOX_MODELS_DIR=str(tmp_path / "videox-models"),
     )
-    runner = Cli(work, env, [name, name + "-vx"])
-    yield runner
-    runner.remove_created(docker_client)
+    return env
+
+
+@pytest.fixture
+def host_cli(tmp_path):
+    """The CLI for host-only commands (`download --local`, `models`, `verify --local`): no Docker Engine."""
+    work = tmp_path / "work"
+    work.mkdir()
+    name = unique("wan22t")
+    return Cli(work, _settings_env(tmp_path, name), [name, name + "-vx"])
+
+
+@pytest.fixture
+def cli(host_cli, docker_client, kit_image):
+    """The CLI against a fresh container name and host folders under tmp_path, settings that start here.
+
+    GPUS=none, PRIVILEGED=false, MEMLOCK=off: this sandbox cannot start containers with those
+    (their refusal paths have their own tests); `create` + `inspect` tests cover the real values.
+    """
+    host_cli.env["DOCKER_IMAGE"] = kit_image
+    yield host_cli
+    host_cli.remove_created(docker_client)

@@ -215,6 +215,8 @@ class HubServer:
     corrupt_next: bool = False  # the next file body has one byte flipped (a bad mirror or proxy)
     served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, authorization)
+    in_flight: int = 0  # requests the proxy is still answering (a killed client's body may still be going out)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
     def require_token(self, token: str):
@@ -237,6 +239,13 @@ class HubServer:
     def reset_counters(self) -> None:
         self.served.clear()
         self.requests.clear()
+
+    def settle(self, timeout: float = 30) -> None:
+        """Wait until no answer is still being sent, so nothing from one test counts in the next."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight:
+            assert time.monotonic() < deadline, f"{self.in_flight} proxy answer(s) still going after {timeout}s"
+            time.sleep(0.01)
 
 
 class _Proxy(http.server.BaseHTTPRequestHandler):
@@ -317,10 +326,15 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
                 time.sleep(len(piece) / hub.rate)
 
     def _safe(self) -> None:
+        with self.hub.lock:
+            self.hub.in_flight += 1
         try:
             self._handle()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (a test killed it): nothing to report
+        finally:
+            with self.hub.lock:
+                self.hub.in_flight -= 1
 
     do_GET = do_HEAD = do_POST = _safe
 
@@ -374,7 +388,6 @@ def hub_server(tmp_path_factory):
 @pytest.fixture
 def hub(hub_server):
     """The session hub with counters cleared and no token, gate or throttle left over."""
-    hub_server.reset_counters()
     _reset(hub_server)
     yield hub_server
     _reset(hub_server)
@@ -382,3 +395,5 @@ def hub(hub_server):
 
 def _reset(hub: HubServer) -> None:
     hub.token, hub.gate, hub.rate, hub.cut_after, hub.corrupt_next = None, False, 0, None, False
+    hub.settle()
+    hub.reset_counters()

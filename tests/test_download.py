@@ -25,13 +25,23 @@ SHARD = "high_noise_model/diffusion_pytorch_model-00003-of-00006.safetensors"
 pytestmark = pytest.mark.hub
 
 
-@pytest.fixture
-def dl(cli, hub):
-    """The CLI pointed at the test hub (host side), fast retries, no token."""
+def _at_hub(cli, hub):
     cli.env.update(HF_ENDPOINT=hub.endpoint, WAN22CTL_HUB_RETRIES="3", WAN22CTL_HUB_BACKOFF_S="0.2")
     cli.env.pop("HF_TOKEN", None)
     cli.hub = hub
     return cli
+
+
+@pytest.fixture
+def dl(host_cli, hub):
+    """The CLI pointed at the test hub (host side, no Docker needed), fast retries, no token."""
+    return _at_hub(host_cli, hub)
+
+
+@pytest.fixture
+def dl_container(cli, hub):
+    """The same, with a Docker Engine and the kit image for downloads through the container."""
+    return _at_hub(cli, hub)
 
 
 def ckpt(cli) -> Path:
@@ -314,7 +324,8 @@ def test_unreachable_endpoint_is_retried_with_backoff_then_named(dl):
 
 
 @pytest.mark.docker
-def test_download_in_container_keeps_token_out_of_inspect_and_logs(dl, docker_client):
+def test_download_in_container_keeps_token_out_of_inspect_and_logs(dl_container, docker_client):
+    dl = dl_container
     hub = dl.hub
     secret = "hf_SeCrEt" + os.urandom(6).hex()
     dl.env.update(HF_ENDPOINT=hub.container_endpoint, HF_TOKEN=secret)

@@ -46,6 +46,19 @@ def test_plan_decides_keep_check_fetch_and_counts_partials():
     assert "google/umt5-xxl/" in plan.not_in_repo  # the catalog wants files this listing lacks
 
 
+def test_only_a_partial_within_the_file_size_is_resumed():
+    files = {"a.pth": 100, "b.pth": 100, "c.pth": 100}
+    local = {
+        "a.pth": LocalFile(partial=150),  # larger than the file: not this file's bytes, start again
+        "b.pth": LocalFile(partial=100),  # every byte is there: only the hash is left to check
+        "c.pth": LocalFile(partial=1),
+    }
+    plan = plan_model(T2V, listing(files), local, "/ck/Wan2.2-T2V-A14B")
+    have = {f.path: (f.action, f.have_bytes) for f in plan.files}
+    assert have == {"a.pth": ("fetch", 0), "b.pth": ("fetch", 100), "c.pth": ("fetch", 1)}
+    assert plan.fetch_bytes == 100 + 0 + 99
+
+
 def test_space_verdict_shares_one_filesystem_and_refusal_names_both_numbers():
     a = plan_model(T2V, listing({"x.pth": 600}), {}, "/disk/a")
     b = plan_model(catalog.MODEL_BY_KEY["i2v"], listing({"y.pth": 500}), {}, "/disk/b")

@@ -8,6 +8,7 @@ out (exit 2, one line) before Docker is touched.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ def plan(task="t2v-A14B", count=1, mem=80.0, ram=None, **kw):
     (dict(task="ti2v-5B", size="1280*720"), "size 1280*720 is not supported by ti2v-5B; choose one of 704*1280, 1280*704"),
     (dict(size="1024*704"), "size 1024*704 is not supported by t2v-A14B"),
     (dict(frame_num=80), "--frame-num 80 is not of the form 4n+1; use 77 or 81"),
+    (dict(frame_num=79), "--frame-num 79 is not of the form 4n+1; use 77 or 81"),  # odd, but 4n+3
     (dict(frame_num=0), "--frame-num 0 is not of the form 4n+1"),
     (dict(sample_steps=0), "--steps 0 must be at least 1"),
     (dict(sample_shift=0), "--shift 0 must be greater than 0"),
@@ -83,6 +85,16 @@ def test_defaults_come_from_the_catalog_and_sizes_accept_x():
     assert req("t2v-A14B", size="832x480").size == "832*480"
     r = req("i2v-A14B")
     assert (r.size, r.frame_num, r.sample_steps, r.sample_shift) == ("1280*720", 81, 40, 5.0)
+    r = req("t2v-A14B")
+    assert (r.size, r.frame_num, r.sample_steps, r.sample_shift, r.guide_scale) == ("1280*720", 81, 40, 12.0, None)
+
+
+def test_t2v_defaults_reach_the_argv():
+    argv = list(plan("t2v-A14B", 1, 80).argv)
+    flags = {argv[i]: argv[i + 1] for i in range(3, len(argv) - 1) if argv[i].startswith("--")}
+    assert (flags["--size"], flags["--frame_num"], flags["--sample_steps"], flags["--sample_shift"]) == \
+        ("1280*720", "81", "40", "12")
+    assert "--sample_guide_scale" not in argv  # upstream's (3.0, 4.0) pair comes from its own config
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -109,6 +121,8 @@ A14B = {
     (4, 80): (4, True, False, False, False, True),
     (4, 141): (4, True, False, False, False, True),
     (8, 24): (8, True, True, False, False, False),
+    # 8 x 40 GB: both experts resident need ~36.2 GB per GPU, inside the 10 % kept free: offload.
+    (8, 40): (8, True, True, False, False, True),
     (8, 48): (8, True, False, False, False, True),
     (8, 80): (8, True, False, False, False, True),
     (8, 141): (8, True, False, False, False, True),
@@ -268,6 +282,27 @@ def test_publish_never_overwrites(tmp_path):
     assert sidecar.endswith("stem-3.json") and json.loads(Path(sidecar).read_text()) == {"a": 1}
     with pytest.raises(FileExistsError):
         outputs.write_sidecar(final, {"a": 2})
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EXDEV, errno.ENOTSUP])
+def test_publish_without_hard_links_never_overwrites(tmp_path, monkeypatch, code):
+    """Where the filesystem refuses hard links (some network filesystems, FUSE), the fallback must
+    still never replace an existing video or sidecar."""
+    def refuse(src, dst, **kw):
+        raise OSError(code, os.strerror(code), src, None, dst)
+
+    monkeypatch.setattr(os, "link", refuse)
+    (tmp_path / "stem.mp4").write_bytes(b"precious")
+    temp = tmp_path / ".partial-x.mp4"
+    temp.write_bytes(b"new")
+    final = outputs.publish(str(temp), str(tmp_path), "stem")
+    assert os.path.basename(final) == "stem-2.mp4" and Path(final).read_bytes() == b"new"
+    assert (tmp_path / "stem.mp4").read_bytes() == b"precious" and not temp.exists()
+    outputs.write_sidecar(final, {"a": 1})
+    with pytest.raises(FileExistsError):
+        outputs.write_sidecar(final, {"a": 2})
+    assert json.loads((tmp_path / "stem-2.json").read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stem-2.json", "stem-2.mp4", "stem.mp4"]
 
 
 def test_final_names_are_readable_and_shell_safe():

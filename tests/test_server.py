@@ -232,6 +232,13 @@ def test_cancel_running_job_then_next_job_runs(server):
     status, err, _ = server.api("GET", f"/v1/videos/{long['id']}/content")
     assert status == 409
 
+    # cancel a finished job: 409, and the job stays as it ended
+    server.wait(after["id"])
+    status, err, _ = server.api("POST", f"/v1/videos/{after['id']}/cancel")
+    assert status == 409 and "succeeded" in err["error"]["message"]
+    done = server.api("GET", f"/v1/videos/{after['id']}")[1]
+    assert (done["state"], done["cancel_requested"]) == ("succeeded", False)
+
     # cancel a queued job: at once, never run
     blocker = server.submit(prompt="blocker", sample_steps=60)
     queued = server.submit(prompt="never runs", sample_steps=3)
@@ -275,6 +282,11 @@ def test_idempotent_submit(server):
     ({"prompt": "   "}, "prompt", "prompt is required"),
     ({"size": "832*480"}, "prompt", "must be text"),
     ({"prompt": "x", "sample_steps": "40"}, "sample_steps", "integer"),
+    ({"prompt": "x", "sample_steps": True}, "sample_steps", "integer"),  # JSON true is no 1
+    ({"prompt": "x", "seed": False}, "seed", "integer"),
+    ({"prompt": "x" * 10_001}, "prompt", "longer than 10000 characters"),
+    ({"prompt": "x", "negative_prompt": "n" * 10_001}, "negative_prompt", "at most 10000 characters"),
+    ({"prompt": "x", "sample_steps": 1001}, "sample_steps", "between"),
     ({"prompt": "x", "sample_solver": "euler"}, "sample_solver", "unipc"),
     ({"prompt": "x", "sample_shift": 0}, "sample_shift", "greater than 0"),
     ({"prompt": "x", "sample_guide_scale": [1, 2, 3]}, "sample_guide_scale", "[low_noise, high_noise]"),
@@ -343,7 +355,8 @@ def test_image_checks(tmp_path):
         status, err, _ = s.api("POST", "/v1/videos", {"prompt": "x"})
         assert status == 422 and err["error"]["field"] == "image" and "needs" in err["error"]["message"]
         for data, text in ((b"GIF89a" + b"\x00" * 20, "not a PNG, JPEG or WebP"),
-                           (_png(20000, 20000), "20000x20000 pixels"), (_png(4, 4), "4x4 pixels")):
+                           (_png(20000, 20000), "20000x20000 pixels"), (_png(4, 4), "4x4 pixels"),
+                           (_png(640, 4), "640x4 pixels"), (_jpeg(640, 9000), "640x9000 pixels")):
             status, err, _ = s.api("POST", "/v1/videos", {"prompt": "x", "image": b64(data)})
             assert status == 422 and text in err["error"]["message"], err
         status, err, _ = s.api("POST", "/v1/videos", {"prompt": "x", "image": "!!notbase64"})
@@ -359,6 +372,20 @@ def test_image_checks(tmp_path):
         assert s.api("DELETE", f"/v1/videos/{twin['id']}")[0] == 200 and not staged.exists()
         call = next(c for c in s.calls_made() if c["input_prompt"] == "from a jpeg")
         assert call["max_area"] == 832 * 480 and call["shift"] == 5.0  # i2v: max_area, its own config shift
+    finally:
+        s.stop()
+
+
+def test_ti2v_server_takes_one_guide_scale(tmp_path):
+    """A (low, high) pair is for the two A14B experts; TI2V-5B has one model and one scale."""
+    s = Server(tmp_path, task="ti2v-5B").start()
+    try:
+        status, err, _ = s.api("POST", "/v1/videos", {"prompt": "x", "sample_guide_scale": [3.0, 4.0]})
+        assert status == 422 and err["error"]["field"] == "sample_guide_scale", err
+        assert "only for the A14B (MoE) tasks" in err["error"]["message"]
+        job = s.submit(prompt="one scale", size="1280*704", sample_steps=2, sample_guide_scale=4)
+        assert s.wait(job["id"])["state"] == "succeeded"
+        assert next(c for c in s.calls_made() if c["input_prompt"] == "one scale")["guide_scale"] == 4.0
     finally:
         s.stop()
 

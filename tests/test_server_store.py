@@ -36,6 +36,19 @@ def test_cancel_asked_before_a_crash_is_honoured(tmp_path):
     assert store.recover("requeue", 2) == [(job.id, "cancelled")]
 
 
+@pytest.mark.parametrize("state", ["succeeded", "failed", "cancelled"])
+def test_cancel_of_a_finished_job_changes_nothing(tmp_path, state):
+    store = JobStore(tmp_path / "q.sqlite3")
+    job = _job(store)
+    store.claim_next()
+    store.finish(job.id, state, error=None if state == "succeeded" else "why")
+    before = store.get(job.id)
+    after = store.request_cancel(job.id)
+    assert (after.state, after.cancel_requested) == (state, False)
+    assert store.get(job.id) == before  # nothing written: a later recover() has nothing to honour
+    assert store.request_cancel("video_" + "0" * 24) is None
+
+
 def test_queue_is_fifo_and_wal(tmp_path):
     store = JobStore(tmp_path / "q.sqlite3")
     ids = [_job(store, n).id for n in range(5)]

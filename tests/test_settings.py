@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO, clean_environ
+from wan22ctl.errors import UserError
 from wan22ctl.settings import DEFAULTS, load_settings, render_env_example
 
 
@@ -64,18 +67,38 @@ def test_invalid_value_names_the_key_and_exits_2(tmp_path):
     assert r.returncode == 2 and "GPUS" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+SECRETS = {"HF_TOKEN": "hf_supersecretvalue123", "REGISTRY_PASSWORD": "pw-xyz-987", "WAN22_API_KEY": "key-abc-654"}
+
+
 def test_secrets_are_masked_in_config(tmp_path):
-    (tmp_path / ".env").write_text("HF_TOKEN=hf_supersecretvalue123\nREGISTRY_PASSWORD=pw-xyz-987\n")
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
     r = run(tmp_path, "config")
     j = run(tmp_path, "config", "--json")
+    assert r.returncode == 0 and j.returncode == 0, r.stderr + j.stderr
     for out in (r.stdout + r.stderr, j.stdout + j.stderr):
-        assert "hf_supersecretvalue123" not in out and "pw-xyz-987" not in out
-    assert json.loads(j.stdout)["settings"]["HF_TOKEN"]["value"] == "(set, hidden)"
+        for value in SECRETS.values():
+            assert value not in out
+    shown = json.loads(j.stdout)["settings"]
+    assert {k: shown[k]["value"] for k in SECRETS} == dict.fromkeys(SECRETS, "(set, hidden)")
+
+
+@pytest.mark.parametrize("key", ["SERVER_PORT", "VIDEOX_PORT"])
+def test_ports_are_tcp_port_numbers(tmp_path, key):
+    for good in ("1", "8000", "65535"):
+        assert load_settings(None, environ={key: good})[key] == good
+    for bad in ("0", "65536", "-1", "80a"):
+        with pytest.raises(UserError, match=f"invalid {key}='{bad}' \\(from environment\\): must be a TCP port"):
+            load_settings(None, environ={key: bad})
+    r = run(tmp_path, "config", env_extra={key: "65536"})
+    assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_gpus_forms_normalise(tmp_path):
     for raw, norm in (("all", "all"), ("2", "2"), ("0,2", "device=0,2"), ("device=1", "device=1"), ("none", "none")):
         assert load_settings(None, environ={"GPUS": raw})["GPUS"] == norm
+    for bad in ("0", "-1", "lots", "device=", "0,,2"):
+        with pytest.raises(UserError, match="invalid GPUS"):
+            load_settings(None, environ={"GPUS": bad})
 
 
 def test_help_starts_fast(tmp_path):
