@@ -162,21 +162,21 @@ def test_resume_after_sigkill_fetches_only_the_rest(dl):
     hub.rate = 1_000_000  # ~8 s for the 8 MiB shard: long enough to be caught mid-file
     target = ckpt(dl) / "Wan2.2-TI2V-5B"
     proc = dl.popen("download", "ti2v-5b", "--local")
-    incomplete = target / ".cache" / "wan22ctl" / "partial"
-    deadline = time.monotonic() + 60
-    partial = None
-    while time.monotonic() < deadline:
-        found = [p for p in incomplete.glob("*.part") if p.stat().st_size >= 2_000_000] if incomplete.is_dir() else []
-        if found:
-            partial = found[0]
-            break
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    assert partial is not None, "no partial download appeared"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    proc.stdout.close()
-    proc.stderr.close()
+    try:
+        incomplete = target / ".cache" / "wan22ctl" / "partial"
+        deadline = time.monotonic() + 60
+        partial = None
+        while time.monotonic() < deadline:
+            found = [p for p in incomplete.glob("*.part") if p.stat().st_size >= 2_000_000] if incomplete.is_dir() else []
+            if found:
+                partial = found[0]
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        assert partial is not None, "no partial download appeared"
+    finally:
+        proc.kill()
+        proc.communicate()
     have = partial.stat().st_size
     big = len(hub.files[TI2V][BIG_FILE])
     assert 0 < have < big
@@ -199,13 +199,18 @@ def test_ctrl_c_stops_promptly_and_keeps_the_partial(dl):
     hub.rate = 1_000_000
     target = ckpt(dl) / "Wan2.2-TI2V-5B"
     proc = dl.popen("download", "ti2v-5b", "--local")
-    partial = target / ".cache" / "wan22ctl" / "partial"
-    deadline = time.monotonic() + 60
-    while not (partial.is_dir() and any(p.stat().st_size > 1_000_000 for p in partial.glob("*.part"))):
-        assert time.monotonic() < deadline and proc.poll() is None, "no partial download appeared"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)  # workers stop at their next chunk, not at the end of the file
+    try:
+        partial = target / ".cache" / "wan22ctl" / "partial"
+        deadline = time.monotonic() + 60
+        while not (partial.is_dir() and any(p.stat().st_size > 1_000_000 for p in partial.glob("*.part"))):
+            assert time.monotonic() < deadline and proc.poll() is None, "no partial download appeared"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)  # workers stop at their next chunk, not at the end of the file
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "interrupted: finished files are verified and kept" in err and "Traceback" not in err
     kept = [p for p in partial.glob("*.part") if p.stat().st_size > 1_000_000]

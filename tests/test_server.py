@@ -92,6 +92,7 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.stop(signal.SIGKILL)
         raise AssertionError(f"server not ready:\n{self.logtext()}")
 
     def logtext(self) -> str:
@@ -126,6 +127,20 @@ class Server:
                 return job
             time.sleep(0.01)
         raise AssertionError(f"{job_id} still {job['state']} after {timeout}s")
+
+
+@pytest.fixture
+def servers():
+    """Make Servers that are stopped after the test whatever happened (a test stops its own to check it)."""
+    made: list[Server] = []
+
+    def make(*args, **kwargs) -> Server:
+        made.append(Server(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +186,8 @@ def test_submit_stream_poll_download(server):
     assert status == 200 and done["state"] == "succeeded" and done["seed"] == 42
     assert done["progress"]["phase"] == "done" and done["progress"]["step"] == 12
     t = done["timings"]
-    assert 0 <= t["start_latency_s"] < 2 and t["denoise_s"] >= 12 * 0.02 * 0.9 and t["total_s"] >= t["denoise_s"]
+    # (how soon an idle worker starts a job is measured by benchmarks/server_bench.py, not asserted here)
+    assert 0 <= t["start_latency_s"] and t["denoise_s"] >= 12 * 0.02 * 0.9 and t["total_s"] >= t["denoise_s"]
     status, body, headers = server.api("GET", done["content_url"])
     assert status == 200 and headers["Content-Type"] == "video/mp4" and body[4:8] == b"ftyp"
     status, part, headers = server.api("GET", done["content_url"], headers={"Range": "bytes=4-7"})
@@ -220,12 +236,12 @@ def test_cancel_running_job_then_next_job_runs(server):
     long = server.submit(prompt="long one", sample_steps=400)
     after = server.submit(prompt="after the cancel", sample_steps=4)
     server.wait(long["id"], until=lambda j: j["state"] == "running" and j["progress"]["step"] >= 3)
-    t0 = time.time()
     status, cancelled, _ = server.api("POST", f"/v1/videos/{long['id']}/cancel")
     assert status == 200 and cancelled["cancel_requested"]
     final = server.wait(long["id"])
-    assert final["state"] == "cancelled" and time.time() - t0 < 2
-    assert 3 <= final["progress"]["step"] < 400
+    # it stops at the next step: at most the step under way when the cancel came finishes first
+    assert final["state"] == "cancelled"
+    assert 3 <= final["progress"]["step"] <= cancelled["progress"]["step"] + 2
     assert server.wait(after["id"])["state"] == "succeeded"
     ends = {c["input_prompt"]: c for c in server.calls_made()}
     assert ends["long one"]["ended"] == "JobCancelled" and ends["long one"]["steps_done"] < 400
@@ -419,9 +435,9 @@ def test_api_key_required_beyond_localhost(tmp_path):
 # --------------------------------------------------------------------------- persistence
 
 
-def test_hundred_jobs_survive_kill_9(tmp_path):
+def test_hundred_jobs_survive_kill_9(tmp_path, servers):
     """kill -9 mid-queue, restart: every job is still there and ends succeeded; nothing done is lost."""
-    s = Server(tmp_path, env={"FAKE_WAN_STEP_S": "0.01"}).start()
+    s = servers(tmp_path, env={"FAKE_WAN_STEP_S": "0.01"}).start()
     ids = [s.submit(prompt=f"job {i}", sample_steps=4)["id"] for i in range(100)]
     deadline = time.time() + 30
     while True:
@@ -459,8 +475,8 @@ def test_hundred_jobs_survive_kill_9(tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["requeue", "fail"])
-def test_interrupted_job_by_policy(tmp_path, policy):
-    s = Server(tmp_path, args=("--on-interrupt", policy)).start()
+def test_interrupted_job_by_policy(tmp_path, servers, policy):
+    s = servers(tmp_path, args=("--on-interrupt", policy)).start()
     job = s.submit(prompt="interrupted", sample_steps=500)
     s.wait(job["id"], until=lambda j: j["state"] == "running")
     s.stop(signal.SIGKILL)
@@ -474,8 +490,8 @@ def test_interrupted_job_by_policy(tmp_path, policy):
     s.stop()
 
 
-def test_sigterm_requeues_the_running_job(tmp_path):
-    s = Server(tmp_path).start()
+def test_sigterm_requeues_the_running_job(tmp_path, servers):
+    s = servers(tmp_path).start()
     job = s.submit(prompt="stopped politely", sample_steps=500)
     s.wait(job["id"], until=lambda j: j["state"] == "running" and j["progress"]["step"] >= 2)
     assert s.stop() == 0

@@ -174,6 +174,7 @@ def test_compiled_block_is_one_graph_and_same_function(pad):
     assert not torch.isnan(compiled).any()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("pad", [0, 5])
 def test_compiled_block_on_gpu_matches_eager(pad):
@@ -414,6 +415,7 @@ def test_resident_rule_is_the_planners():
     assert launch.RESIDENT_FREE_GB * 1e9 == S.RESIDENT_FREE_BYTES
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_swap_on_gpu_keeps_weights_and_pins(swapping):
     pipe = _swap_run(swapping, torch.device("cuda", 0))
@@ -426,6 +428,7 @@ def test_fast_swap_on_gpu_keeps_weights_and_pins(swapping):
     assert torch.equal(t5.to(pipe.device)(x), _Pipeline(torch.device("cuda", 0)).text_encoder.model.to("cuda")(x))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_swap_on_gpu_resident_without_offload(swapping, monkeypatch):
     monkeypatch.setitem(S._run, "offload", False)
