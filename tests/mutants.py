@@ -12,8 +12,10 @@ with the reason (fix the list, the code moved on). The first run is a baseline: 
 tests must pass on the real code, or no mutant result means anything. Every mutated file is
 restored after its run, also on Ctrl-C; tests run with a fresh bytecode cache
 (PYTHONPYCACHEPREFIX), so a mutant of the same size in the same second is never masked by, nor
-leaves behind, a stale .pyc. The tests that need olah (I1, I2) find it as the suite does
-(WAN22CTL_OLAH_CLI). Exit status 0 when at least --min-killed mutants are killed.
+leaves behind, a stale .pyc. Tests run with CI=1 (tests/ci_policy.py): the ones that need olah
+(I1, I2; found as the suite finds it, WAN22CTL_OLAH_CLI) fail the baseline when it is missing
+instead of letting a mutant pass by skipping. Exit status 0 when at least --min-killed mutants
+are killed.
 
 A mutant is killed when its tests fail (pytest exit 1) or run past --timeout; any other pytest
 exit (collection error, no tests selected) is an `error`: the tests named here no longer exist.
@@ -138,7 +140,8 @@ def locate(m: Mutant) -> Place:
 
 def run_pytest(args: tuple[str, ...], timeout: float) -> tuple[str, float, list[str], str]:
     """(outcome, seconds, failed test ids, output tail): outcome is passed | failed | timeout | error."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # CI=1: a test whose prerequisite is missing (olah for I1, I2) fails instead of passing by skipping
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", CI="1")
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wan22ctl-mutants-") as cache:
         env["PYTHONPYCACHEPREFIX"] = cache
@@ -155,7 +158,7 @@ def run_pytest(args: tuple[str, ...], timeout: float) -> tuple[str, float, list[
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", out, re.M)
     outcome = {0: "passed", 1: "failed"}.get(proc.returncode, "error")
     return outcome, time.monotonic() - start, failed, out[-2000:]
 
