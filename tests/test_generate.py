@@ -58,11 +58,13 @@ def stack(tmp_path_factory, docker_client, standin_image):
         HF_TOKEN="hf_SECRETtoken1234567890",
     )
     cli = Cli(root / "work", env, [name])
-    r = cli("up", "--wait", "60")
-    assert r.returncode == 0, r.stdout + r.stderr
-    container = docker_client.containers.get(name)
-    yield SimpleNamespace(cli=cli, container=container, out=root / "outputs", root=root)
-    cli.remove_created(docker_client)
+    try:  # a failed `up` may leave a created container behind: removed all the same
+        r = cli("up", "--wait", "60")
+        assert r.returncode == 0, r.stdout + r.stderr
+        container = docker_client.containers.get(name)
+        yield SimpleNamespace(cli=cli, container=container, out=root / "outputs", root=root)
+    finally:
+        cli.remove_created(docker_client)
 
 
 def sh(container, script: str) -> str:
