@@ -125,6 +125,29 @@ def kit_image(docker_client) -> str:
                         {"BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "false"}, target="inference")
 
 
+# The GPU stack as CI builds it: the product Dockerfile with GPU_STACK=true on the Debian test base
+# (the documented base without CUDA: the torch wheels bring the runtime), torch from PyPI (the same
+# cu128 build as PyTorch's index), the stand-in Wan2.2 tree as WAN22_SOURCE (upstream's
+# requirements.txt and import shape), flash-attn skipped and FlashAttention-4 installed. Docker's
+# layer cache keeps the GPU layers between runs: only what changed is rebuilt.
+STANDIN_WAN_TREE = STANDINS / "wan2.2"
+GPU_BUILD_ARGS = {
+    "BASE_IMAGE": BASE_IMAGE, "GPU_STACK": "true", "FLASH_ATTN": "none",
+    "TORCH_INDEX_URL": os.environ.get("WAN22CTL_TEST_TORCH_INDEX_URL", "https://pypi.org/simple"),
+    "WAN22_SOURCE": str(STANDIN_WAN_TREE.relative_to(REPO)),
+}
+
+
+@pytest.fixture(scope="session")
+def gpu_image(docker_client) -> str:
+    """The product image with its GPU stack, built for real (cold: ~15 min on 2 cores; warm: seconds)."""
+    if not IN_CI and os.environ.get("WAN22CTL_GPU_IMAGE") == "0":
+        pytest.skip("WAN22CTL_GPU_IMAGE=0: the GPU image is not built in this run")
+    docker_client.images.get(BASE_IMAGE)
+    return cached_image(docker_client, "wan22ctl-test/gpu", KIT_INPUTS + [STANDIN_WAN_TREE],
+                        repr(sorted(GPU_BUILD_ARGS.items())), REPO, GPU_BUILD_ARGS, target="inference")
+
+
 @pytest.fixture(scope="session")
 def standin_image(docker_client, kit_image) -> str:
     """The kit image plus stand-ins for nvidia-smi and Wan2.2's generate.py."""

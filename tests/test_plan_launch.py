@@ -407,7 +407,7 @@ def test_agent_runs_a_plan_without_docker(tmp_path, monkeypatch):
     pytest.importorskip("torch", reason="torch (the CPU wheel .ci/run installs) is needed to start wanrun")
     wan = tmp_path / "wan2.2"
     wan.mkdir()
-    shutil.copy(REPO / "tests" / "standins" / "generate.py", wan / "generate.py")
+    shutil.copy(REPO / "tests" / "standins" / "wan2.2" / "generate.py", wan / "generate.py")
     (tmp_path / "ckpt" / "Wan2.2-TI2V-5B").mkdir(parents=True)
     p = plan_launch(req("ti2v-5B", sample_steps=4, prompt="fox"), synthetic_inventory(2, 80), None, run_id="loc1")
     (tmp_path / "plan.json").write_text(json.dumps(p.to_dict()))

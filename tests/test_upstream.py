@@ -28,7 +28,7 @@ REEXTRACT = "re-extract with tests/wan22_facts.py (see its docstring)"
 
 
 def _standin_generate():
-    spec = importlib.util.spec_from_file_location("standin_generate", REPO / "tests" / "standins" / "generate.py")
+    spec = importlib.util.spec_from_file_location("standin_generate", REPO / "tests" / "standins" / "wan2.2" / "generate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

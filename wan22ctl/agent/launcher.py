@@ -124,6 +124,8 @@ def child_command(plan: dict) -> tuple[list[str], dict[str, str]]:
     env["PYTHONUNBUFFERED"] = "1"
     if bootstrap:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_dir(), env.get("PYTHONPATH")) if p)
+    else:
+        env["WAN22_BOOTSTRAP"] = "0"  # keeps the image's hand-typed hook (wan22ctl-generate.pth) out too
     return argv, env
 
 

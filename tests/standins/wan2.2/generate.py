@@ -7,7 +7,9 @@ upstream's, so a wrong argv fails here exactly as it would there. Instead of loa
 prints upstream's log lines (rank 0, stdout, `[time] INFO: ...`), draws a tqdm-style bar on
 stderr from every rank, and copies a tiny valid MP4 to --save_file.
 
-Stdlib only: it runs on the image's system python, like the real script.
+Stdlib only, so it runs on the test image's torch-less system python, except for one line: where
+the stand-in `wan` package lies beside it (this folder, the GPU image's Wan2.2 tree) it imports
+`wan` first, as upstream does, which needs the image's packages and a GPU at the same point.
 
 Behaviour on request, by a marker in the prompt:
   @@fail     raise RuntimeError half way through denoising (exit 1, traceback)
@@ -30,6 +32,9 @@ import warnings
 from datetime import datetime
 
 warnings.filterwarnings('ignore')
+
+if __name__ == "__main__" and os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "wan")):
+    import wan  # noqa: F401  (upstream's generate.py imports it before parsing any argument)
 
 # --- wan.configs facts (SIZE_CONFIGS, SUPPORTED_SIZES, WAN_CONFIGS keys, num_heads, defaults)
 SIZE_CONFIGS = {
