@@ -86,6 +86,7 @@ COPY pyproject.toml README.md /opt/wan22ctl-src/
 COPY wan22ctl /opt/wan22ctl-src/wan22ctl
 RUN python3 -m venv /opt/wan22ctl-venv \
  && /opt/wan22ctl-venv/bin/pip install -q /opt/wan22ctl-src \
+ && rm -rf /opt/wan22ctl-src/build /opt/wan22ctl-src/*.egg-info \
  && ln -sf /opt/wan22ctl-venv/bin/wan22ctl /usr/local/bin/wan22ctl \
  && ln -sf /opt/wan22ctl-venv/bin/wan22ctl-agent /usr/local/bin/wan22ctl-agent \
  && mkdir -p /opt/outputs /opt/checkpoints /opt/hf-home

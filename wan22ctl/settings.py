@@ -90,6 +90,14 @@ def _gpus(value: str) -> str:
     raise ValueError("must be all, none, a count (e.g. 2) or device ids (e.g. device=0,2)")
 
 
+def _source_path(value: str) -> str:
+    """A path inside the kit folder (the build context) the Dockerfile can ADD; empty: clone instead."""
+    value = value.strip()
+    if value.startswith("/") or ".." in Path(value).parts:
+        raise ValueError("must be a path inside the kit folder (the build context), such as .upstream/wan2.2.tar.gz")
+    return value
+
+
 def _abs_path(value: str) -> str:
     p = os.path.expanduser(value.strip())
     if not p:
@@ -164,6 +172,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("GPU_STACK", "true", _bool, "install the CUDA stack (torch pins, flash-attn, Wan2.2); false builds only the kit's own layers", group="image"),
     SettingSpec("WAN22_REPO", "https://github.com/Wan-Video/Wan2.2.git", _nonempty, "Wan2.2 git repository cloned into the image", group="image"),
     SettingSpec("WAN22_REF", "42bf4cfaa384bc21833865abc2f9e6c0e67233dc", _git_ref, "Wan2.2 commit the image is pinned to", group="image"),
+    SettingSpec("WAN22_SOURCE", "", _source_path, "Wan2.2 tree or .tar/.tar.gz inside the kit folder to build from instead of cloning WAN22_REPO (no GitHub needed; name its commit in WAN22_REF)", group="image"),
+    SettingSpec("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu128", _nonempty, "pip index torch comes from (https://pypi.org/simple serves the same CUDA 12.8 build; or a mirror)", group="image"),
     SettingSpec("REGISTRY_USERNAME", "", _text, "user for `wan22ctl push`/`pull` to a private registry", group="image"),
     SettingSpec("REGISTRY_PASSWORD", "", _text, "password or token for that registry (never stored or logged)", secret=True, group="image"),
     # -- container
@@ -191,6 +201,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_SHM_SIZE", "200g", _byte_size, "size of /dev/shm in the VideoX-Fun container", group="videox"),
     SettingSpec("VIDEOX_REPO", "https://github.com/aigc-apps/VideoX-Fun.git", _nonempty, "VideoX-Fun git repository (build mode, and the checkout a pulled image lacks)", group="videox"),
     SettingSpec("VIDEOX_REF", "804a4258e2608f855ccaec8fffa279e75a3b89c6", _git_ref, "VideoX-Fun commit the stack is pinned to", group="videox"),
+    SettingSpec("VIDEOX_SOURCE", "", _source_path, "VideoX-Fun tree or .tar/.tar.gz inside the kit folder to build from instead of cloning VIDEOX_REPO", group="videox"),
     SettingSpec("VIDEOX_MODEL", "Wan2.2-Fun-5B-Control", _nonempty, "model the UI loads: a folder under VIDEOX_MODELS_DIR/Diffusion_Transformer", group="videox"),
     SettingSpec("VIDEOX_UI_MODE", "auto", _choice("auto", "host", "normal"), "host: load VIDEOX_MODEL at start; normal: VideoX-Fun's model picker; auto: host when the model is downloaded", group="videox"),
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),

@@ -1,7 +1,8 @@
 """The image plan: whether `up` builds, pulls or uses what is there, and the build arguments.
 
 In build mode an image is stale when its build-hash label differs from the hash of what the
-build would use (Dockerfile, docker/, the package sources, the build arguments).
+build would use (Dockerfile, docker/, the package sources, the build arguments, and the local
+source trees WAN22_SOURCE / VIDEOX_SOURCE name).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from wan22ctl.docker.images import BuildPlan, buildx_available
+from wan22ctl.errors import UserError
 from wan22ctl.plan.videox import videox_image
 from wan22ctl.settings import Settings
 
@@ -36,12 +38,34 @@ def build_args(settings: Settings, stack: str) -> dict[str, str]:
         "BASE_IMAGE": settings["BASE_IMAGE"],
         "GPU_STACK": settings["GPU_STACK"],
         "TORCH_CUDA_ARCH_LIST": settings["TORCH_CUDA_ARCH_LIST"],
+        "TORCH_INDEX_URL": settings["TORCH_INDEX_URL"],
         "WAN22_REPO": settings["WAN22_REPO"],
         "WAN22_REF": settings["WAN22_REF"],
+        "WAN22_SOURCE": settings["WAN22_SOURCE"],
     }
     if stack == "videox-fun":
-        args.update(VIDEOX_REPO=settings["VIDEOX_REPO"], VIDEOX_REF=settings["VIDEOX_REF"])
+        args.update(VIDEOX_REPO=settings["VIDEOX_REPO"], VIDEOX_REF=settings["VIDEOX_REF"],
+                    VIDEOX_SOURCE=settings["VIDEOX_SOURCE"])
     return args
+
+
+LOCAL_SOURCES = ("WAN22_SOURCE", "VIDEOX_SOURCE")
+
+
+def local_sources(context: Path, buildargs: dict[str, str]) -> list[Path]:
+    """The local source trees/tarballs the build ADDs (WAN22_SOURCE, VIDEOX_SOURCE); UserError when
+    one is missing, before anything is sent to the builder."""
+    found = []
+    for key in LOCAL_SOURCES:
+        rel = buildargs.get(key)
+        if not rel:
+            continue
+        path = context / rel
+        if not path.exists():
+            raise UserError(f"{key}={rel} does not exist in {context}: put the source tree or tarball inside "
+                            f"the kit folder (the build context), or leave {key} empty to clone it")
+        found.append(path)
+    return found
 
 
 def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
@@ -50,6 +74,8 @@ def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
     files = [context / "Dockerfile", context / "pyproject.toml", context / "README.md", context / "download_model.sh"]
     for folder in ("docker", "wan22ctl"):
         files += sorted(p for p in (context / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for source in local_sources(context, buildargs):
+        files += [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for f in files:
         if f.is_file():
             h.update(str(f.relative_to(context)).encode())
