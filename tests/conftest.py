@@ -141,7 +141,7 @@ GPU_BUILD_ARGS = {
 @pytest.fixture(scope="session")
 def gpu_image(docker_client) -> str:
     """The product image with its GPU stack, built for real (cold: ~15 min on 2 cores; warm: seconds)."""
-    if not IN_CI and os.environ.get("WAN22CTL_GPU_IMAGE") == "0":
+    if os.environ.get("WAN22CTL_GPU_IMAGE") == "0":  # in CI a skip fails (tests/ci_policy.py)
         pytest.skip("WAN22CTL_GPU_IMAGE=0: the GPU image is not built in this run")
     docker_client.images.get(BASE_IMAGE)
     return cached_image(docker_client, "wan22ctl-test/gpu", KIT_INPUTS + [STANDIN_WAN_TREE],

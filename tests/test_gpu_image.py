@@ -2,7 +2,7 @@
 
 The `gpu_image` fixture (conftest.py) builds the product Dockerfile with GPU_STACK=true on the
 Debian test base: torch 2.8.0 (cu128) from PyPI, the requirements of the stand-in Wan2.2 tree
-(upstream's requirements.txt at WAN22_REF, byte for byte; a test below compares), flash-attn
+(upstream's requirements.txt at WAN22_REF, byte for byte: tests/test_upstream.py), flash-attn
 skipped, FlashAttention-4 installed. No GPU here, so each check goes as far as a machine without
 one can: versions and labels, imports, `pip check`, the kit's bootstrap up to the first CUDA call,
 the health check.
@@ -13,17 +13,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, STANDIN_WAN_TREE, clean_environ
-from wan22ctl.settings import SPECS
+from tests.conftest import REPO, clean_environ
 
 pytestmark = pytest.mark.docker
-
-WAN22_REF = next(s.default for s in SPECS if s.key == "WAN22_REF")
-UPSTREAM_GIT = Path("/work/.mirror/Wan-Video+Wan2.2/repo")
 
 # What Wan2.2 at WAN22_REF imports (wan/__init__.py imports every pipeline eagerly) and the kit
 # runs it with: each must import in the image's Python.
@@ -47,14 +42,6 @@ def in_image(client, image: str, command: list[str] | str, **kw) -> tuple[int, s
     finally:
         container.remove(force=True)
     return code, out, err
-
-
-@pytest.mark.skipif(not UPSTREAM_GIT.exists(), reason="no local mirror of Wan2.2 to compare with")
-def test_standin_requirements_are_upstreams_at_the_pinned_commit():
-    upstream = subprocess.run(["git", "-C", str(UPSTREAM_GIT), "show", f"{WAN22_REF}:requirements.txt"],
-                              capture_output=True, check=True).stdout
-    # byte for byte: the same packages and pins, and the build's layer cache shared with upstream's
-    assert (STANDIN_WAN_TREE / "requirements.txt").read_bytes() == upstream
 
 
 def test_torch_and_its_cuda_runtime_match_the_image_labels(docker_client, gpu_image):

@@ -162,6 +162,7 @@ def test_extractor_reads_argparse_and_configs_without_importing_them(tmp_path):
     (wan / "wan" / "configs" / "wan_t2v_A14B.py").write_text(
         "t2v_A14B = EasyDict(__name__='Config')\nt2v_A14B.update(wan_shared_cfg)\n"
         "t2v_A14B.sample_shift = 12.0\nt2v_A14B.sample_guide_scale = (3.0, 4.0)\n")
+    (wan / "requirements.txt").write_bytes(b"torch>=2.4.0\nflash_attn\nnumpy>=1.23.5,<2")  # no final newline, as upstream's
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(wan)]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
@@ -176,7 +177,16 @@ def test_extractor_reads_argparse_and_configs_without_importing_them(tmp_path):
         ("offload_model", "store", "str2bool", None, None), ("t5_cpu", "store_true", None, False, None)]
     assert facts["task_configs"] == {"t2v-A14B": {"frame_num": 81, "sample_shift": 12.0, "sample_guide_scale": [3.0, 4.0]}}
     assert facts["supported_sizes"] == {"t2v-A14B": ["1280*720"]} and len(facts["source"]["commit"]) == 40
+    assert facts["requirements_txt"] == "torch>=2.4.0\nflash_attn\nnumpy>=1.23.5,<2"
     (wan / "generate.py").write_text("changed\n")
     r = subprocess.run([sys.executable, str(REPO / "tests" / "wan22_facts.py"), str(wan), "--output", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "local changes" in r.stderr
+
+
+def test_the_standin_trees_requirements_are_upstreams():
+    """CI's image build installs the stand-in tree's requirements.txt: it must be upstream's, byte for
+    byte (the same packages and pins, and the same build cache key as a build from upstream's tree)."""
+    ours = (REPO / "tests" / "standins" / "wan2.2" / "requirements.txt").read_text(encoding="utf-8")
+    assert ours == FACTS["requirements_txt"], REEXTRACT
+

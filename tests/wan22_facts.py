@@ -9,7 +9,8 @@ so CI needs neither the network nor upstream's code (which is never committed he
 read with `ast`, never imported (it needs torch and CUDA): every `add_argument` of `_parse_args()`
 in order (flags, action, type, default, choices; `choices=list(WAN_CONFIGS.keys())` resolved
 against `wan/configs/__init__.py`), SIZE_CONFIGS and SUPPORTED_SIZES, and each task config's
-literal attributes after `update(wan_shared_cfg)`. Stdlib only.
+literal attributes after `update(wan_shared_cfg)`, and requirements.txt as it is (the stand-in
+tree's copy, which the image build installs in CI, must equal it byte for byte). Stdlib only.
 """
 
 from __future__ import annotations
@@ -122,13 +123,14 @@ def extract(wan: Path, commit: str) -> dict:
     tables = config_tables(wan)
     return {
         "source": {"repo": UPSTREAM_REPO, "commit": commit,
-                   "files": ["generate.py", "wan/configs/__init__.py", "wan/configs/shared_config.py",
+                   "files": ["generate.py", "requirements.txt", "wan/configs/__init__.py", "wan/configs/shared_config.py",
                              *sorted(f"wan/configs/{m}.py" for _, m in tables["wan_configs"].values())],
                    "extracted_by": "tests/wan22_facts.py"},
         "generate_arguments": generate_arguments(wan, tables),
         "size_configs": tables["size_configs"],
         "supported_sizes": tables["supported_sizes"],
         "task_configs": task_configs(wan, tables),
+        "requirements_txt": (wan / "requirements.txt").read_text(encoding="utf-8"),
     }
 
 
