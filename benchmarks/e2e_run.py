@@ -25,7 +25,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from wan22ctl.agent.events import parse_event  # noqa: E402
+from wan22ctl.protocol import parse_event  # noqa: E402
 from wan22ctl.plan import launch  # noqa: E402
 from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, parse_nvidia_smi  # noqa: E402
 

@@ -126,14 +126,14 @@ def _sink(args):
     """(on_event, context manager): rich display on a terminal, event lines otherwise."""
     from contextlib import nullcontext
 
-    from wan22ctl.agent import events
+    from wan22ctl import protocol
 
     if sys.stdout.isatty() and not getattr(args, "events", False):
         from wan22ctl.hub.progress import DownloadView
 
         view = DownloadView()
         return view.sink, view
-    return events.emit, nullcontext()
+    return protocol.emit, nullcontext()
 
 
 def _roots(args) -> dict[str, str]:

@@ -32,11 +32,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from wan22ctl.agent.events import emit, parse_event
+from wan22ctl.protocol import EXIT_BUSY, EXIT_INTERRUPTED, emit, parse_event
 from wan22ctl.agent import outputs
 
-EXIT_BUSY = 75  # EX_TEMPFAIL: the GPUs are locked by another run and --no-wait was given
-EXIT_INTERRUPTED = 130
 TQDM_RE = re.compile(r"(\d+)/(\d+) \[(?:(\d+):)?(\d+):(\d+)<(?:(?:(\d+):)?(\d+):(\d+)|\?)")
 # Upstream's denoising bar has no description ("  50%|...| 20/40 [...]"); bars with one, such as
 # diffusers' "Loading checkpoint shards: 100%|...| 6/6" during load, are not denoising steps.

@@ -41,7 +41,7 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
         instance: the two A14B experts are told apart) for per-expert step times.
 
 Wan's own Python process imports this file: it imports only the standard library, torch and the
-kit's attention and events modules (same rule).
+kit's attention module and `wan22ctl.protocol` (same rule).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import weakref
 import torch
 
 from wan22ctl.agent.attention import _compiling
-from wan22ctl.agent.events import emit
+from wan22ctl.protocol import emit
 
 FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "auto", "WAN22_FAST_SWAP": "1",
          "WAN22_FORWARD_TIMES": "0"}

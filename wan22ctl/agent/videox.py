@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from wan22ctl.agent.events import emit
+from wan22ctl.protocol import emit
 from wan22ctl.errors import EnvError, UserError
 from wan22ctl.plan.videox import MODEL_SUBDIRS, UI_CONTAINER_PORT, model_dir, plan_ui_launch
 

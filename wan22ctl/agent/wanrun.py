@@ -75,7 +75,7 @@ def peak_memory() -> dict | None:
 
 
 def _report_memory() -> None:
-    from wan22ctl.agent.events import emit
+    from wan22ctl.protocol import emit
 
     row = peak_memory()
     if row is not None:
@@ -145,7 +145,7 @@ def _run_generate(generate: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Install the backend and speedups, then run generate.py with `argv` as its arguments."""
-    from wan22ctl.agent.events import emit
+    from wan22ctl.protocol import emit
 
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -29,8 +29,8 @@ import typer
 
 from wan22ctl.cli.common import DryRunOpt, JsonOpt, console, emit, settings_from
 from wan22ctl.errors import EnvError, RunFailed, UserError
+from wan22ctl.protocol import EXIT_BUSY
 
-EXIT_BUSY = 75  # wan22ctl.agent.launcher.EXIT_BUSY (not imported: keeps the CLI start light)
 
 
 class Interrupted(RunFailed):

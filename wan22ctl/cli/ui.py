@@ -60,7 +60,7 @@ def _answers(url: str) -> int | None:
 
 def _launch_event(container) -> dict | None:
     """The launcher's `videox_launch` event from the container log (mode, model, port), if printed."""
-    from wan22ctl.agent.events import parse_event
+    from wan22ctl.protocol import parse_event
 
     try:
         text = container.logs(tail=200).decode("utf-8", "replace")

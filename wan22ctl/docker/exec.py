@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from wan22ctl.agent.events import parse_event
+from wan22ctl.protocol import parse_event
 
 LineHandler = Callable[[str, str], None]  # (stream name "stdout"/"stderr", line without newline)
 EventHandler = Callable[[dict], None]

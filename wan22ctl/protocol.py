@@ -1,8 +1,10 @@
-"""The line protocol between the container side and the host.
+"""What the container side and the host agree on: the event-line protocol and the exit codes.
 
 The agent prints ordinary log lines as they are, and structured events as one line each:
 `@@wan22ctl {"event": "...", ...}`. The host parses these out of the exec stream and renders
 them (progress bars, summaries); `--local` runs feed the same events to the same renderer.
+Both sides import this module, so it imports only the standard library (Wan's own Python
+process loads it through `wan22ctl.agent.wanrun` and `speedups`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import sys
 from typing import Any
 
 PREFIX = "@@wan22ctl "
+
+# `wan22ctl-agent generate` exit codes the host reads besides 0 and 1.
+EXIT_BUSY = 75  # EX_TEMPFAIL: the GPUs are locked by another run and --no-wait was given
+EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM stopped the run; nothing partial is left
 
 
 def format_event(event: str, **fields: Any) -> str:
