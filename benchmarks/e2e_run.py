@@ -27,7 +27,7 @@ sys.path.insert(0, REPO)
 
 from wan22ctl.protocol import parse_event  # noqa: E402
 from wan22ctl.plan import launch  # noqa: E402
-from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, parse_nvidia_smi  # noqa: E402
+from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, Runtime, parse_nvidia_smi  # noqa: E402
 
 
 def main() -> None:
@@ -52,23 +52,23 @@ def main() -> None:
                                    frame_num=args.frames, seed=42, image=args.image, offload=args.offload,
                                    gpus=args.gpus)
     run_id = time.strftime("bench%H%M%S")
+    env = dict(os.environ, WAN22_OUTPUT_DIR=args.out, WAN22_CHECKPOINT_DIR=args.ckpt_root, WAN22CTL_SRC=REPO,
+               WAN22_BOOTSTRAP="1", PYTHONUNBUFFERED="1")
+    if args.shim:  # harness-only: see benchmarks/device_shim/sitecustomize.py
+        shim = os.path.join(REPO, "benchmarks", "device_shim")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
+    # planned for the runtime the launcher below will find (this checkout, these folders)
     plan = launch.plan_launch(request, inventory, run_id=run_id, attention=os.environ.get("WAN22_ATTENTION", "auto"),
-                              bootstrap=True, ckpt_root=args.ckpt_root, output_dir=args.out,
-                              wan22_dir=os.environ["WAN22_DIR"])
+                              runtime=Runtime.from_environ(env, kit_dir=REPO))
     os.makedirs(args.out, exist_ok=True)
     if plan.image:  # what `wan22ctl generate` does on the host: stage the input beside the outputs
         os.makedirs(os.path.dirname(plan.image), exist_ok=True)
         shutil.copyfile(args.image, plan.image)
-    plan_dict = plan.to_dict() if hasattr(plan, "to_dict") else plan.__dict__
+    plan_dict = plan.to_dict()
     plan_file = os.path.join(args.out, f"plan-{run_id}.json")
     with open(plan_file, "w") as f:
         json.dump(plan_dict, f, indent=1, default=list)
     print("argv:", " ".join(plan.argv), flush=True)
-    env = dict(os.environ, WAN22_OUTPUT_DIR=args.out, WAN22_CHECKPOINT_DIR=args.ckpt_root, WAN22CTL_SRC=REPO,
-               PYTHONUNBUFFERED="1")
-    if args.shim:  # harness-only: see benchmarks/device_shim/sitecustomize.py
-        shim = os.path.join(REPO, "benchmarks", "device_shim")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", plan_file]
     if args.image:
         cmd += ["--source-image", args.image]

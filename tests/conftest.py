@@ -91,7 +91,8 @@ def _tree_hash(paths: list[Path], extra: str = "") -> str:
 
 
 def _build(client, context: Path, tag: str, buildargs: dict, target: str | None = None, dockerfile: str = "Dockerfile") -> None:
-    from wan22ctl.docker.images import BuildPlan, build_image
+    from wan22ctl.docker.images import build_image
+    from wan22ctl.plan.image import BuildPlan
 
     log: list[str] = []
     plan = BuildPlan(str(context), dockerfile, tag, target, buildargs, labels={CHECKOUT_LABEL: CHECKOUT_ID})

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, clean_environ
+from wan22ctl.catalog import MAIN
 from wan22ctl.plan.container import SERVER_KEY_FILE, plan_container, plan_serve_container
 from wan22ctl.plan.image import build_args
 from wan22ctl.settings import load_settings
@@ -55,7 +56,7 @@ def _seconds(value: str) -> int:
 
 @pytest.mark.parametrize("env", VARIANTS, ids=["defaults", "overridden"])
 def test_compose_matches_docker_py_spec(tmp_path, env):
-    spec = plan_container(load_settings(None, environ=env), "main")
+    spec = plan_container(load_settings(None, environ=env), MAIN)
     svc = compose_config(tmp_path, env)["wan22"]
     assert svc["command"] == list(spec.command)
     assert svc["environment"] == spec.environment
@@ -129,7 +130,7 @@ def assert_same_container(svc: dict, spec) -> None:
 def test_compose_build_args_match_the_image_plan(tmp_path):
     settings = load_settings(None, environ={})
     svc = compose_config(tmp_path, {})["wan22"]
-    assert svc["build"]["args"] == build_args(settings, "main")
+    assert svc["build"]["args"] == build_args(settings, MAIN)
     assert svc["build"]["target"] == "inference"
 
 

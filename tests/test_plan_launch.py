@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from wan22ctl import catalog
-from wan22ctl.agent import launcher, outputs
+from wan22ctl.agent import outputs
+from wan22ctl.agent import progress as upstream_progress
 from wan22ctl.errors import UserError
+from wan22ctl.plan.inventory import Runtime
 from wan22ctl.plan.launch import LaunchPlan, build_request, plan_launch, synthetic_inventory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,8 +62,8 @@ def plan(task="t2v-A14B", count=1, mem=80.0, ram=None, **kw):
     (dict(task="i2v-A14B", image=None), "i2v-A14B needs --image PATH"),
     (dict(task="i2v-A14B", image="/elsewhere/cat.jpg"), "image /elsewhere/cat.jpg does not exist"),
     (dict(task="ti2v-5B", image="/elsewhere/cat.jpg"), "image /elsewhere/cat.jpg does not exist"),
-    (dict(gpus="two"), "--gpus 'two': use all, a count (2) or indices"),
-    (dict(gpus="0"), "--gpus must be at least 1"),
+    (dict(gpus="two"), "--gpus 'two': must be all, a count (e.g. 2) or indices"),
+    (dict(gpus="0"), "--gpus '0': a count must be at least 1"),
     (dict(gpus="1,1"), "an index appears twice"),
 ])
 def test_each_invalid_request_is_one_user_error(kwargs, message):
@@ -235,18 +237,22 @@ def test_offload_flag_overrides_auto():
     assert any("--offload on" in r for r in plan("ti2v-5B", 1, 80, offload="on").reasons)
 
 
-def test_wan_starts_through_the_bootstrap_unless_asked_not_to():
+def test_wan_starts_through_the_bootstrap_unless_the_runtime_says_not_to():
     r = req("ti2v-5B")
     one = plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", attention="sdpa")
-    assert list(one.argv[:3]) == ["python3", "-m", "wan22ctl.agent.wanrun"] and one.bootstrap
+    assert list(one.argv[:3]) == ["python3", "-m", "wan22ctl.agent.wanrun"] and one.runtime.bootstrap
     assert one.env["WAN22_ATTENTION"] == "sdpa" and one.env["WAN22_COMPILE"] == "auto"
+    assert one.env["PYTHONPATH"] == "/opt/wan22ctl-src"  # the image's kit source, for Wan's python
     assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", compile_mode="0").env["WAN22_COMPILE"] == "0"
     many = plan_launch(r, synthetic_inventory(2, 80), None, run_id="r", attention="flash3")
     assert list(many.argv[:5]) == ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "wan22ctl.agent.wanrun"]
-    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r").bootstrap  # the default, auto backend too
-    assert plan_launch(r, synthetic_inventory(1, 80), None, run_id="r", bootstrap=False).argv[1] == "generate.py"
-    assert launcher.set_bootstrap(list(many.argv), False)[3] == "generate.py"
-    assert launcher.set_bootstrap(launcher.set_bootstrap(list(one.argv), False), True) == list(one.argv)
+    plain = plan_launch(r, synthetic_inventory(2, 80), None, run_id="r", attention="flash3",
+                        runtime=Runtime(bootstrap=False))
+    assert plain.argv[3] == "generate.py" and "PYTHONPATH" not in plain.env
+    assert not any("wanrun" in reason for reason in plain.reasons)
+    # what the plan says is what runs: a re-rendered plan is the same decision, another argv
+    assert many.for_runtime(Runtime(bootstrap=False)).argv == plain.argv
+    assert plain.for_runtime(Runtime()).argv == many.argv and plain.for_runtime(Runtime()).reasons == many.reasons
 
 
 # --------------------------------------------------------------------------- container side, pure parts
@@ -315,7 +321,7 @@ def test_final_names_are_readable_and_shell_safe():
 
 def test_progress_tracker_reads_upstream_output(capsys):
     clock = iter(range(100)).__next__
-    t = launcher.ProgressTracker(clock=clock)
+    t = upstream_progress.ProgressTracker(clock=clock)
     t.on_stdout("[2026-01-01 10:00:00,000] INFO: Creating WanT2V pipeline.")
     # diffusers' shard-loading bar (seen on the GPU with real-layout checkpoints) is not a step
     assert t.on_stderr("Loading checkpoint shards:  50%|█████     | 3/6 [00:02<00:02,  1.20it/s]")
@@ -340,8 +346,8 @@ def test_progress_tracker_reads_upstream_output(capsys):
     events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
     progress = [(e["step"], e["eta_s"]) for e in events if e["event"] == "progress"]
     assert progress == [(0, None), (20, 3600), (40, 0)]
-    assert [e["name"] for e in events if e["event"] == "phase" and e["state"] == "end"] == list(launcher.PHASES)
-    assert set(t.phases) == set(launcher.PHASES) and t.save_error == "error: disk full"
+    assert [e["name"] for e in events if e["event"] == "phase" and e["state"] == "end"] == list(upstream_progress.PHASES)
+    assert set(t.phases) == set(upstream_progress.PHASES) and t.save_error == "error: disk full"
 
 
 def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
@@ -358,7 +364,7 @@ def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
     proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     seen: queue.Queue[str] = queue.Queue()
-    readers = [threading.Thread(target=launcher._read_lines, args=(s, seen.put), daemon=True)
+    readers = [threading.Thread(target=upstream_progress.read_lines, args=(s, seen.put), daemon=True)
                for s in (proc.stdout, proc.stderr)]
     try:
         for r in readers:
@@ -367,8 +373,8 @@ def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
         def next_bar() -> str:
             while True:
                 line = seen.get(timeout=30)  # queue.Empty: the bar drawn was never delivered
-                if launcher.TQDM_RE.search(line):
-                    return launcher.TQDM_RE.search(line).group(1)
+                if upstream_progress.TQDM_RE.search(line):
+                    return upstream_progress.TQDM_RE.search(line).group(1)
 
         for step in ("0", "1", "2"):
             assert next_bar() == step  # delivered while the child waits, before any redraw
@@ -388,17 +394,22 @@ def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
     assert any("Finished." in line for line in rest)
 
 
-def test_localize_maps_container_paths(monkeypatch, tmp_path):
-    p = plan("i2v-A14B").to_dict()
-    monkeypatch.setenv("WAN22_OUTPUT_DIR", str(tmp_path / "out"))
-    monkeypatch.setenv("WAN22_CHECKPOINT_DIR", "/data/ckpt")
-    monkeypatch.setenv("WAN22_DIR", "/src/Wan2.2")
-    local = launcher.localize(p)
-    argv = local["argv"]
+def test_a_plan_is_rendered_for_the_runtime_the_agent_reports(tmp_path):
+    here = Runtime.from_environ({"WAN22_OUTPUT_DIR": str(tmp_path / "out"), "WAN22_CHECKPOINT_DIR": "/data/ckpt",
+                                 "WAN22_DIR": "/src/Wan2.2", "WAN22_PYTHON": "/venv/bin/python",
+                                 "PYTHONPATH": "/extra"}, kit_dir="/src/kit")
+    image_plan = plan("i2v-A14B")
+    local = image_plan.for_runtime(here)
+    argv = local.argv
+    assert argv[0] == "/venv/bin/python"
     assert argv[argv.index("--ckpt_dir") + 1] == "/data/ckpt/Wan2.2-I2V-A14B"
     assert argv[argv.index("--save_file") + 1] == str(tmp_path / "out" / ".partial-run1.mp4")
     assert argv[argv.index("--image") + 1] == str(tmp_path / "out" / ".staging" / "run1" / "cat.jpg")
-    assert local["cwd"] == "/src/Wan2.2" and local["output_dir"] == str(tmp_path / "out")
+    assert local.cwd == "/src/Wan2.2" and local.output_dir == str(tmp_path / "out")
+    assert local.env["PYTHONPATH"] == os.pathsep.join(["/src/kit", "/extra"])
+    # the plan crosses to the agent as JSON and comes back the same typed object
+    assert LaunchPlan.from_dict(json.loads(json.dumps(local.to_dict()))) == local
+    assert LaunchPlan.from_dict(local.to_dict()).for_runtime(image_plan.runtime) == image_plan
 
 
 def test_agent_runs_a_plan_without_docker(tmp_path, monkeypatch):
@@ -419,6 +430,10 @@ def test_agent_runs_a_plan_without_docker(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", str(tmp_path / "plan.json")],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    # the plan was made for the image's runtime: the agent re-renders it for this one, and says so
+    assert "the plan was made for another runtime" in proc.stderr
+    adjusted = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if '"plan_adjusted"' in line]
+    assert adjusted and adjusted[0]["argv"][0] == env["WAN22_TORCHRUN"]
     videos = sorted((tmp_path / "out").glob("*.mp4"))
     assert [v.name[:len("ti2v-5B_1280x704_fox_")] for v in videos] == ["ti2v-5B_1280x704_fox_"]
     side = json.loads(videos[0].with_suffix(".json").read_text())
@@ -429,7 +444,7 @@ def test_agent_runs_a_plan_without_docker(tmp_path, monkeypatch):
 
 
 def test_prompt_file_lines(tmp_path):
-    from wan22ctl.cli.generate import read_prompt_file
+    from wan22ctl.batch import RequestOptions, read_prompt_file
 
     (tmp_path / "cat.jpg").write_bytes(b"jpg")
     f = tmp_path / "prompts.txt"
@@ -439,7 +454,7 @@ def test_prompt_file_lines(tmp_path):
                  '{"prompt": "typo", "stpes": 3}\n'
                  '{"prompt": "cut\n'
                  '{"task": "i2v-A14B", "prompt": "relative image", "image": "cat.jpg"}\n')
-    jobs = read_prompt_file(f, {"task": "t2v-A14B", "seed": None, "solver": "unipc", "offload": "auto"})
+    jobs = read_prompt_file(f, RequestOptions(task="t2v-A14B"))
     assert [j.label for j in jobs] == [f"prompts.txt:{n}" for n in (3, 4, 5, 6, 7, 8)]
     assert jobs[0].request.prompt == "a plain prompt"
     assert (jobs[1].request.sample_steps, jobs[1].request.seed, jobs[1].request.size) == (3, 9, "832*480")

@@ -200,13 +200,14 @@ def test_submit_stream_poll_download(server):
     assert sidecar["run_id"] == job["id"] and sidecar["bytes"] == len(body) and sidecar["fps"] == 16
     assert sidecar["guide_scale"] == [3.0, 4.0] and sidecar["guide_scale_source"] == "config default"
     assert sidecar["phases_s"]["denoise"] >= 12 * 0.02 * 0.9 and sidecar["phases_s"]["load"] == 0.0
-    from wan22ctl.agent.launcher import ProgressTracker, sidecar_data
+    from wan22ctl.agent.launcher import sidecar_data
+    from wan22ctl.agent.progress import ProgressTracker
+    from wan22ctl.plan.launch import build_request, plan_launch, synthetic_inventory
 
-    request = {"task": "t2v-A14B", "prompt": "p", "size": "832*480", "frame_num": 81, "sample_steps": 12,
-               "sample_shift": 12.0, "guide_scale": None, "seed": 1, "solver": "unipc"}
-    generate_keys = set(sidecar_data({"request": request, "run_id": "r"}, ["python3"], ProgressTracker(), 0,
-                                     image_digest=None, source_image=None, started="", video=done["output"],
-                                     total_s=1.0))
+    request = build_request("t2v-A14B", "p", size="832*480", sample_steps=12, seed=1)
+    plan = plan_launch(request, synthetic_inventory(1, 80), run_id="r")
+    generate_keys = set(sidecar_data(plan, ProgressTracker(), 0, image_digest=None, source_image=None, started="",
+                                     video=done["output"], total_s=1.0))
     assert generate_keys <= set(sidecar), generate_keys - set(sidecar)  # the same sidecar as generate's
     assert Path(done["output"]).name.startswith("t2v-A14B_832x480_two-cats-boxing_")
 
@@ -505,7 +506,7 @@ def test_server_holds_the_gpu_locks_generate_uses(tmp_path):
     """A generate run on the server's GPUs must wait instead of running out of GPU memory."""
     import threading
 
-    from wan22ctl.agent.launcher import GpuLock
+    from wan22ctl.agent.locks import GpuLock
 
     s = Server(tmp_path, env={"CUDA_VISIBLE_DEVICES": "0,1"}).start()
     try:

@@ -38,7 +38,7 @@ def settings_for(port: int, **extra):
 
 
 def test_submit_then_wait_and_jobs(srv, tmp_path):
-    from wan22ctl.cli.serve import server_for, submit
+    from wan22ctl.server_client import server_for, submit
     from wan22ctl.plan.launch import build_request
 
     request = build_request("ti2v-5B", "a lighthouse at dusk", sample_steps=8, seed=7)
@@ -60,7 +60,7 @@ def test_submit_then_wait_and_jobs(srv, tmp_path):
 
 
 def test_server_for_declines(srv):
-    from wan22ctl.cli.serve import server_for
+    from wan22ctl.server_client import server_for
 
     assert server_for(settings_for(free_port()), "ti2v-5B") is None  # nothing listens there
     # A server that loaded another task leaves the request to generate.py.

@@ -20,9 +20,10 @@ from tests.conftest import BASE_IMAGE, KIT_INPUTS, REPO, STANDINS, cached_image
 from tests.ports import free_port
 from wan22ctl.agent.videox import ensure_checkout
 from wan22ctl.errors import EnvError
-from wan22ctl.plan.image import plan_image
+from wan22ctl.catalog import VIDEOX
+from wan22ctl.paths import CONTAINER_KIT_DIR
+from wan22ctl.plan.image import BuildFacts, plan_image
 from wan22ctl.plan.videox import (
-    CONTAINER_KIT_DIR,
     choose_gpu_memory_mode,
     plan_ui_launch,
     plan_videox_container,
@@ -215,7 +216,7 @@ def test_ui_fails_when_the_launcher_stops(vx):
 @docker
 def test_ui_without_the_container_says_how_to_start_it(vx):
     r = vx("ui")
-    assert r.returncode == 2
+    assert r.returncode == 3  # the environment lacks the container: EnvError, as for every command that needs one
     assert "does not exist" in r.stderr and "wan22ctl up --stack videox-fun" in r.stderr
 
 
@@ -360,7 +361,7 @@ def test_build_mode_does_not_tag_our_image_as_pais():
     assert plan_videox_container(pulled).image == pai
     assert plan_videox_container(built).image == "wan22ctl/videox-fun:0.1.0"
     assert plan_videox_container(mine).image == "me/vx:1"
-    plan = plan_image(built, "videox-fun", REPO, present=False)
+    plan = plan_image(built, VIDEOX, str(REPO), BuildFacts("classic", "0123"), present=False)
     assert (plan.action, plan.ref, plan.build.tag, plan.build.target) == (
         "build", "wan22ctl/videox-fun:0.1.0", "wan22ctl/videox-fun:0.1.0", "videox-fun")
     assert plan.build.buildargs["VIDEOX_REF"] == "804a4258e2608f855ccaec8fffa279e75a3b89c6"

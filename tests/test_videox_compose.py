@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, clean_environ
+from wan22ctl.catalog import VIDEOX
 from wan22ctl.plan.container import plan_container
 from wan22ctl.plan.image import build_args
 from wan22ctl.settings import load_settings
@@ -53,7 +54,7 @@ def seconds(value: str) -> int:
 
 @pytest.mark.parametrize("env", VARIANTS, ids=["defaults", "overridden"])
 def test_compose_profile_matches_the_videox_spec(tmp_path, env):
-    spec = plan_container(load_settings(None, environ=env), "videox-fun")
+    spec = plan_container(load_settings(None, environ=env), VIDEOX)
     svc = compose_services(tmp_path, env)["videox-fun"]
 
     # `docker compose up` without the profile leaves this service alone (Compose v1's `config`
@@ -88,5 +89,5 @@ def test_compose_profile_matches_the_videox_spec(tmp_path, env):
 def test_compose_build_matches_the_videox_image_plan(tmp_path):
     svc = compose_services(tmp_path, {})["videox-fun"]
     assert svc["build"]["target"] == "videox-fun"
-    assert svc["build"]["args"] == build_args(load_settings(None, environ={}), "videox-fun")
+    assert svc["build"]["args"] == build_args(load_settings(None, environ={}), VIDEOX)
 

@@ -1,6 +1,8 @@
-"""The one table of model facts: repos, checkpoint layouts, tasks, sizes, heads, defaults.
+"""The one table of facts: the kit's stacks, model repos, checkpoint layouts, tasks, sizes, heads,
+defaults, GPU rules.
 
-Everything else (download plans, launch plans, validation, doctor) reads these facts from here.
+Everything else (container and image plans, download plans, launch plans, validation, doctor)
+reads these facts from here.
 Sources: Wan2.2 at the pinned commit (`wan/configs/*.py`, `generate.py`) and the Hugging Face
 repos; see ../shared/reference/wan22-upstream.md §2-§4.
 """
@@ -9,13 +11,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Container-side paths, the same in the image, the compose file and every plan.
-CONTAINER_OUTPUT_DIR = "/opt/outputs"
-CONTAINER_CHECKPOINT_DIR = "/opt/checkpoints"
-CONTAINER_HF_HOME = "/opt/hf-home"
-CONTAINER_WAN22_DIR = "/workspace/wan2.2"
-CONTAINER_VIDEOX_DIR = "/workspace/VideoX-Fun"
-CONTAINER_VIDEOX_MODELS_DIR = "/workspace/VideoX-Fun/models"
+from wan22ctl import __version__
+from wan22ctl.errors import UserError
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One of the kit's containers (`--stack`): the settings naming it and its image, and how `up` treats it."""
+
+    name: str
+    container_key: str  # the setting holding the container's name
+    image_key: str  # the setting holding the image reference
+    image_mode_key: str  # the setting saying build or pull
+    build_target: str  # the Dockerfile target
+    build_arg_keys: tuple[str, ...]  # settings passed to the build as arguments (never a secret)
+    serves: bool  # can run the resident server (`up --serve`)
+    preflight: bool  # doctor's cheap checks run before `up` builds or starts it
+    wait_healthy: bool  # `up --wait` polls its health check
+    next_step: str  # told after `up` ({name}: the container)
+    local_build_image: str | None = None  # the tag a build from our Dockerfile gets while the image setting is left at its default
+
+
+_BUILD_ARGS = ("BASE_IMAGE", "GPU_STACK", "TORCH_CUDA_ARCH_LIST", "TORCH_INDEX_URL", "WAN22_REPO", "WAN22_REF",
+               "WAN22_SOURCE")
+
+STACKS: dict[str, Stack] = {
+    "main": Stack(
+        name="main", container_key="CONTAINER_NAME", image_key="DOCKER_IMAGE", image_mode_key="IMAGE_MODE",
+        build_target="inference", build_arg_keys=_BUILD_ARGS, serves=True, preflight=True, wait_healthy=True,
+        next_step="attach a shell: docker attach {name}   (detach with Ctrl-P Ctrl-Q)",
+    ),
+    "videox-fun": Stack(
+        name="videox-fun", container_key="VIDEOX_CONTAINER_NAME", image_key="VIDEOX_IMAGE",
+        image_mode_key="VIDEOX_IMAGE_MODE", build_target="videox-fun",
+        build_arg_keys=(*_BUILD_ARGS, "VIDEOX_REPO", "VIDEOX_REF", "VIDEOX_SOURCE"), serves=False, preflight=False,
+        # The UI loads its model before it listens (minutes); `wan22ctl ui` waits for that.
+        wait_healthy=False, next_step="the UI is starting: `wan22ctl ui` waits until it answers and prints its URL",
+        local_build_image=f"wan22ctl/videox-fun:{__version__}",
+    ),
+}
+MAIN = STACKS["main"]
+VIDEOX = STACKS["videox-fun"]
+
+
+def stack(name: str) -> Stack:
+    """The stack called `name`; UserError naming the choices when there is none."""
+    if name not in STACKS:
+        raise UserError(f"unknown stack {name!r}; choose {' or '.join(STACKS)}")
+    return STACKS[name]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ embedded defaults below (the same values `.env.example` carries; a test keeps th
 Every resolved value remembers where it came from, so `wan22ctl config` can say so.
 A misspelt key in `.env` is reported with the closest known key; an invalid value stops the
 command (exit 2) naming the key and where the value came from.
+
+Each value is parsed once, at load: `settings.gpus` is a `GpuSelection`, `settings.memlock` an
+int or None, `settings.privileged` a bool, `settings.server_port` an int (every key, lower-case,
+is an attribute holding its typed value). `settings["KEY"]` is the normalised text, which is what
+the planners write into container specs and build arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from wan22ctl.errors import UserError
 
@@ -78,16 +83,42 @@ def _memlock(value: str) -> str:
     raise ValueError("must be unlimited, off, or a number of bytes")
 
 
+@dataclass(frozen=True)
+class GpuSelection:
+    """GPUs asked for: every one, none, the N largest, or these indices (nvidia-smi order)."""
+
+    kind: str  # "all" | "none" | "count" | "ids"
+    count: int | None = None
+    ids: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        if self.kind == "count":
+            return str(self.count)
+        if self.kind == "ids":
+            return "device=" + ",".join(map(str, self.ids))
+        return self.kind
+
+
+def parse_gpu_selection(value: str | None, *, allow_none: bool = True) -> GpuSelection:
+    """The one reading of a GPU selection (the GPUS setting, `generate --gpus`): all, none, a count,
+    or indices (`0,2`, `device=1`). ValueError saying what is accepted."""
+    v = (value or "all").strip().lower().replace(" ", "")
+    if v == "all" or (v == "none" and allow_none):
+        return GpuSelection(v)
+    if v.isdigit():
+        if int(v) < 1:
+            raise ValueError("a count must be at least 1")
+        return GpuSelection("count", count=int(v))
+    if re.fullmatch(r"(device=)?\d+(,\d+)+", v) or re.fullmatch(r"device=\d+", v):
+        ids = tuple(int(x) for x in v.removeprefix("device=").split(","))
+        if len(set(ids)) != len(ids):
+            raise ValueError("an index appears twice")
+        return GpuSelection("ids", ids=ids)
+    raise ValueError(f"must be all, {'none, ' if allow_none else ''}a count (e.g. 2) or indices (e.g. 0,2 or device=1)")
+
+
 def _gpus(value: str) -> str:
-    v = value.strip().lower().replace(" ", "")
-    if v in ("all", "none"):
-        return v
-    if v.isdigit() and int(v) > 0:
-        return v
-    if re.fullmatch(r"device=\d+(,\d+)*", v) or re.fullmatch(r"\d+(,\d+)+", v):
-        ids = v.removeprefix("device=")
-        return f"device={ids}"
-    raise ValueError("must be all, none, a count (e.g. 2) or device ids (e.g. device=0,2)")
+    return str(parse_gpu_selection(value))
 
 
 def _source_path(value: str) -> str:
@@ -150,9 +181,24 @@ def _ip_address(value: str) -> str:
     return v
 
 
+def _memlock_bytes(value: str) -> int | None:
+    """The memlock ulimit: -1 for unlimited, None for the engine's default."""
+    if value == "off":
+        return None
+    return -1 if value == "unlimited" else int(value)
+
+
+def _true(value: str) -> bool:
+    return value == "true"
+
+
 @dataclass(frozen=True)
 class SettingSpec:
-    """One known key: its default (the `.env.example` value), parser, and whether it is secret."""
+    """One known key: its default (the `.env.example` value), parser, typed form, and whether it is secret.
+
+    `parse` checks the raw text and returns it normalised; `typed` turns that text into the value
+    code reads (`settings.<key in lower case>`).
+    """
 
     key: str
     default: str
@@ -160,6 +206,7 @@ class SettingSpec:
     help: str
     secret: bool = False
     group: str = "main"
+    typed: Callable[[str], Any] = str
 
 
 # The one table of settings. `.env.example` is these keys with these defaults, in this order.
@@ -169,7 +216,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("IMAGE_MODE", "build", _choice("build", "pull"), "build the image from ./Dockerfile, or pull DOCKER_IMAGE", group="image"),
     SettingSpec("BASE_IMAGE", "huggingface/transformers-pytorch-gpu:4.41.3", _nonempty, "CUDA/PyTorch base image the Dockerfile builds on", group="image"),
     SettingSpec("TORCH_CUDA_ARCH_LIST", "8.9;9.0", _arch_list, "GPU architectures compiled into CUDA extensions (L40S/4090 = 8.9, H100/H200 = 9.0)", group="image"),
-    SettingSpec("GPU_STACK", "true", _bool, "install the CUDA stack (torch pins, flash-attn, Wan2.2); false builds only the kit's own layers", group="image"),
+    SettingSpec("GPU_STACK", "true", _bool, "install the CUDA stack (torch pins, flash-attn, Wan2.2); false builds only the kit's own layers", group="image", typed=_true),
     SettingSpec("WAN22_REPO", "https://github.com/Wan-Video/Wan2.2.git", _nonempty, "Wan2.2 git repository cloned into the image", group="image"),
     SettingSpec("WAN22_REF", "42bf4cfaa384bc21833865abc2f9e6c0e67233dc", _git_ref, "Wan2.2 commit the image is pinned to", group="image"),
     SettingSpec("WAN22_SOURCE", "", _source_path, "Wan2.2 tree or .tar/.tar.gz inside the kit folder to build from instead of cloning WAN22_REPO (no GitHub needed; name its commit in WAN22_REF)", group="image"),
@@ -178,10 +225,10 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("REGISTRY_PASSWORD", "", _text, "password or token for that registry (never stored or logged)", secret=True, group="image"),
     # -- container
     SettingSpec("CONTAINER_NAME", "wan22-inference", _nonempty, "name of the inference container", group="container"),
-    SettingSpec("GPUS", "all", _gpus, "GPUs given to the container: all, none, a count, or device=0,1", group="container"),
+    SettingSpec("GPUS", "all", _gpus, "GPUs given to the container: all, none, a count, or device=0,1", group="container", typed=parse_gpu_selection),
     SettingSpec("SHM_SIZE", "16g", _byte_size, "size of /dev/shm in the container", group="container"),
-    SettingSpec("PRIVILEGED", "true", _bool, "run the container privileged", group="container"),
-    SettingSpec("MEMLOCK", "unlimited", _memlock, "memlock ulimit: unlimited, off, or bytes", group="container"),
+    SettingSpec("PRIVILEGED", "true", _bool, "run the container privileged", group="container", typed=_true),
+    SettingSpec("MEMLOCK", "unlimited", _memlock, "memlock ulimit: unlimited, off, or bytes", group="container", typed=_memlock_bytes),
     SettingSpec("RESTART_POLICY", "unless-stopped", _choice("no", "always", "unless-stopped", "on-failure"), "Docker restart policy of the container", group="container"),
     SettingSpec("OUTPUT_DIR", "/opt/outputs", _abs_path, "host folder mounted at /opt/outputs (generated videos)", group="container"),
     SettingSpec("CHECKPOINT_DIR", "/opt/checkpoints", _abs_path, "host folder mounted at /opt/checkpoints (model weights survive the container)", group="container"),
@@ -196,8 +243,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_IMAGE_MODE", "pull", _choice("build", "pull"), "pull VIDEOX_IMAGE, or build the videox-fun target of ./Dockerfile", group="videox"),
     SettingSpec("VIDEOX_CONTAINER_NAME", "wan22-videox-fun", _nonempty, "name of the VideoX-Fun container", group="videox"),
     SettingSpec("VIDEOX_MODELS_DIR", "/opt/videox-models", _abs_path, "host folder mounted as VideoX-Fun's models/ (Diffusion_Transformer, Personalized_Model)", group="videox"),
-    SettingSpec("VIDEOX_PORT", "7860", _port, "port of the VideoX-Fun Gradio UI", group="videox"),
-    SettingSpec("VIDEOX_HOST_NETWORK", "true", _bool, "use host networking (else publish VIDEOX_PORT)", group="videox"),
+    SettingSpec("VIDEOX_PORT", "7860", _port, "port of the VideoX-Fun Gradio UI", group="videox", typed=int),
+    SettingSpec("VIDEOX_HOST_NETWORK", "true", _bool, "use host networking (else publish VIDEOX_PORT)", group="videox", typed=_true),
     SettingSpec("VIDEOX_SHM_SIZE", "200g", _byte_size, "size of /dev/shm in the VideoX-Fun container", group="videox"),
     SettingSpec("VIDEOX_REPO", "https://github.com/aigc-apps/VideoX-Fun.git", _nonempty, "VideoX-Fun git repository (build mode, and the checkout a pulled image lacks)", group="videox"),
     SettingSpec("VIDEOX_REF", "804a4258e2608f855ccaec8fffa279e75a3b89c6", _git_ref, "VideoX-Fun commit the stack is pinned to", group="videox"),
@@ -207,7 +254,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
     # -- resident server (`wan22ctl up --serve`, `jobs`, `wait`, `cancel`)
     SettingSpec("SERVER_TASK", "ti2v-5B", _choice_exact("t2v-A14B", "i2v-A14B", "ti2v-5B"), "task the resident server loads once and serves (`up --serve`)", group="server"),
-    SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server"),
+    SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server", typed=int),
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),
     SettingSpec("WAN22_API_KEY_FILE", "", _text, "docker-compose.serve.yml only: host file holding the API key (first line), mounted read-only into the server", group="server"),
@@ -219,15 +266,17 @@ DEFAULTS: dict[str, str] = {s.key: s.default for s in SPECS}
 
 @dataclass(frozen=True)
 class Value:
-    """A resolved setting: the normalised value and where it came from."""
+    """A resolved setting: the normalised text, where it came from, and the typed value."""
 
     value: str
     source: str  # "flag", "environment", ".env (path)", "default"
+    typed: Any = None
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every known key resolved; attribute access returns the value string."""
+    """Every known key resolved. `settings.gpus` (any key in lower case) is the typed value;
+    `settings["GPUS"]` the normalised text."""
 
     values: Mapping[str, Value]
     env_file: Path | None = None
@@ -236,8 +285,11 @@ class Settings:
     def __getitem__(self, key: str) -> str:
         return self.values[key].value
 
-    def get_bool(self, key: str) -> bool:
-        return self[key] == "true"
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values") or {}
+        if name.upper() in values and name == name.lower():
+            return values[name.upper()].typed
+        raise AttributeError(name)
 
     def source(self, key: str) -> str:
         return self.values[key].source
@@ -251,7 +303,7 @@ class Settings:
         values = dict(self.values)
         for key, raw in overrides.items():
             if raw is not None:
-                values[key] = Value(_parse(key, str(raw), "flag"), "flag")
+                values[key] = _parse(key, str(raw), "flag")
         return Settings(values, self.env_file, self.warnings)
 
 
@@ -260,29 +312,52 @@ def mask(secret: str) -> str:
     return "(set, hidden)" if secret else "(not set)"
 
 
-def _parse(key: str, raw: str, source: str) -> str:
+def _parse(key: str, raw: str, source: str) -> Value:
+    spec = SPEC_BY_KEY[key]
     try:
-        return SPEC_BY_KEY[key].parse(raw)
+        value = spec.parse(raw)
+        return Value(value, source, spec.typed(value))
     except ValueError as exc:
         shown = mask(raw) if SPEC_BY_KEY[key].secret else repr(raw)
         raise UserError(f"invalid {key}={shown} (from {source}): {exc}") from None
 
 
-def find_env_file(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The `.env` to read: an explicit path (must exist), else WAN22CTL_ENV_FILE, else ./.env if present."""
+def read_user_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a file the user named (a settings file, a prompt file); one UserError naming
+    the file when it is missing, a folder, unreadable or not UTF-8."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a folder, not a file")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{what} {p} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{what} {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+
+
+def find_env_file(explicit: str | os.PathLike | None = None, flag: str = "--env-file") -> Path | None:
+    """The `.env` to read: an explicit path (`flag`), else WAN22CTL_ENV_FILE, else ./.env if present.
+    Whatever names it, a missing file or a folder is a UserError naming where the name came from."""
     if explicit:
-        p = Path(explicit)
-        if not p.is_file():
-            raise UserError(f"env file {p} does not exist")
-        return p
-    from_env = os.environ.get("WAN22CTL_ENV_FILE")
-    if from_env:
-        p = Path(from_env)
-        if not p.is_file():
-            raise UserError(f"WAN22CTL_ENV_FILE={p} does not exist")
-        return p
-    p = Path(".env")
-    return p if p.is_file() else None
+        named, p = flag, Path(explicit)
+    elif os.environ.get("WAN22CTL_ENV_FILE"):
+        named, p = "WAN22CTL_ENV_FILE", Path(os.environ["WAN22CTL_ENV_FILE"])
+    else:
+        p = Path(".env")
+        if p.is_dir():
+            raise UserError(".env is a folder, not a settings file", fix="remove or rename it, or pass --env-file FILE")
+        return p if p.exists() else None
+    if p.is_dir():
+        raise UserError(f"{named} {p} is a folder, not a settings file")
+    if not p.exists():
+        raise UserError(f"{named} {p} does not exist")
+    return p
 
 
 def unknown_key_warning(key: str, where: str) -> str:
@@ -298,11 +373,15 @@ def load_settings(
     overrides: Mapping[str, str | None] | None = None,
 ) -> Settings:
     """Resolve every known key: flag > process environment > `.env` > embedded default."""
+    import io
+
     from dotenv import dotenv_values
 
     environ = os.environ if environ is None else environ
     path = find_env_file(env_file)
-    file_values: dict[str, str | None] = dict(dotenv_values(path)) if path else {}
+    file_values: dict[str, str | None] = {}
+    if path:
+        file_values = dict(dotenv_values(stream=io.StringIO(read_user_text(path, "settings file"))))
     warnings = tuple(
         unknown_key_warning(k, str(path)) for k in file_values if k not in SPEC_BY_KEY
     )
@@ -319,15 +398,18 @@ def load_settings(
             raw, source = str(file_values[spec.key]), f".env ({path})"
         else:
             raw, source = spec.default, "default"
-        values[spec.key] = Value(_parse(spec.key, raw, source), source)
+        values[spec.key] = _parse(spec.key, raw, source)
     settings = Settings(values, path, warnings)
     return settings.with_overrides(overrides or {})
 
 
-def print_warnings(settings: Settings) -> None:
-    """Show settings warnings (misspelt keys) on stderr, once per command."""
+def load_cli_settings(overrides: Mapping[str, object] | None = None) -> Settings:
+    """Settings for one command (flags given as `overrides`, None: not given), its warnings
+    (misspelt keys, shadowed values) shown on stderr."""
+    settings = load_settings(overrides={k: (None if v is None else str(v)) for k, v in (overrides or {}).items()})
     for line in settings.warnings:
         print(line, file=sys.stderr)
+    return settings
 
 
 def render_env_example() -> str:

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Callable
 
-from wan22ctl import catalog
+from wan22ctl import catalog, paths
 from wan22ctl.errors import EnvError, RunFailed
 from wan22ctl.plan.download import DownloadPlan, resolve_models, space_refusal
 
@@ -29,8 +29,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 def default_roots() -> dict[str, str]:
     return {
-        "checkpoints": os.environ.get("WAN22_CHECKPOINT_DIR", catalog.CONTAINER_CHECKPOINT_DIR),
-        "videox": os.environ.get("WAN22_VIDEOX_MODELS_DIR", catalog.CONTAINER_VIDEOX_MODELS_DIR),
+        "checkpoints": os.environ.get("WAN22_CHECKPOINT_DIR", paths.CONTAINER_CHECKPOINT_DIR),
+        "videox": os.environ.get("WAN22_VIDEOX_MODELS_DIR", paths.CONTAINER_VIDEOX_MODELS_DIR),
     }
 
 

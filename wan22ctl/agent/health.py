@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from wan22ctl import catalog
+from wan22ctl import paths
 
 
 def check() -> list[str]:
     """Problems that make the container unhealthy (empty when healthy)."""
     problems = []
-    for path in (catalog.CONTAINER_OUTPUT_DIR, catalog.CONTAINER_CHECKPOINT_DIR):
+    for path in (paths.CONTAINER_OUTPUT_DIR, paths.CONTAINER_CHECKPOINT_DIR):
         if not os.path.isdir(path):
             problems.append(f"{path} is missing")
         elif not os.access(path, os.W_OK):

@@ -1,15 +1,33 @@
-"""`wan22ctl-agent inventory`: the GPUs nvidia-smi reports and the host RAM free for loading, as JSON.
+"""`wan22ctl-agent inventory`: the GPUs nvidia-smi reports, the host RAM free for loading and this
+machine's `Runtime` (interpreters, folders), as JSON.
 
-The host reads this through `docker exec` to plan a launch (`wan22ctl plan`, `generate`):
-both facts belong to the machine the container runs on, not to the machine running the CLI.
+The host reads this through `docker exec` to plan a launch (`wan22ctl plan`, `generate`): these
+facts belong to the machine the container runs on, not to the machine running the CLI, and with
+the runtime the plan's argv is the one that runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
-from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, parse_nvidia_smi
+from wan22ctl import paths
+from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, Inventory, Runtime, parse_nvidia_smi
+
+
+def kit_dir() -> str:
+    """Where any python finds `wan22ctl` (only its stdlib-only modules run inside Wan's process)."""
+    if os.environ.get("WAN22CTL_SRC"):
+        return os.environ["WAN22CTL_SRC"]
+    if os.path.isdir(os.path.join(paths.CONTAINER_KIT_DIR, "wan22ctl")):
+        return paths.CONTAINER_KIT_DIR
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def runtime() -> Runtime:
+    """How this machine starts Wan2.2 (the image's defaults unless its environment says otherwise)."""
+    return Runtime.from_environ(os.environ, kit_dir())
 
 
 def host_ram_gb() -> float | None:
@@ -35,8 +53,8 @@ def host_ram_gb() -> float | None:
     return None if available is None else round(available, 1)
 
 
-def inventory() -> dict:
-    """{"gpus": [...], "host_ram_gb": x, "error": nvidia-smi's complaint or None}."""
+def inventory() -> Inventory:
+    """GPUs, free host RAM, runtime, and nvidia-smi's complaint when it listed nothing."""
     error = None
     try:
         proc = subprocess.run(NVIDIA_SMI_QUERY, capture_output=True, text=True, timeout=60)
@@ -46,11 +64,11 @@ def inventory() -> dict:
             error = error[0]
     except (OSError, subprocess.TimeoutExpired) as exc:
         gpus, error = [], str(exc)
-    return {"gpus": [g.to_dict() for g in gpus], "host_ram_gb": host_ram_gb(), "error": error}
+    return Inventory(tuple(gpus), host_ram_gb(), runtime(), error)
 
 
 def _cmd(args) -> int:
-    print(json.dumps(inventory()))
+    print(json.dumps(inventory().to_dict()))
     return 0
 
 

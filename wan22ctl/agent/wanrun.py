@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _outputs_dir() -> str:
-    from wan22ctl import catalog
+    from wan22ctl import paths
 
-    return os.environ.get("WAN22_OUTPUT_DIR") or catalog.CONTAINER_OUTPUT_DIR
+    return os.environ.get("WAN22_OUTPUT_DIR") or paths.CONTAINER_OUTPUT_DIR
 
 
 def default_saves(folder: str, task: str, since: float) -> list[str]:

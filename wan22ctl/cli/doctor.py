@@ -25,8 +25,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from wan22ctl.cli.common import JsonOpt, console, emit, settings_from
+from wan22ctl.cli.options import JsonOpt
+from wan22ctl.cli.output import Output
 from wan22ctl.errors import UserError
+from wan22ctl.settings import load_cli_settings
 
 _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "SKIP": "dim"}
 
@@ -40,34 +42,26 @@ def doctor(
 
     if task is not None and task not in catalog.TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(catalog.task_names())}")
-    settings = settings_from()
+    settings = load_cli_settings()
     from wan22ctl.doctor import report_dict, run_doctor
 
     report = report_dict(run_doctor(settings, task), task)
-    emit(report, as_json, _render)
+    out = Output(as_json)
+    out.result(report, lambda r: _render(out, r))
     if not report["ok"]:
         # sys.exit, not typer.Exit: the root app runs click with standalone_mode=False, which
         # turns typer.Exit into a return value that `main()` drops.
         sys.exit(1)
 
 
-def _render(report: dict) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    title = f"wan22ctl doctor{' --task ' + report['task'] if report['task'] else ''}"
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for col in ("check", "status", "value", "requirement", "fix"):
-        table.add_column(col, overflow="fold")
-    for c in report["checks"]:
-        # Text, not markup: daemon messages carry brackets ("capabilities: [[gpu]]").
-        table.add_row(Text(c["name"]), Text(c["status"], style=_STYLE[c["status"]]), Text(c["value"]),
-                      Text(c["requirement"]), Text(c["fix"] or ""))
-    out = console()
-    out.print(table)
+def _render(out: Output, report: dict) -> None:
+    out.table(("check", "status", "value", "requirement", "fix"),
+              [(c["name"], (c["status"], _STYLE[c["status"]]), c["value"], c["requirement"], c["fix"] or "")
+               for c in report["checks"]],
+              title=f"wan22ctl doctor{' --task ' + report['task'] if report['task'] else ''}")
     counts = report["counts"]
     summary = ", ".join(f"{counts[s]} {s}" for s in ("PASS", "WARN", "FAIL", "SKIP") if counts[s])
-    out.print(f"{summary}: " + ("ready" if report["ok"] else "fix the FAIL rows first"), markup=False)
+    out.say(f"{summary}: " + ("ready" if report["ok"] else "fix the FAIL rows first"))
 
 
 def register(app: typer.Typer) -> None:

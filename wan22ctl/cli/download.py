@@ -24,75 +24,57 @@ from typing import Annotated
 
 import typer
 
-from wan22ctl.cli.common import DryRunOpt, JsonOpt, console, emit, settings_from
-
-SelectorsArg = Annotated[list[str], typer.Argument(help="Models: t2v, i2v, ti2va (= t2v + i2v), ti2v-5b, fun-control, cogvideox-fun, all-wan, or a repo id.")]
-LocalOpt = Annotated[bool, typer.Option("--local", help="Run on the host instead of in the container.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="Files transferred (or hashed) in parallel.")]
-RevisionOpt = Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the repos.")]
+from wan22ctl.cli.options import DryRunOpt, JsonOpt, LocalOpt, RevisionOpt, SelectorsArg, WorkersOpt
+from wan22ctl.cli.output import Output
+from wan22ctl.paths import CONTAINER_CHECKPOINT_DIR, main_mounts
+from wan22ctl.settings import load_cli_settings
 
 # Passed through to the agent when set on the host (retry tuning for slow or flaky links).
 _PASSTHROUGH_ENV = ("WAN22CTL_HUB_RETRIES", "WAN22CTL_HUB_BACKOFF_S", "HF_HUB_DOWNLOAD_TIMEOUT", "MODELSCOPE_ENDPOINT")
 
 
-def _path_map(settings) -> dict[str, str]:
-    from wan22ctl import catalog
-
-    return {catalog.CONTAINER_CHECKPOINT_DIR: settings["CHECKPOINT_DIR"]}
-
-
 def _host_roots(settings) -> dict[str, str]:
-    return {"checkpoints": settings["CHECKPOINT_DIR"], "videox": settings["VIDEOX_MODELS_DIR"]}
+    return {"checkpoints": settings.checkpoint_dir, "videox": settings.videox_models_dir}
 
 
 def _exec_env(settings) -> dict[str, str]:
     """The agent's environment for one exec: endpoint, token (only here), retry knobs."""
-    env = {"HF_ENDPOINT": settings["HF_ENDPOINT"], "PYTHONUNBUFFERED": "1"}
-    if settings["HF_TOKEN"]:
-        env["HF_TOKEN"] = settings["HF_TOKEN"]
+    env = {"HF_ENDPOINT": settings.hf_endpoint, "PYTHONUNBUFFERED": "1"}
+    if settings.hf_token:
+        env["HF_TOKEN"] = settings.hf_token
     env.update({k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ})
     return env
 
 
 def _container(settings, view):
-    """The running main container, started (or created) when needed."""
-    from wan22ctl.docker import containers
+    """The running main container, started (or created) when needed; refused when it mounts
+    another folder than CHECKPOINT_DIR (.env changed since `up`)."""
+    from wan22ctl import catalog
     from wan22ctl.docker.client import connect
+    from wan22ctl.docker.kit import KitContainer
+    from wan22ctl.errors import EnvError
     from wan22ctl.plan.container import plan_container
 
     client = connect()
-    existing = containers.find(client, settings["CONTAINER_NAME"])
-    if existing is not None and existing.status == "running":
-        _check_mount(existing, settings)
-        return existing
-    spec = plan_container(settings, "main")
-    result = containers.ensure_running(client, spec)
-    view.log(f"{spec.name} {result.action} for the download (stop it with `wan22ctl down`)")
-    return client.containers.get(spec.name)
-
-
-def _check_mount(container, settings) -> None:
-    """Refuse when the running container mounts another folder than CHECKPOINT_DIR (.env changed since `up`)."""
-    from wan22ctl import catalog
-    from wan22ctl.errors import EnvError
-
-    mounted = {m.get("Destination"): m.get("Source") for m in container.attrs.get("Mounts", [])}
-    source = mounted.get(catalog.CONTAINER_CHECKPOINT_DIR)
-    if source is not None and os.path.realpath(source) != os.path.realpath(settings["CHECKPOINT_DIR"]):
+    kit = KitContainer.find(settings, client=client)
+    if kit is None or not kit.is_running:
+        spec = plan_container(settings, catalog.MAIN)
+        kit, result = KitContainer.up(client, spec, catalog.MAIN)
+        view.log(f"{spec.name} {result.action} for the download (stop it with `wan22ctl down`)")
+        return kit
+    source = kit.mount_source(CONTAINER_CHECKPOINT_DIR)
+    if source is not None and os.path.realpath(source) != os.path.realpath(settings.checkpoint_dir):
         raise EnvError(
-            f"{container.name} mounts {source} at {catalog.CONTAINER_CHECKPOINT_DIR}, "
-            f"but CHECKPOINT_DIR is {settings['CHECKPOINT_DIR']}",
+            f"{kit.name} mounts {source} at {CONTAINER_CHECKPOINT_DIR}, but CHECKPOINT_DIR is {settings.checkpoint_dir}",
             fix="run `wan22ctl up` (recreates the container with the new mount) or download with --local",
         )
+    return kit
 
 
 def _run_agent(settings, view, argv: list[str]) -> None:
     """Run `wan22ctl-agent ARGV` in the container, rendering its events; exit with its code on failure."""
-    from wan22ctl.docker.exec import run_exec
-
-    container = _container(settings, view)
-    result = run_exec(container, ["wan22ctl-agent", *argv, "--events"], environment=_exec_env(settings),
-                      on_event=view.handle, on_line=lambda _stream, line: view.log(line))
+    result = _container(settings, view).run_agent([*argv, "--events"], environment=_exec_env(settings),
+                                                  on_event=view.handle, on_line=lambda _stream, line: view.log(line))
     if result.exit_code != 0:
         raise typer.Exit(result.exit_code)
 
@@ -133,29 +115,29 @@ def download(
 
     if source not in ("hf", "modelscope"):
         raise UserError(f"unknown --source {source!r}; choose hf or modelscope")
-    settings = settings_from()
+    settings = load_cli_settings()
+    out = Output(as_json)
     models = resolve_models(selectors)
     if not dry_run:
         from wan22ctl.doctor import require  # doctor's cheap checks: host folders usable
 
         require(settings, "download", models=models)
     in_container, on_host = _split(models, local or dry_run)
-    with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view, _interrupt_note(view):
+    with DownloadView(out.err, quiet=as_json, path_map=main_mounts(settings).as_dict()) as view, _interrupt_note(view):
         if on_host:
             if not local and not dry_run:
                 view.log(f"{', '.join(m.key for m in on_host)}: VideoX-Fun models are fetched on the host "
-                         f"into VIDEOX_MODELS_DIR={settings['VIDEOX_MODELS_DIR']}")
-            run_download([m.key for m in on_host], _host_roots(settings), endpoint=settings["HF_ENDPOINT"],
-                         token=settings["HF_TOKEN"] or None, force=force, source=source, dry_run=dry_run,
+                         f"into VIDEOX_MODELS_DIR={settings.videox_models_dir}")
+            run_download([m.key for m in on_host], _host_roots(settings), endpoint=settings.hf_endpoint,
+                         token=settings.hf_token or None, force=force, source=source, dry_run=dry_run,
                          workers=workers, revision=revision, on_event=view.sink)
         if in_container:
             argv = ["download", *[m.key for m in in_container], "--workers", str(workers), "--revision", revision,
                     "--source", source]
             _run_agent(settings, view, argv + (["--force"] if force else []))
-    if as_json:
-        plans = [e["plan"] for e in view.events if e.get("event") == "plan"]
-        done = [e for e in view.events if e.get("event") == "model_done"]
-        emit({"dry_run": dry_run, "plans": plans, "models": done}, True, print)
+    plans = [e["plan"] for e in view.events if e.get("event") == "plan"]
+    done = [e for e in view.events if e.get("event") == "model_done"]
+    out.result({"dry_run": dry_run, "plans": plans, "models": done})
 
 
 def verify(
@@ -170,17 +152,18 @@ def verify(
     from wan22ctl.hub.progress import DownloadView
     from wan22ctl.plan.download import resolve_models
 
-    settings = settings_from()
+    settings = load_cli_settings()
+    out = Output(as_json)
     models = resolve_models(selectors)
     in_container, on_host = _split(models, local)
     failure = None
-    with DownloadView(console(stderr=True), quiet=as_json, path_map=_path_map(settings)) as view:
+    with DownloadView(out.err, quiet=as_json, path_map=main_mounts(settings).as_dict()) as view:
         if on_host:
             from wan22ctl.errors import RunFailed
 
             try:
-                run_verify([m.key for m in on_host], _host_roots(settings), endpoint=settings["HF_ENDPOINT"],
-                           token=settings["HF_TOKEN"] or None, workers=workers, revision=revision,
+                run_verify([m.key for m in on_host], _host_roots(settings), endpoint=settings.hf_endpoint,
+                           token=settings.hf_token or None, workers=workers, revision=revision,
                            on_event=view.sink)
             except RunFailed as exc:
                 failure = exc
@@ -190,8 +173,7 @@ def verify(
                                             "--revision", revision])
             except typer.Exit as exc:
                 failure = failure or exc
-    if as_json:
-        emit({"models": [e for e in view.events if e.get("event") == "verified"]}, True, print)
+    out.result({"models": [e for e in view.events if e.get("event") == "verified"]})
     if failure is not None:
         raise failure
 
@@ -200,9 +182,9 @@ def models(as_json: JsonOpt = False) -> None:
     """Each catalog model: complete / partial (what is missing) / absent, size, revision, path."""
     from wan22ctl.agent.downloads import model_rows, render_models
 
-    settings = settings_from()
-    rows = model_rows(_host_roots(settings))
-    emit({"models": rows}, as_json, lambda d: render_models(d["models"], console()))
+    rows = model_rows(_host_roots(load_cli_settings()))
+    out = Output(as_json)
+    out.result({"models": rows}, lambda d: render_models(d["models"], out.console))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,1 +1,1 @@
-"""docker-py adapter: connection, images, containers, exec streaming with exit codes."""
+"""docker-py adapter, the only user of docker-py: connection, images, containers, exec streaming, KitContainer."""

@@ -15,7 +15,7 @@ from typing import Callable
 
 from wan22ctl.docker.client import NVIDIA_FIX, explanation, is_nvidia_runtime_error
 from wan22ctl.errors import EnvError, RunFailed
-from wan22ctl.plan.container import LABEL_SPEC, LABEL_SPEC_HASH, LABEL_STACK, ContainerSpec, diff_specs
+from wan22ctl.plan.spec import LABEL_SPEC, LABEL_SPEC_HASH, LABEL_STACK, ContainerSpec, diff_specs
 
 
 @dataclass

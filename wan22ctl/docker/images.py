@@ -1,4 +1,5 @@
-"""Images: build (buildx when present, else docker-py's classic builder), pull, push, login.
+"""Images: the facts an image plan needs, build (buildx when present, else docker-py's classic
+builder), pull, push, login.
 
 docker-py reports build and push failures inside the stream instead of raising; every stream
 here goes through `_check_item`, which turns an `error` item into a `RunFailed`.
@@ -6,41 +7,81 @@ here goes through `_check_item`, which turns an `error` item into a `RunFailed`.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
+from wan22ctl.catalog import Stack
 from wan22ctl.docker.client import explanation
 from wan22ctl.errors import EnvError, RunFailed, UserError
+from wan22ctl.plan.image import BuildFacts, BuildPlan, ImagePlan, build_args, builds, image_ref, plan_image
+from wan22ctl.settings import Settings
 
 LineFn = Callable[[str], None]
 ProgressFn = Callable[[dict], None]
 
 
-@dataclass(frozen=True)
-class BuildPlan:
-    """What `wan22ctl build` runs: plain data, printable with --dry-run."""
+def build_context() -> Path:
+    """The folder holding the Dockerfile: the current one if it has it, else the kit's checkout."""
+    here = Path.cwd()
+    if (here / "Dockerfile").is_file() and (here / "wan22ctl").is_dir():
+        return here
+    return Path(__file__).resolve().parents[2]
 
-    context: str
-    dockerfile: str
-    tag: str
-    target: str | None
-    buildargs: dict[str, str] = field(default_factory=dict)
-    builder: str = "classic"  # "buildx" or "classic"
-    labels: dict[str, str] = field(default_factory=dict)
 
-    def argv(self) -> list[str]:
-        """The equivalent docker CLI command line."""
-        cmd = ["docker", "buildx", "build", "--load"] if self.builder == "buildx" else ["docker", "build"]
-        cmd += ["-f", self.dockerfile, "-t", self.tag]
-        if self.target:
-            cmd += ["--target", self.target]
-        for k, v in sorted(self.buildargs.items()):
-            cmd += ["--build-arg", f"{k}={v}"]
-        for k, v in sorted(self.labels.items()):
-            cmd += ["--label", f"{k}={v}"]
-        return cmd + [self.context]
+LOCAL_SOURCES = ("WAN22_SOURCE", "VIDEOX_SOURCE")
+
+
+def local_sources(context: Path, buildargs: dict[str, str]) -> list[Path]:
+    """The local source trees/tarballs the build ADDs (WAN22_SOURCE, VIDEOX_SOURCE); UserError when
+    one is missing, before anything is sent to the builder."""
+    found = []
+    for key in LOCAL_SOURCES:
+        rel = buildargs.get(key)
+        if not rel:
+            continue
+        path = context / rel
+        if not path.exists():
+            raise UserError(f"{key}={rel} does not exist in {context}: put the source tree or tarball inside "
+                            f"the kit folder (the build context), or leave {key} empty to clone it")
+        found.append(path)
+    return found
+
+
+def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
+    """Hash of every file the Dockerfile copies (the local source trees included) plus the build
+    arguments and target."""
+    h = hashlib.sha256()
+    files = [context / "Dockerfile", context / "pyproject.toml", context / "README.md", context / "download_model.sh"]
+    for folder in ("docker", "wan22ctl"):
+        files += sorted(p for p in (context / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for source in local_sources(context, buildargs):
+        files += [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(context)).encode())
+            h.update(f.read_bytes())
+    h.update(repr(sorted(buildargs.items())).encode())
+    h.update(target.encode())
+    return h.hexdigest()[:16]
+
+
+def plan_for(client, settings: Settings, stack: Stack, *, force_build: bool = False,
+             force_pull: bool = False) -> ImagePlan:
+    """The image plan with the facts gathered here: the local image (client None: not checked),
+    the builder on PATH and the build context's hash (only when the plan builds)."""
+    present, labels = None, None
+    if client is not None and not (force_build or force_pull):
+        present, labels = local_image(client, image_ref(settings, stack))
+    context = build_context()
+    facts = None
+    if builds(settings, stack, force_build, force_pull):
+        facts = BuildFacts("buildx" if buildx_available() else "classic",
+                           context_hash(context, build_args(settings, stack), stack.build_target))
+    return plan_image(settings, stack, str(context), facts, force_build=force_build, force_pull=force_pull,
+                      present=present, local_labels=labels)
 
 
 def buildx_available() -> bool:
@@ -161,6 +202,20 @@ def push_image(client, ref: str, auth: dict | None, on_progress: ProgressFn) -> 
         if "unauthorized" in text.lower() or "authentication required" in text.lower() or "denied" in text.lower():
             fix = "set REGISTRY_USERNAME and REGISTRY_PASSWORD (or use --ecr-region for Amazon ECR)"
         raise RunFailed(f"push of {ref} failed: {text}", fix=fix) from None
+
+
+def tag_and_push(client, source: str, target: str, auth: dict | None, on_progress: ProgressFn) -> str:
+    """Tag the local image `source` as `target` and push it; the reference pushed."""
+    import docker
+
+    try:
+        image = client.images.get(source)
+    except docker.errors.ImageNotFound:
+        raise UserError(f"image {source} is not present locally", fix="run `wan22ctl build` first") from None
+    repo, tag = split_ref(target)
+    image.tag(repo, tag)
+    push_image(client, f"{repo}:{tag}", auth, on_progress)
+    return f"{repo}:{tag}"
 
 
 def ecr_credentials(region: str | None = None) -> tuple[str, str, str]:

@@ -21,7 +21,6 @@ from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, Gpu, parse_nvidia_smi
 from wan22ctl.settings import Settings
 
 MIN_API_FOR_GPUS = "1.40"  # DeviceRequests (`--gpus`) arrived with Engine 19.03 / API 1.40
-DEFAULT_ARCH_LIST = "8.9;9.0"
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Context:
 
     def image(self) -> probes.ImageFacts | None:
         client = self.client()
-        return self._once("image", lambda: client and probes.image_facts(client, self.settings["DOCKER_IMAGE"]))
+        return self._once("image", lambda: client and probes.image_facts(client, self.settings.docker_image))
 
     def container(self):
         """The kit's main container when it exists (running or not), else None."""
@@ -71,7 +70,7 @@ class Context:
         def fetch():
             from wan22ctl.docker.containers import find
 
-            return client and find(client, self.settings["CONTAINER_NAME"])
+            return client and find(client, self.settings.container_name)
         return self._once("container", fetch)
 
     def running(self):
@@ -81,13 +80,13 @@ class Context:
     def probe(self) -> probes.ProbeResult | None:
         """The `--gpus` probe; None when there is no daemon or no image to run it from."""
         def fetch():
-            from wan22ctl.plan.container import parse_gpus
+            from wan22ctl.plan.spec import gpu_request
 
             client, image = self.client(), self.image()
             if client is None or image is None:
                 return None
-            return probes.run_probe(client, image.ref, list(NVIDIA_SMI_QUERY), parse_gpus(self.settings["GPUS"]),
-                                    probes.probe_name(self.settings["CONTAINER_NAME"]))
+            return probes.run_probe(client, image.ref, list(NVIDIA_SMI_QUERY), gpu_request(self.settings.gpus),
+                                    probes.probe_name(self.settings.container_name))
         return self._once("probe", fetch)
 
     def inventory(self) -> tuple[list[Gpu], str, str]:
@@ -104,7 +103,7 @@ class Context:
                 where = f"nvidia-smi in {running.name}"
                 return gpus, where, "" if gpus else _first_line(text) or f"exit {code}"
             if not self.allow_probe:
-                return [], "", f"{self.settings['CONTAINER_NAME']} is not running"
+                return [], "", f"{self.settings.container_name} is not running"
             probe = self.probe()
             if probe is None:
                 return [], "", "no image to run nvidia-smi in" if self.client() else "Docker unreachable"
@@ -119,7 +118,7 @@ class Context:
         def fetch():
             from huggingface_hub.utils import get_session
 
-            endpoint = self.settings["HF_ENDPOINT"].rstrip("/")
+            endpoint = self.settings.hf_endpoint.rstrip("/")
             try:
                 response = get_session().get(f"{endpoint}/api/models", params={"limit": 1}, timeout=15)
                 return response.status_code, ""
@@ -184,7 +183,7 @@ def check_docker(ctx: Context) -> CheckResult:
     api = version.get("ApiVersion", "?")
     value = f"Engine {version.get('Version', '?')}, API {api}"
     if rules.version_tuple(api) < rules.version_tuple(MIN_API_FOR_GPUS):
-        status = WARN if ctx.settings["GPUS"] == "none" else FAIL  # only GPU requests need the newer API
+        status = WARN if ctx.settings.gpus.kind == "none" else FAIL  # only GPU requests need the newer API
         return CheckResult("docker.daemon", name, status, value, requirement,
                            "upgrade Docker Engine to 19.03 or newer (https://docs.docker.com/engine/install/)",
                            {"api_version": api})
@@ -196,8 +195,9 @@ def check_host_folders(ctx: Context) -> CheckResult:
     """OUTPUT_DIR, CHECKPOINT_DIR and HF_HOME exist (or can be made) and are writable."""
     name, requirement = "host folders", "OUTPUT_DIR, CHECKPOINT_DIR, HF_HOME writable (or creatable)"
     problems = []
-    for key in ("OUTPUT_DIR", "CHECKPOINT_DIR", "HF_HOME"):
-        path = ctx.settings[key]
+    folders = {"OUTPUT_DIR": ctx.settings.output_dir, "CHECKPOINT_DIR": ctx.settings.checkpoint_dir,
+               "HF_HOME": ctx.settings.hf_home}
+    for key, path in folders.items():
         existing = path
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
@@ -212,7 +212,7 @@ def check_host_folders(ctx: Context) -> CheckResult:
 
 def check_image(ctx: Context) -> CheckResult:
     """DOCKER_IMAGE is present locally, or (pull mode) the registry knows it."""
-    ref, mode = ctx.settings["DOCKER_IMAGE"], ctx.settings["IMAGE_MODE"]
+    ref, mode = ctx.settings.docker_image, ctx.settings.image_mode
     name, requirement = "image", f"{ref} present, or {'buildable' if mode == 'build' else 'pullable'} (IMAGE_MODE={mode})"
     client = ctx.client()
     if client is None:
@@ -261,9 +261,9 @@ def check_nvidia_runtime(ctx: Context) -> CheckResult:
 def check_container(ctx: Context) -> CheckResult:
     """The kit container: absent (WARN: `up` first), running and healthy, or unhealthy (FAIL)."""
     from wan22ctl.docker.containers import health_log
-    from wan22ctl.plan.container import LABEL_STACK
+    from wan22ctl.plan.spec import LABEL_STACK
 
-    cname = ctx.settings["CONTAINER_NAME"]
+    cname = ctx.settings.container_name
     name, requirement = "container", f"{cname} running and healthy"
     if ctx.client() is None:
         return _skip("container.health", name, "Docker unreachable", requirement)
@@ -314,7 +314,7 @@ def check_gpus_visible(ctx: Context) -> CheckResult:
         # The NVIDIA runtime row already names the cause and its fix.
         return _skip("gpu.visible", name, "the --gpus probe did not start (see NVIDIA runtime)", requirement)
     running = ctx.running()
-    if ctx.settings["GPUS"] == "none" or (running is not None and not running.attrs["HostConfig"].get("DeviceRequests")):
+    if ctx.settings.gpus.kind == "none" or (running is not None and not running.attrs["HostConfig"].get("DeviceRequests")):
         fix = "start the container with GPUs: GPUS=all in .env, then `wan22ctl up --recreate`"
     else:
         fix = NVIDIA_FIX
@@ -325,7 +325,7 @@ def check_gpus_visible(ctx: Context) -> CheckResult:
 def image_arch_list(ctx: Context) -> str:
     """The architectures the image was built for: its ENV, else the setting (the build default)."""
     image = ctx.image()
-    return (image.env.get("TORCH_CUDA_ARCH_LIST") if image else None) or ctx.settings["TORCH_CUDA_ARCH_LIST"] or DEFAULT_ARCH_LIST
+    return (image.env.get("TORCH_CUDA_ARCH_LIST") if image else None) or ctx.settings.torch_cuda_arch_list
 
 
 def check_gpu_arch(ctx: Context) -> CheckResult:
@@ -417,7 +417,7 @@ def _still_needed_gb(model: catalog.Model, root: str) -> tuple[float, str]:
 
 def check_disk(ctx: Context) -> CheckResult:
     name = "disk at CHECKPOINT_DIR"
-    root = ctx.settings["CHECKPOINT_DIR"]
+    root = ctx.settings.checkpoint_dir
     models = [m for m in ctx.models if m.mount == "checkpoints"]
     if not models:
         return _skip("disk.checkpoints", name, "no --task given", "room for the task's models", "rerun with --task T")
@@ -473,16 +473,16 @@ def check_memlock(ctx: Context) -> CheckResult:
 def _hf_api(ctx: Context):
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=ctx.settings["HF_ENDPOINT"].rstrip("/"))
+    return HfApi(endpoint=ctx.settings.hf_endpoint.rstrip("/"))
 
 
 def _token(ctx: Context) -> str | bool:
     # False, not None: never fall back to a token saved by `hf auth login` that the container won't have.
-    return ctx.settings["HF_TOKEN"] or False
+    return ctx.settings.hf_token or False
 
 
 def check_hf_endpoint(ctx: Context) -> CheckResult:
-    endpoint = ctx.settings["HF_ENDPOINT"].rstrip("/")
+    endpoint = ctx.settings.hf_endpoint.rstrip("/")
     name, requirement = "HF endpoint", f"{endpoint} answers HTTP"
     status, error = ctx.hf_endpoint_status()
     if status is None:
@@ -527,7 +527,7 @@ def check_hf_repo(ctx: Context) -> CheckResult:
     requirement = f"{', '.join(repos)} readable at revision main"
     if ctx.hf_endpoint_status()[0] is None:
         return _skip("hf.repo", name, "endpoint unreachable", requirement)
-    api, token, endpoint = _hf_api(ctx), _token(ctx), ctx.settings["HF_ENDPOINT"].rstrip("/")
+    api, token, endpoint = _hf_api(ctx), _token(ctx), ctx.settings.hf_endpoint.rstrip("/")
     for repo in repos:
         try:
             api.model_info(repo, revision="main", token=token, timeout=30)

@@ -11,7 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from wan22ctl.plan.container import GpuRequest
+from wan22ctl.plan.spec import GpuRequest
 
 LABEL_PROBE = "io.wan22ctl.doctor-probe"
 PROBE_TIMEOUT_S = 60

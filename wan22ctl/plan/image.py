@@ -1,30 +1,52 @@
-"""The image plan: whether `up` builds, pulls or uses what is there, and the build arguments.
+"""The image plan: whether `up` builds, pulls or uses what is there, and the build's arguments.
 
 In build mode an image is stale when its build-hash label differs from the hash of what the
 build would use (Dockerfile, docker/, the package sources, the build arguments, and the local
-source trees WAN22_SOURCE / VIDEOX_SOURCE name).
+source trees WAN22_SOURCE / VIDEOX_SOURCE name). The facts this
+plan is made from (is the image present and with which labels, is buildx there, the hash of the
+build context) are gathered by `wan22ctl.docker.images.plan_for` and passed in.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
-from wan22ctl.docker.images import BuildPlan, buildx_available
-from wan22ctl.errors import UserError
-from wan22ctl.plan.videox import videox_image
+from wan22ctl.catalog import Stack
 from wan22ctl.settings import Settings
 
 LABEL_BUILD_HASH = "io.wan22ctl.build-hash"
-TARGET = {"main": "inference", "videox-fun": "videox-fun"}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What `wan22ctl build` runs: plain data, printable with --dry-run."""
+
+    context: str
+    dockerfile: str
+    tag: str
+    target: str | None
+    buildargs: dict[str, str] = field(default_factory=dict)
+    builder: str = "classic"  # "buildx" or "classic"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """The equivalent docker CLI command line."""
+        cmd = ["docker", "buildx", "build", "--load"] if self.builder == "buildx" else ["docker", "build"]
+        cmd += ["-f", self.dockerfile, "-t", self.tag]
+        if self.target:
+            cmd += ["--target", self.target]
+        for k, v in sorted(self.buildargs.items()):
+            cmd += ["--build-arg", f"{k}={v}"]
+        for k, v in sorted(self.labels.items()):
+            cmd += ["--label", f"{k}={v}"]
+        return cmd + [self.context]
 
 
 @dataclass(frozen=True)
 class ImagePlan:
     ref: str
     mode: str  # build | pull
-    action: str  # build | pull | none (decided against the local image by `resolve`)
+    action: str  # build | pull | none (decided against the local image)
     reason: str
     build: BuildPlan | None
 
@@ -32,77 +54,52 @@ class ImagePlan:
         return asdict(self)
 
 
-def build_args(settings: Settings, stack: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class BuildFacts:
+    """What a build plan needs from the machine: the builder on PATH and the build context's hash."""
+
+    builder: str  # "buildx" or "classic"
+    context_hash: str
+
+
+def build_args(settings: Settings, stack: Stack) -> dict[str, str]:
     """Build arguments from settings. Secrets are never among them."""
-    args = {
-        "BASE_IMAGE": settings["BASE_IMAGE"],
-        "GPU_STACK": settings["GPU_STACK"],
-        "TORCH_CUDA_ARCH_LIST": settings["TORCH_CUDA_ARCH_LIST"],
-        "TORCH_INDEX_URL": settings["TORCH_INDEX_URL"],
-        "WAN22_REPO": settings["WAN22_REPO"],
-        "WAN22_REF": settings["WAN22_REF"],
-        "WAN22_SOURCE": settings["WAN22_SOURCE"],
-    }
-    if stack == "videox-fun":
-        args.update(VIDEOX_REPO=settings["VIDEOX_REPO"], VIDEOX_REF=settings["VIDEOX_REF"],
-                    VIDEOX_SOURCE=settings["VIDEOX_SOURCE"])
-    return args
+    return {key: settings[key] for key in stack.build_arg_keys}
 
 
-LOCAL_SOURCES = ("WAN22_SOURCE", "VIDEOX_SOURCE")
+def image_ref(settings: Settings, stack: Stack) -> str:
+    """The image the stack's container runs. A stack whose default image is someone else's (PAI's,
+    for VideoX-Fun) is tagged as our own when built from our Dockerfile, so the build never poses
+    as, or is mistaken for, the pulled image."""
+    if (stack.local_build_image and settings[stack.image_mode_key] == "build"
+            and settings.source(stack.image_key) == "default"):
+        return stack.local_build_image
+    return settings[stack.image_key]
 
 
-def local_sources(context: Path, buildargs: dict[str, str]) -> list[Path]:
-    """The local source trees/tarballs the build ADDs (WAN22_SOURCE, VIDEOX_SOURCE); UserError when
-    one is missing, before anything is sent to the builder."""
-    found = []
-    for key in LOCAL_SOURCES:
-        rel = buildargs.get(key)
-        if not rel:
-            continue
-        path = context / rel
-        if not path.exists():
-            raise UserError(f"{key}={rel} does not exist in {context}: put the source tree or tarball inside "
-                            f"the kit folder (the build context), or leave {key} empty to clone it")
-        found.append(path)
-    return found
+def registry_ref(settings: Settings, stack: Stack) -> str:
+    """The reference `pull` fetches: the image setting as given."""
+    return settings[stack.image_key]
 
 
-def context_hash(context: Path, buildargs: dict[str, str], target: str) -> str:
-    """Hash of every file the Dockerfile copies plus the build arguments and target."""
-    h = hashlib.sha256()
-    files = [context / "Dockerfile", context / "pyproject.toml", context / "README.md", context / "download_model.sh"]
-    for folder in ("docker", "wan22ctl"):
-        files += sorted(p for p in (context / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for source in local_sources(context, buildargs):
-        files += [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-    for f in files:
-        if f.is_file():
-            h.update(str(f.relative_to(context)).encode())
-            h.update(f.read_bytes())
-    h.update(repr(sorted(buildargs.items())).encode())
-    h.update(target.encode())
-    return h.hexdigest()[:16]
+def builds(settings: Settings, stack: Stack, force_build: bool = False, force_pull: bool = False) -> bool:
+    """Whether the plan has a build (build mode or --build, and no --pull)."""
+    return (settings[stack.image_mode_key] == "build" or force_build) and not force_pull
 
 
-def image_ref(settings: Settings, stack: str) -> str:
-    """The image the stack's container runs."""
-    return settings["DOCKER_IMAGE"] if stack == "main" else videox_image(settings)
-
-
-def plan_image(settings: Settings, stack: str, context: Path, force_build: bool = False,
-               force_pull: bool = False, local_labels: dict | None = None, present: bool | None = None) -> ImagePlan:
-    """Decide build / pull / nothing. `present`/`local_labels` describe the local image as the caller
-    found it (`docker.images.local_image`); present None: not checked (no Docker daemon to ask)."""
+def plan_image(settings: Settings, stack: Stack, context: str, facts: BuildFacts | None = None, *,
+               force_build: bool = False, force_pull: bool = False, local_labels: dict | None = None,
+               present: bool | None = None) -> ImagePlan:
+    """Decide build / pull / nothing. `facts` are needed when the plan `builds()`. `present` and
+    `local_labels` describe the local image; present None: not checked (no Docker daemon to ask)."""
     ref = image_ref(settings, stack)
-    mode = settings["IMAGE_MODE" if stack == "main" else "VIDEOX_IMAGE_MODE"]
-    target = TARGET[stack]
-    args = build_args(settings, stack)
+    mode = settings[stack.image_mode_key]
     build = None
-    if (mode == "build" or force_build) and not force_pull:
-        digest = context_hash(context, args, target)
-        builder = "buildx" if buildx_available() else "classic"
-        build = BuildPlan(str(context), "Dockerfile", ref, target, args, builder, {LABEL_BUILD_HASH: digest})
+    if builds(settings, stack, force_build, force_pull):
+        if facts is None:
+            raise ValueError("a build plan needs the BuildFacts")
+        build = BuildPlan(context, "Dockerfile", ref, stack.build_target, build_args(settings, stack), facts.builder,
+                          {LABEL_BUILD_HASH: facts.context_hash})
     if force_build:
         return ImagePlan(ref, mode, "build", "--build given", build)
     if force_pull:

@@ -1,10 +1,12 @@
-"""The launch plan: a generation request and a GPU inventory in, the exact Wan2.2 command out.
+"""The launch plan: a generation request and the machine's inventory in, the exact Wan2.2 command out.
 
 Pure functions only. `build_request()` fills task defaults from the catalog and validates every
-field the way upstream should have (size per task, frame count 4n+1, image for i2v, a real
-prompt), raising a one-line `UserError` before anything slow starts. `plan_launch()` picks the
-GPUs, `python` or `torchrun`, Ulysses degree, FSDP and memory flags, checks host RAM, and
-returns a `LaunchPlan` with the argv the container side runs and a reason for each choice.
+field the way upstream should have (types, size per task, frame count 4n+1, image for i2v, a
+real prompt), raising a one-line `UserError` before anything slow starts; `plan`, `generate` and
+the resident server all validate through it. `plan_launch()` picks the GPUs, `python` or
+`torchrun`, Ulysses degree, FSDP and memory flags, checks host RAM, and returns a `LaunchPlan`
+whose argv, environment and paths are rendered for the machine's `Runtime`, with a reason for
+each choice.
 
 Memory figures come from the official efficiency table and README (wan22-upstream.md §4.3, §6,
 §9.5): peak GPU memory per process is modelled as resident DiT weights + T5 (when on the GPU)
@@ -18,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 from wan22ctl import catalog
 from wan22ctl.errors import UserError
-from wan22ctl.plan.inventory import Gpu
+from wan22ctl.plan.inventory import Gpu, Runtime
+from wan22ctl.settings import GpuSelection, parse_gpu_selection
 
 OFFLOAD_CHOICES = ("auto", "on", "off")
 ATTENTION_DEFAULT = "auto"
@@ -123,7 +126,7 @@ def build_request(
         raise UserError(f"{task} needs --image PATH (upstream would silently use its example image)")
     if image is not None and not file_exists(image):
         raise UserError(f"image {image} does not exist or is not a file")
-    parse_gpu_selection(gpus)
+    gpu_selection(gpus)
     return GenerationRequest(
         task=task, prompt=prompt.strip(), size=size, frame_num=frame_num, sample_steps=sample_steps,
         sample_shift=float(sample_shift), guide_scale=None if guide_scale is None else float(guide_scale),
@@ -131,21 +134,12 @@ def build_request(
     )
 
 
-def parse_gpu_selection(value: str | None) -> tuple[str, int | tuple[int, ...] | None]:
-    """("all", None), ("count", N) or ("ids", (0, 2)) from --gpus; UserError when malformed."""
-    v = (value or "all").strip().lower().replace(" ", "")
-    if v == "all":
-        return "all", None
-    if v.isdigit():
-        if int(v) < 1:
-            raise UserError("--gpus must be at least 1")
-        return "count", int(v)
-    if re.fullmatch(r"(device=)?\d+(,\d+)+", v) or re.fullmatch(r"device=\d+", v):
-        ids = tuple(int(x) for x in v.removeprefix("device=").split(","))
-        if len(set(ids)) != len(ids):
-            raise UserError(f"--gpus {value}: an index appears twice")
-        return "ids", ids
-    raise UserError(f"--gpus {value!r}: use all, a count (2) or indices (0,2 or device=1)")
+def gpu_selection(value: str | None) -> GpuSelection:
+    """`--gpus` read as the GPUS setting is (`settings.parse_gpu_selection`); UserError when malformed."""
+    try:
+        return parse_gpu_selection(value, allow_none=False)
+    except ValueError as exc:
+        raise UserError(f"--gpus {value!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- memory model
@@ -221,7 +215,13 @@ def estimate_host_ram_gb(task: catalog.Task, nproc: int, *, fsdp: bool, t5_fsdp:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """Everything the container side needs to run one generation, and why."""
+    """Everything the container side needs to run one generation, and why.
+
+    The decision (GPUs, launcher, memory flags) is made from the request and the inventory; the
+    argv, environment and paths are rendered from it for the `runtime` the agent reported, so the
+    plan printed by `--dry-run --json` is the command that runs. A plan carried to a machine with
+    another runtime is re-rendered there with `for_runtime`, openly (the agent says so).
+    """
 
     request: dict
     task: str
@@ -240,28 +240,83 @@ class LaunchPlan:
     fits: bool
     host_ram_need_gb: float
     host_ram_gb: float | None
-    ckpt_dir: str
-    output_dir: str
-    save_file: str  # temporary name; the agent moves it to the final name after checking it
-    image: str | None  # container-side path of the staged image
     attention: str
-    bootstrap: bool
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    cwd: str
+    compile_mode: str
     run_id: str
     reasons: tuple[str, ...]
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]
+    runtime: Runtime
+    # rendered from the above for `runtime`
+    ckpt_dir: str = ""
+    output_dir: str = ""
+    save_file: str = ""  # temporary name; the agent moves it to the final name after checking it
+    image: str | None = None  # container-side path of the staged image
+    argv: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict) -> "LaunchPlan":
+        """The plan `to_dict` wrote (what crosses from the host to the agent)."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key in ("gpus", "gpu_names", "argv", "reasons", "warnings"):
             fields[key] = tuple(fields.get(key) or ())
+        fields["runtime"] = Runtime.from_dict(fields.get("runtime"))
+        fields.setdefault("compile_mode", (fields.get("env") or {}).get("WAN22_COMPILE", COMPILE_DEFAULT))
         return cls(**fields)
+
+    def for_runtime(self, runtime: Runtime) -> "LaunchPlan":
+        """The same decision rendered for `runtime`: argv, environment, folders."""
+        model = catalog.model_for_task(self.task)
+        image = self.request.get("image")
+        save_file = f"{runtime.output_dir}/.partial-{self.run_id}.mp4"
+        staged = _container_image_path(runtime.output_dir, self.run_id, image) if image else None
+        ckpt_dir = f"{runtime.checkpoint_dir}/{model.subdir}"
+        entry = ["-m", BOOTSTRAP_MODULE] if runtime.bootstrap else ["generate.py"]
+        if self.nproc == 1:
+            argv = [runtime.python, *entry]
+        else:
+            argv = [runtime.torchrun, "--standalone", f"--nproc_per_node={self.nproc}", *entry]
+        req = self.request
+        argv += [
+            "--task", self.task, "--size", req["size"], "--ckpt_dir", ckpt_dir,
+            "--frame_num", str(req["frame_num"]), "--sample_steps", str(req["sample_steps"]),
+            "--sample_shift", _num(req["sample_shift"]), "--sample_solver", req["solver"],
+            "--base_seed", str(req["seed"]),
+        ]
+        if req.get("guide_scale") is not None:
+            argv += ["--sample_guide_scale", _num(req["guide_scale"])]
+        if staged:
+            argv += ["--image", staged]
+        argv += ["--offload_model", str(self.offload_model)]
+        if self.convert_model_dtype:
+            argv.append("--convert_model_dtype")
+        if self.t5_cpu:
+            argv.append("--t5_cpu")
+        if self.nproc > 1:
+            if self.dit_fsdp:
+                argv += ["--dit_fsdp", "--t5_fsdp"]
+            argv += ["--ulysses_size", str(self.nproc)]
+        argv += ["--prompt", req["prompt"], "--save_file", save_file]
+        env = {
+            # CUDA's default order (fastest first) need not match nvidia-smi's indices.
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in self.gpus),
+            "WAN22_ATTENTION": self.attention,
+            "WAN22_COMPILE": self.compile_mode,
+            "PYTHONUNBUFFERED": "1",
+        }
+        reasons = [r for r in self.reasons if not r.startswith(_BOOTSTRAP_REASON)]
+        if runtime.bootstrap:
+            env["PYTHONPATH"] = runtime.pythonpath
+            reasons.append(f"{_BOOTSTRAP_REASON} to install attention backend {self.attention!r} before `wan` loads")
+        else:
+            env["WAN22_BOOTSTRAP"] = "0"  # keeps the image's hand-typed hook (wan22ctl-generate.pth) out too
+        return replace(self, runtime=runtime, ckpt_dir=ckpt_dir, output_dir=runtime.output_dir, save_file=save_file,
+                       image=staged, argv=tuple(argv), env=env, cwd=runtime.wan22_dir, reasons=tuple(reasons))
 
     def command_line(self) -> str:
         """The argv as one shell-quoted line, for humans."""
@@ -270,24 +325,27 @@ class LaunchPlan:
         return " ".join(shlex.quote(a) for a in self.argv)
 
 
+_BOOTSTRAP_REASON = f"started through {BOOTSTRAP_MODULE}"
+
+
 def _select_gpus(request: GenerationRequest, inventory: Sequence[Gpu]) -> tuple[list[Gpu], bool]:
     """(GPUs the user allows, whether the user fixed the count)."""
     if not inventory:
         raise UserError("no GPU is visible (nvidia-smi found none); generation needs at least one",
                         fix="check `wan22ctl status` and GPUS in .env; with --gpu-count plan offline")
-    kind, value = parse_gpu_selection(request.gpus)
-    if kind == "all":
+    selection = gpu_selection(request.gpus)
+    if selection.kind == "all":
         return list(inventory), False
-    if kind == "count":
-        if value > len(inventory):
-            raise UserError(f"--gpus {value}: only {len(inventory)} GPU(s) visible")
-        return sorted(inventory, key=lambda g: -g.memory_gb)[:value], True
+    if selection.kind == "count":
+        if selection.count > len(inventory):
+            raise UserError(f"--gpus {selection.count}: only {len(inventory)} GPU(s) visible")
+        return sorted(inventory, key=lambda g: -g.memory_gb)[:selection.count], True
     by_index = {g.index: g for g in inventory}
-    missing = [i for i in value if i not in by_index]
+    missing = [i for i in selection.ids if i not in by_index]
     if missing:
         raise UserError(f"--gpus: no GPU with index {', '.join(map(str, missing))} "
                         f"(visible: {', '.join(str(g.index) for g in inventory)})")
-    return [by_index[i] for i in value], True
+    return [by_index[i] for i in selection.ids], True
 
 
 def _memory_flags(task: catalog.Task, request: GenerationRequest, nproc: int, mem: float):
@@ -362,17 +420,14 @@ def plan_launch(
     run_id: str,
     attention: str = ATTENTION_DEFAULT,
     compile_mode: str = COMPILE_DEFAULT,
-    bootstrap: bool = True,
-    ckpt_root: str = catalog.CONTAINER_CHECKPOINT_DIR,
-    output_dir: str = catalog.CONTAINER_OUTPUT_DIR,
-    wan22_dir: str = catalog.CONTAINER_WAN22_DIR,
+    runtime: Runtime = Runtime(),
 ) -> LaunchPlan:
     """Decide how to run `request` on `inventory`; the result is what the agent executes.
 
-    `bootstrap` (the default) starts Wan through `python -m wan22ctl.agent.wanrun`, which
-    installs the attention backend (SDPA/cuDNN unless WAN22_ATTENTION says otherwise; the image
-    needs no flash-attn) and the speedups before `wan` is imported. False runs upstream's
-    generate.py as is (flash-attn required).
+    With `runtime.bootstrap` (the image's default) Wan starts through `python -m
+    wan22ctl.agent.wanrun`, which installs the attention backend (SDPA/cuDNN unless
+    WAN22_ATTENTION says otherwise; the image needs no flash-attn) and the speedups before `wan`
+    is imported; without it upstream's generate.py runs as is (flash-attn required).
     """
     task = catalog.TASKS[request.task]
     allowed, fixed = _select_gpus(request, inventory)
@@ -429,55 +484,15 @@ def plan_launch(
     if host_ram_gb is None:
         reasons.append(f"host RAM not checked (unknown); loading needs about {ram_need:.0f} GB")
 
-    ckpt_dir = f"{ckpt_root}/{catalog.model_for_task(request.task).subdir}"
-    save_file = f"{output_dir}/.partial-{run_id}.mp4"
-    image = _container_image_path(output_dir, run_id, request.image) if request.image else None
-
-    entry = ["-m", BOOTSTRAP_MODULE] if bootstrap else ["generate.py"]
-    if nproc == 1:
-        argv = ["python3", *entry]
-    else:
-        argv = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", *entry]
-    argv += [
-        "--task", request.task, "--size", request.size, "--ckpt_dir", ckpt_dir,
-        "--frame_num", str(request.frame_num), "--sample_steps", str(request.sample_steps),
-        "--sample_shift", _num(request.sample_shift), "--sample_solver", request.solver,
-        "--base_seed", str(request.seed),
-    ]
-    if request.guide_scale is not None:
-        argv += ["--sample_guide_scale", _num(request.guide_scale)]
-    if image:
-        argv += ["--image", image]
-    argv += ["--offload_model", str(offload)]
-    if convert:
-        argv.append("--convert_model_dtype")
-    if t5_cpu:
-        argv.append("--t5_cpu")
-    if nproc > 1:
-        if fsdp:
-            argv += ["--dit_fsdp", "--t5_fsdp"]
-        argv += ["--ulysses_size", str(nproc)]
-    argv += ["--prompt", request.prompt, "--save_file", save_file]
-
-    env = {
-        # CUDA's default order (fastest first) need not match nvidia-smi's indices.
-        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in chosen),
-        "WAN22_ATTENTION": attention,
-        "WAN22_COMPILE": compile_mode,
-    }
-    if bootstrap:
-        reasons.append(f"started through {BOOTSTRAP_MODULE} to install attention backend {attention!r} before `wan` loads")
     return LaunchPlan(
         request=request.to_dict(), task=request.task, gpus=tuple(g.index for g in chosen),
         gpu_names=tuple(g.name for g in chosen), gpu_memory_gb=mem, nproc=nproc,
         launcher="python" if nproc == 1 else "torchrun", ulysses_size=nproc, dit_fsdp=fsdp and nproc > 1,
         t5_fsdp=fsdp and nproc > 1, offload_model=offload, convert_model_dtype=convert, t5_cpu=t5_cpu,
         est_peak_gpu_gb=peak, fits=fits, host_ram_need_gb=ram_need, host_ram_gb=host_ram_gb,
-        ckpt_dir=ckpt_dir, output_dir=output_dir, save_file=save_file, image=image, attention=attention,
-        bootstrap=bootstrap, argv=tuple(argv), env=env, cwd=wan22_dir, run_id=run_id,
-        reasons=tuple(reasons), warnings=tuple(warnings),
-    )
+        attention=attention, compile_mode=compile_mode, run_id=run_id, reasons=tuple(reasons),
+        warnings=tuple(warnings), runtime=runtime,
+    ).for_runtime(runtime)
 
 
 def _num(value: float) -> str:

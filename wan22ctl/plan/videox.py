@@ -21,16 +21,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from wan22ctl import __version__, catalog
-from wan22ctl.plan.container import ContainerSpec, Healthcheck, Mount, parse_gpus
+from wan22ctl import paths
+from wan22ctl.catalog import VIDEOX
+from wan22ctl.plan.image import image_ref
+from wan22ctl.plan.spec import ContainerSpec, Healthcheck, Mount, gpu_request
 from wan22ctl.settings import Settings
 
 # The port VideoX-Fun listens on inside the container when the port is published (bridge
 # networking); with host networking it listens on VIDEOX_PORT itself.
 UI_CONTAINER_PORT = 7860
-# Where the host's kit package is mounted; PYTHONPATH points here.
-CONTAINER_KIT_DIR = "/opt/wan22ctl-src"
-CONTAINER_VIDEOX_OUTPUT_DIR = f"{catalog.CONTAINER_OUTPUT_DIR}/videox-fun"
+CONTAINER_VIDEOX_OUTPUT_DIR = f"{paths.CONTAINER_OUTPUT_DIR}/videox-fun"
 MODEL_SUBDIRS = ("Diffusion_Transformer", "Personalized_Model")
 # Model loading happens before Gradio listens (host mode): minutes for a 5B model from disk.
 UI_START_PERIOD_S = 900
@@ -95,17 +95,6 @@ def choose_gpu_memory_mode(total_mib: int | None) -> str:
 # ---------------------------------------------------------------------------- container spec
 
 
-LOCAL_BUILD_IMAGE = f"wan22ctl/videox-fun:{__version__}"
-
-
-def videox_image(settings: Settings) -> str:
-    """The stack's image: VIDEOX_IMAGE, except that a build from our Dockerfile left at the default
-    (PAI's image) is tagged as our own, so it never poses as, or is mistaken for, the pulled one."""
-    if settings["VIDEOX_IMAGE_MODE"] == "build" and settings.source("VIDEOX_IMAGE") == "default":
-        return LOCAL_BUILD_IMAGE
-    return settings["VIDEOX_IMAGE"]
-
-
 def kit_package_dir() -> str:
     """The host's `wan22ctl` package folder (mounted read-only into the container)."""
     return str(Path(__file__).resolve().parents[1])
@@ -113,17 +102,17 @@ def kit_package_dir() -> str:
 
 def container_ui_port(settings: Settings) -> int:
     """The port VideoX-Fun binds inside the container."""
-    return int(settings["VIDEOX_PORT"]) if settings.get_bool("VIDEOX_HOST_NETWORK") else UI_CONTAINER_PORT
+    return settings.videox_port if settings.videox_host_network else UI_CONTAINER_PORT
 
 
 def videox_environment(settings: Settings) -> dict[str, str]:
     """The launcher's environment: plain settings, never a secret."""
     return {
-        "PYTHONPATH": CONTAINER_KIT_DIR,
+        "PYTHONPATH": paths.CONTAINER_KIT_DIR,
         "PYTHONUNBUFFERED": "1",
         "PYTORCH_ALLOC_CONF": "expandable_segments:True",
         "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,video",
-        "VIDEOX_DIR": catalog.CONTAINER_VIDEOX_DIR,
+        "VIDEOX_DIR": paths.CONTAINER_VIDEOX_DIR,
         "VIDEOX_REPO": settings["VIDEOX_REPO"],
         "VIDEOX_REF": settings["VIDEOX_REF"],
         "VIDEOX_MODEL": settings["VIDEOX_MODEL"],
@@ -147,19 +136,19 @@ def ui_health_command() -> tuple[str, ...]:
 def plan_videox_container(settings: Settings) -> ContainerSpec:
     """The VideoX-Fun container: the seed's `docker run` (host network or a published port,
     GPUs, unconfined seccomp, large /dev/shm) with models/ and outputs on host storage."""
-    host_network = settings.get_bool("VIDEOX_HOST_NETWORK")
+    host_network = settings.videox_host_network
     return ContainerSpec(
         stack="videox-fun",
         name=settings["VIDEOX_CONTAINER_NAME"],
-        image=videox_image(settings),
+        image=image_ref(settings, VIDEOX),
         command=launcher_command(),
         environment=videox_environment(settings),
         mounts=(
-            Mount(settings["VIDEOX_MODELS_DIR"], catalog.CONTAINER_VIDEOX_MODELS_DIR),
-            Mount(settings["OUTPUT_DIR"], catalog.CONTAINER_OUTPUT_DIR),
-            Mount(kit_package_dir(), f"{CONTAINER_KIT_DIR}/wan22ctl", read_only=True),
+            Mount(settings["VIDEOX_MODELS_DIR"], paths.CONTAINER_VIDEOX_MODELS_DIR),
+            Mount(settings["OUTPUT_DIR"], paths.CONTAINER_OUTPUT_DIR),
+            Mount(kit_package_dir(), f"{paths.CONTAINER_KIT_DIR}/wan22ctl", read_only=True),
         ),
-        gpus=parse_gpus(settings["GPUS"]),
+        gpus=gpu_request(settings.gpus),
         ipc_mode=None,
         uts_mode=None,
         security_opt=("seccomp=unconfined",),
@@ -170,10 +159,10 @@ def plan_videox_container(settings: Settings) -> ContainerSpec:
         stdin_open=False,
         restart_policy=settings["RESTART_POLICY"],
         network_mode="host" if host_network else None,
-        ports={} if host_network else {f"{UI_CONTAINER_PORT}/tcp": int(settings["VIDEOX_PORT"])},
+        ports={} if host_network else {f"{UI_CONTAINER_PORT}/tcp": settings.videox_port},
         healthcheck=Healthcheck(test=ui_health_command(), interval_s=10, timeout_s=5, retries=3,
                                 start_period_s=UI_START_PERIOD_S),
-        working_dir=catalog.CONTAINER_VIDEOX_DIR,
+        working_dir=paths.CONTAINER_VIDEOX_DIR,
     )
 
 
@@ -246,7 +235,7 @@ class UiLaunch:
 
 def model_dir(env: Mapping[str, str]) -> str:
     """The folder VIDEOX_MODEL names (absolute, or under models/Diffusion_Transformer)."""
-    videox_dir = env.get("VIDEOX_DIR", catalog.CONTAINER_VIDEOX_DIR)
+    videox_dir = env.get("VIDEOX_DIR", paths.CONTAINER_VIDEOX_DIR)
     model = env.get("VIDEOX_MODEL", "Wan2.2-Fun-5B-Control")
     if os.path.isabs(model):
         return model
@@ -258,7 +247,7 @@ def plan_ui_launch(env: Mapping[str, str], gpu_total_mib: int | None, model_pres
 
     Raises ValueError (with the fix) when host mode is asked for and the model is missing.
     """
-    videox_dir = env.get("VIDEOX_DIR", catalog.CONTAINER_VIDEOX_DIR)
+    videox_dir = env.get("VIDEOX_DIR", paths.CONTAINER_VIDEOX_DIR)
     path = model_dir(env)
     entry = ui_for_model(path)
     ui_mode = env.get("VIDEOX_UI_MODE", "auto")

@@ -26,7 +26,7 @@ import sys
 import threading
 from pathlib import Path
 
-from wan22ctl import catalog
+from wan22ctl import catalog, paths
 from wan22ctl.errors import EnvError, RunFailed, UserError
 
 DEFAULT_PORT = 8000
@@ -91,7 +91,7 @@ def run(args) -> int:
     task = catalog.TASKS[args.task]
     if args.ulysses_size > 1 and task.num_heads % args.ulysses_size:
         raise UserError(f"--ulysses-size {args.ulysses_size} does not divide {args.task}'s {task.num_heads} heads")
-    ckpt_dir = args.ckpt_dir or os.path.join(catalog.CONTAINER_CHECKPOINT_DIR, catalog.MODEL_BY_KEY[task.model_key].subdir)
+    ckpt_dir = args.ckpt_dir or os.path.join(paths.CONTAINER_CHECKPOINT_DIR, catalog.MODEL_BY_KEY[task.model_key].subdir)
     options = PipelineOptions(task=args.task, ckpt_dir=ckpt_dir, offload_model=args.offload_model,
                               ulysses_size=args.ulysses_size, t5_fsdp=args.t5_fsdp, dit_fsdp=args.dit_fsdp,
                               t5_cpu=args.t5_cpu, convert_model_dtype=args.convert_model_dtype)
@@ -210,7 +210,7 @@ def _lock_gpus(output_dir: Path, service):
     """Hold `generate`'s GPU locks for the server's life, so a generate.py run never lands on GPUs
     whose memory the resident pipeline holds (it waits, naming the server). Waits while a
     generate run holds them; None when the server is stopped meanwhile."""
-    from wan22ctl.agent.launcher import GpuLock
+    from wan22ctl.agent.locks import GpuLock
 
     lock = GpuLock(str(output_dir), _gpu_indices(), f"server-{os.getpid()}")
     return lock if lock.acquire(wait=True, stop=service.stopping) else None
@@ -229,7 +229,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("server", help="load Wan2.2 once and serve videos over HTTP")
     p.add_argument("--task", default=os.environ.get("WAN22_TASK", "ti2v-5B"), help="Wan2.2 task this server runs")
     p.add_argument("--ckpt-dir", default=None, help="checkpoint folder (default: the task's folder under /opt/checkpoints)")
-    p.add_argument("--output-dir", default=os.environ.get("WAN22_OUTPUT_DIR", catalog.CONTAINER_OUTPUT_DIR),
+    p.add_argument("--output-dir", default=os.environ.get("WAN22_OUTPUT_DIR", paths.CONTAINER_OUTPUT_DIR),
                    help="videos, sidecars and the queue database go here")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond localhost needs WAN22_API_KEY)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)

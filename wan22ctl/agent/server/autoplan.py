@@ -18,16 +18,16 @@ from wan22ctl.errors import EnvError
 
 def plan_for_server(task: str, inventory: dict, attention: str, compile_mode: str = "auto"):
     """The LaunchPlan `generate` would make for this task at its default size on this machine."""
-    from wan22ctl.plan.inventory import Gpu
+    from wan22ctl.plan.inventory import Inventory
     from wan22ctl.plan.launch import build_request, plan_launch
 
-    gpus = [Gpu(**g) for g in inventory["gpus"]]
-    if not gpus:
-        raise EnvError(f"no GPU visible to the server ({inventory.get('error') or 'nvidia-smi lists none'})",
+    machine = Inventory.from_dict(inventory)
+    if not machine.gpus:
+        raise EnvError(f"no GPU visible to the server ({machine.error or 'nvidia-smi lists none'})",
                        fix="start the container with GPUs (GPUS setting), or pass explicit flags instead of --plan auto")
     request = build_request(task, "(resident server)", seed=0)
-    return plan_launch(request, gpus, inventory.get("host_ram_gb"), run_id="server", attention=attention,
-                       compile_mode=compile_mode)
+    return plan_launch(request, machine.gpus, machine.host_ram_gb, run_id="server", attention=attention,
+                       compile_mode=compile_mode, runtime=machine.runtime)
 
 
 def server_flags(plan) -> list[str]:
@@ -112,7 +112,7 @@ def apply(args, argv: list[str]) -> dict:
     """
     from wan22ctl.agent.inventory import inventory
 
-    plan = plan_for_server(args.task, inventory(), os.environ.get("WAN22_ATTENTION", "auto"),
+    plan = plan_for_server(args.task, inventory().to_dict(), os.environ.get("WAN22_ATTENTION", "auto"),
                            os.environ.get("WAN22_COMPILE", "auto"))
     for line in plan.reasons:
         print(f"plan: {line}", flush=True)

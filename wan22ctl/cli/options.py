@@ -1,0 +1,100 @@
+"""Every option more than one command takes, declared once as a Typer `Annotated` alias.
+
+Options that travel together are one table each: `REQUEST_OPTIONS` (what to generate: task,
+size, steps, ...) and `OFFLINE_GPU_OPTIONS` (the machine to plan for without Docker). A command
+decorated with `@bundle(...)` takes a table's options and receives them as one object
+(`batch.RequestOptions`, `OfflineGpus`). A new request option is a line here, a field in
+`RequestOptions` and its rule in `plan.launch.build_request`; `generate`, `plan`, their --help and
+the prompt file's JSON keys follow.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from wan22ctl.batch import RequestOptions
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop; nothing is changed.")]
+StackOpt = Annotated[str, typer.Option("--stack", help="Which stack: main (Wan2.2) or videox-fun.")]
+
+# -- generate / plan: where the prompts come from, and the machine to plan for without Docker
+PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="What to generate.")]
+PromptFileOpt = Annotated[Optional[Path], typer.Option("--prompt-file", help="A batch: one prompt a line, or JSONL lines with per-line options.")]
+
+# -- download / verify
+SelectorsArg = Annotated[list[str], typer.Argument(help="Models: t2v, i2v, ti2va (= t2v + i2v), ti2v-5b, fun-control, cogvideox-fun, all-wan, or a repo id.")]
+LocalOpt = Annotated[bool, typer.Option("--local", help="Run on the host instead of in the container.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Files transferred (or hashed) in parallel.")]
+RevisionOpt = Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the repos.")]
+
+# -- jobs on the resident server
+JobIdArg = Annotated[str, typer.Argument(help="The job id (video_...).")]
+
+# The request options: parameter name -> (Annotated type, default; ... means required).
+REQUEST_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "task": (Annotated[str, typer.Option("--task", help="t2v-A14B, i2v-A14B or ti2v-5B (required).")], ...),
+    "size": (Annotated[Optional[str], typer.Option("--size", help="WIDTH*HEIGHT (or WIDTHxHEIGHT); default per task (ti2v-5B: 1280*704).")], None),
+    "image": (Annotated[Optional[Path], typer.Option("--image", help="Input image (required for i2v-A14B, optional for ti2v-5B).")], None),
+    "frame_num": (Annotated[Optional[int], typer.Option("--frame-num", help="Frames, 4n+1 (default 81; ti2v-5B 121).")], None),
+    "steps": (Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default 40; ti2v-5B 50).")], None),
+    "shift": (Annotated[Optional[float], typer.Option("--shift", help="Flow-matching shift (default per task).")], None),
+    "guide_scale": (Annotated[Optional[float], typer.Option("--guide-scale", help="Classifier-free guidance (applies to both A14B experts).")], None),
+    "seed": (Annotated[Optional[int], typer.Option("--seed", help="Seed (default: drawn at random and recorded in the sidecar).")], None),
+    "solver": (Annotated[str, typer.Option("--solver", help="unipc or dpm++.")], "unipc"),
+    "gpus": (Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: all (default), a count, or indices such as 0,1.")], None),
+    "offload": (Annotated[str, typer.Option("--offload", help="--offload_model: auto (from GPU memory), on or off.")], "auto"),
+}
+
+
+
+
+@dataclass(frozen=True)
+class OfflineGpus:
+    """`--gpu-count` and its companions: GPUs described on the command line instead of asked for."""
+
+    count: int | None = None
+    memory_gb: float = 80.0
+    host_ram_gb: float | None = None
+    name: str | None = None
+
+
+OFFLINE_GPU_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "count": (Annotated[Optional[int], typer.Option("--gpu-count", help="Plan for this many GPUs instead of asking the container.")], None),
+    "memory_gb": (Annotated[float, typer.Option("--gpu-mem-gb", help="With --gpu-count: memory of each GPU in GB.")], 80.0),
+    "host_ram_gb": (Annotated[Optional[float], typer.Option("--host-ram-gb", help="Host RAM free for loading, GB (default: what the container reports).")], None),
+    "name": (Annotated[Optional[str], typer.Option("--gpu-name", help="With --gpu-count: the GPU model, for the record.")], None),
+}
+
+
+def bundle(param: str, table: dict[str, tuple[Any, Any]], make: Callable[..., Any]) -> Callable[[Callable], Callable]:
+    """Give a Typer command every option of `table` in place of its parameter `param`, which
+    receives them as one `make(**options)`."""
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        added = [inspect.Parameter(f"{param}__{name}", inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                   default=default) for name, (annotation, default) in table.items()]
+        params = []
+        for p in signature.parameters.values():
+            params += added if p.name == param else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            kwargs[param] = make(**{name: kwargs.pop(f"{param}__{name}") for name in table})
+            return command(**kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        wrapper.__annotations__ = {}
+        return wrapper
+
+    return decorate
+
+
+request_options = bundle("options", REQUEST_OPTIONS, RequestOptions)
+offline_gpus = bundle("machine", OFFLINE_GPU_OPTIONS, OfflineGpus)
