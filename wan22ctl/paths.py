@@ -40,28 +40,17 @@ class PathMap:
 
     def to_host(self, path: str | None) -> str | None:
         """A container path as the host sees it (unchanged when no mount covers it)."""
-        return self._translate(path, 0, 1)
-
-    def to_container(self, path: str | None) -> str | None:
-        """A host path as the container sees it (unchanged when no mount covers it)."""
-        return self._translate(path, 1, 0)
-
-    def host_folder(self, container_folder: str) -> str:
-        """The host folder mounted at `container_folder`."""
-        return dict(self.mounts)[container_folder]
+        if not path:
+            return path
+        for container, host in self.mounts:
+            rest = under(path, container)
+            if rest is not None:
+                return os.path.join(host, rest) if rest else host
+        return path
 
     def as_dict(self) -> dict[str, str]:
         """{container folder: host folder}."""
         return dict(self.mounts)
-
-    def _translate(self, path: str | None, src: int, dst: int) -> str | None:
-        if not path:
-            return path
-        for pair in self.mounts:
-            rest = under(path, pair[src])
-            if rest is not None:
-                return os.path.join(pair[dst], rest) if rest else pair[dst]
-        return path
 
 
 def main_mounts(settings) -> PathMap:
