@@ -307,6 +307,34 @@ def test_batch_keeps_going_and_summarises(stack, tmp_path):
     assert leftovers(stack) == []
 
 
+def test_bad_lines_are_skipped_by_number_and_do_not_fail_the_batch(stack, tmp_path):
+    """A JSON line of the wrong types (a number for the prompt or the size, a fraction of a step or a
+    seed, a boolean frame count) is skipped with its line number; the valid lines run; the batch
+    fails only when a run does (issue 17, D7)."""
+    gpus(stack, f"1x80:9.0:{H100}")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        '{"prompt": "first good line"}\n'
+        '{"prompt": 123}\n'
+        '{"prompt": "number size", "size": 832}\n'
+        '{"prompt": "half step", "steps": 2.5}\n'
+        '{"prompt": "half seed", "seed": 1.5}\n'
+        '{"prompt": "bool frames", "frame_num": true}\n'
+        "last good line\n"
+    )
+    r = generate(stack, "--task", "ti2v-5B", "--steps", "2", "--prompt-file", str(prompts), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = json.loads(r.stdout)["runs"]
+    assert [row["status"] for row in rows] == ["ok"] + ["invalid"] * 5 + ["ok"]
+    assert [row["error"] for row in rows[1:6]] == [
+        "the prompt must be text, not 123", "--size must be text, not 832", "--steps must be a whole number, not 2.5",
+        "--seed must be a whole number, not 1.5", "--frame-num must be a whole number, not True"]
+    for n in range(2, 7):
+        assert f"prompts.jsonl:{n}: skipped" in r.stderr
+    assert [c["argv"][c["argv"].index("--prompt") + 1] for c in calls(stack)] == ["first good line", "last good line"]
+    assert leftovers(stack) == []
+
+
 def test_plan_expecting_oom_needs_force(stack):
     gpus(stack, "1x24:8.9:NVIDIA GeForce RTX 4090")
     r = generate(stack, "--task", "t2v-A14B", "--prompt", "too big")

@@ -110,9 +110,9 @@ def test_generate_batch_goes_to_the_server(srv, tmp_path, gen_env):
     prompts.write_text("one for the table\n{\"prompt\": \"bad frames\", \"frame_num\": 80}\n")
     r = wan22ctl(srv, "generate", "--task", "ti2v-5B", "--steps", "2", "--prompt-file", str(prompts),
                  extra_env=gen_env)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 0, r.stderr  # a skipped line alone does not fail the batch
     assert "saved " in r.stdout and "generate: summary" in r.stdout and "invalid" in r.stdout
-    assert "1 of 2 generation(s) failed" in r.stderr
+    assert "prompts.jsonl:2: skipped" in r.stdout
 
 
 def test_generate_dry_run_or_mixed_tasks_submit_nothing(srv, tmp_path, gen_env):

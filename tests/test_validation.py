@@ -8,6 +8,7 @@ touched. The resident server's request check (`agent.server.requests.validate`, 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,76 @@ def test_every_entry_point_refuses_the_same_input_the_same_way(tmp_path, args, s
         with pytest.raises(RequestInvalid) as refused:
             validate({"prompt": "a red fox", **body}, task)
         assert refused.value.reason == message
+
+
+# --------------------------------------------------------------------------- prompt files and settings files
+
+
+def _lines(tmp_path, text: bytes | str, name: str = "prompts.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_a_batch_skips_lines_of_the_wrong_json_types_with_their_numbers(tmp_path):
+    """Issue 17, D7: a number for the prompt or the size aborted the whole batch (an unexpected
+    exception, exit 1); fractions of steps or seeds and a boolean frame count reached the argv."""
+    prompts = _lines(tmp_path, '{"prompt": "good"}\n{"prompt": 123}\n{"prompt": "x", "size": 832}\n'
+                               '{"prompt": "x", "steps": 2.5}\n{"prompt": "x", "seed": 1.5}\n'
+                               '{"prompt": "x", "frame_num": true}\n{"prompt": "also good", "seed": 3}\n')
+    for entry in ENTRY_POINTS[:2]:
+        r = _cli(tmp_path, *entry, "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts), "--json")
+        assert r.returncode == 0, (entry, r.stderr)
+        plans = json.loads(r.stdout)["plans"]
+        assert [p["label"] for p in plans] == [f"prompts.jsonl:{n}" for n in range(1, 8)]
+        assert [p.get("error") for p in plans[1:6]] == [
+            "the prompt must be text, not 123", "--size must be text, not 832", "--steps must be a whole number, not 2.5",
+            "--seed must be a whole number, not 1.5", "--frame-num must be a whole number, not True"]
+        argv = plans[6]["plan"]["argv"]
+        assert argv[argv.index("--base_seed") + 1] == "3" and argv[argv.index("--sample_steps") + 1] == "40"
+
+
+def test_a_batch_without_one_valid_line_is_refused_alike_everywhere(tmp_path):
+    """Issue 17, D10: `plan` exited 0 when every line was invalid, `generate` 2."""
+    prompts = _lines(tmp_path, '{"prompt": "x", "frame_num": 80}\n{"prompt": "y", "stpes": 3}\n')
+    seen = set()
+    for entry in ENTRY_POINTS:
+        r = _cli(tmp_path, *entry, "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts))
+        assert r.returncode == 2, (entry, r.stdout, r.stderr)
+        seen.add(r.stderr.splitlines()[-1])
+        assert "prompts.jsonl:1: skipped" in r.stderr or "prompts.jsonl:1" in r.stdout, (entry, r.stdout, r.stderr)
+    assert seen == {"error: no valid line in the prompt file"}
+
+
+UNREADABLE = "/proc/self/mem"  # reading it fails even for root (EIO)
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: _lines(d, b'{"prompt": "caf\xe9"}\n'), "is not UTF-8 text (byte 0xe9 on line 1)"),
+    (lambda d: d, "is a folder, not a file"),
+    (lambda d: Path(UNREADABLE), "cannot read prompt file /proc/self/mem: "),
+], ids=["bad-utf8", "folder", "unreadable"])
+def test_an_unusable_prompt_file_is_one_line_naming_it(tmp_path, make, says):
+    """Issue 17, D11: bad UTF-8 or an unreadable prompt file gave "unexpected ..." exit 1."""
+    path = make(tmp_path)
+    for entry in ENTRY_POINTS:
+        r = _cli(tmp_path, *entry, "--task", "t2v-A14B", "--prompt-file", str(path))
+        assert r.returncode == 2, (entry, r.stderr)
+        assert len(r.stderr.splitlines()) == 1 and str(path) in r.stderr and says in r.stderr, (entry, r.stderr)
+
+
+@pytest.mark.parametrize("make, args, says", [
+    (lambda d: _lines(d, b"HF_TOKEN=\xff\n", ".env"), [], "settings file .env is not UTF-8 text (byte 0xff on line 1)"),
+    (lambda d: (d / ".env").mkdir(), [], ".env is a folder, not a settings file"),
+    (lambda d: None, ["--env-file", UNREADABLE], f"cannot read settings file {UNREADABLE}: "),
+    (lambda d: None, ["--env-file", "missing.env"], "--env-file missing.env does not exist"),
+    (lambda d: (d / "conf").mkdir(), ["--env-file", "conf"], "--env-file conf is a folder, not a settings file"),
+], ids=["bad-utf8", "dot-env-folder", "unreadable", "missing-flag", "folder-flag"])
+def test_an_unusable_settings_file_is_one_line_naming_it(tmp_path, make, args, says):
+    """Issue 17, D11: a non-UTF-8 or unreadable .env gave "unexpected ..." exit 1, a folder named .env was
+    silently ignored, and --env-file errors named WAN22CTL_ENV_FILE."""
+    make(tmp_path)
+    r = _cli(tmp_path, *args, "config")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.splitlines()[0] == f"error: {says}" or r.stderr.startswith(f"error: {says}"), r.stderr
+    assert "unexpected" not in r.stderr and "WAN22CTL_ENV_FILE" not in r.stderr

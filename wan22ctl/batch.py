@@ -205,7 +205,8 @@ def run_jobs(jobs: list[Job], batch: bool, run: Callable[[Job, str], dict], repo
              summarise: bool) -> None:
     """Run each valid job in order with `run(job, label)` (it returns the run's result), skipping the
     invalid ones with their line; then the summary, and the exit: a single run's own failure, or
-    RunFailed naming how many jobs failed."""
+    RunFailed naming how many runs failed. Skipped lines alone do not fail a batch (one none of
+    whose lines is valid never gets here: `collect`'s caller refuses it)."""
     for n, job in enumerate(jobs, start=1):
         if job.request is None:
             report.skipped(job)
@@ -214,7 +215,8 @@ def run_jobs(jobs: list[Job], batch: bool, run: Callable[[Job, str], dict], repo
         report.finished(job)
     if summarise:
         report.summary(jobs)
-    failed = [j for j in jobs if j.run is None or j.run.get("status") != "ok"]
+    ran = [j for j in jobs if j.run is not None]
+    failed = [j for j in ran if j.run.get("status") != "ok"]
     if not batch and failed:
         result = failed[0].run
         if result.get("status") == "busy":
@@ -224,7 +226,7 @@ def run_jobs(jobs: list[Job], batch: bool, run: Callable[[Job, str], dict], repo
             raise KeyboardInterrupt
         raise RunFailed(f"generation {result.get('status', 'failed')}: {result.get('reason') or 'unknown reason'}")
     if failed:
-        raise RunFailed(f"{len(failed)} of {len(jobs)} generation(s) failed")
+        raise RunFailed(f"{len(failed)} of {len(ran)} generation(s) failed")
 
 
 def summary_rows(jobs: list[Job], to_host: Callable[[str | None], str | None]) -> list[dict]:

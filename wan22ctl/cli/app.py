@@ -44,6 +44,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     if env_file:
+        from wan22ctl.settings import find_env_file
+
+        find_env_file(env_file, flag="--env-file")  # a missing file or a folder is named as the flag, not the variable
         os.environ["WAN22CTL_ENV_FILE"] = env_file
     if debug:
         os.environ["WAN22CTL_DEBUG"] = "1"

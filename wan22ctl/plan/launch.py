@@ -18,6 +18,7 @@ is printed with the plan.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -74,6 +75,20 @@ def _frame_hint(n: int) -> str:
     return f"{low} or {low + 4}" if low != n else str(n)
 
 
+def _check_types(*, text: dict, whole: dict, number: dict) -> None:
+    """UserError for the first value of the wrong JSON type (None: not given, always allowed)."""
+    for name, value in text.items():
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"{name} must be text, not {value!r}")
+    for name, value in whole.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f"{name} must be a whole number, not {value!r}")
+    for name, value in number.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise UserError(f"{name} must be a finite number, not {value!r}")
+
+
 def build_request(
     task: str,
     prompt: str | None,
@@ -93,8 +108,13 @@ def build_request(
     """A complete, validated request; every problem is a one-line UserError (exit 2).
 
     `seed` must be drawn by the caller when the user gave none, so the sidecar records the
-    seed that was really used (upstream would draw one and only log it).
+    seed that was really used (upstream would draw one and only log it). Values may come
+    from JSON (a prompt file's lines): their types are checked first, integers are integers.
     """
+    _check_types(text={"--task": task, "the prompt": prompt, "--size": size, "--solver": solver, "--image": image,
+                       "--offload": offload, "--gpus": gpus},
+                 whole={"--frame-num": frame_num, "--steps": sample_steps, "--seed": seed},
+                 number={"--shift": sample_shift, "--guide-scale": guide_scale})
     if task not in catalog.TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(catalog.TASKS)}")
     t = catalog.TASKS[task]
