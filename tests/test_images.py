@@ -81,12 +81,31 @@ def test_push_then_pull_with_progress(cli, docker_client, registry, tiny_image):
     assert docker_client.images.get(target)
 
 
-def test_push_with_wrong_password_fails_loudly(cli, registry, tiny_image):
-    r = cli("push", f"{registry}/t/tiny:bad", extra_env={
+def test_push_with_wrong_password_fails_loudly_and_leaves_no_tag(cli, docker_client, registry, tiny_image):
+    import docker
+
+    target = f"{registry}/t/tiny:bad"
+    r = cli("push", target, extra_env={
         "DOCKER_IMAGE": tiny_image, "REGISTRY_USERNAME": USER, "REGISTRY_PASSWORD": "wrong-pw-xyz"})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "push of" in r.stderr and ("authentication required" in r.stderr or "unauthorized" in r.stderr)
     assert "wrong-pw-xyz" not in r.stdout + r.stderr
+    with pytest.raises(docker.errors.ImageNotFound):  # issue 17, D12: the tag the push made went with it
+        docker_client.images.get(target)
+    assert docker_client.images.get(tiny_image)  # the source keeps its own
+
+
+def test_push_refuses_a_bad_reference_before_tagging(cli, docker_client, tiny_image):
+    """Issue 17, D12: `push 'UPPER/Case:tag'` was a raw Docker APIError (exit 1)."""
+    before = {t for img in docker_client.images.list() for t in img.tags}
+    for target, says in [("UPPER/Case:tag", "the repository part 'UPPER' is not in lower case"),
+                         ("localhost:5000/img@sha256:" + "0" * 64, "a digest names content"),
+                         ("my_host:5000/img", "the registry 'my_host:5000' is not a host name")]:
+        r = cli("push", target, extra_env={"DOCKER_IMAGE": tiny_image})
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.startswith(f"error: {target!r} is not an image reference: ") and says in r.stderr, r.stderr
+        assert "APIError" not in r.stderr and "unexpected" not in r.stderr
+    assert {t for img in docker_client.images.list() for t in img.tags} == before
 
 
 def test_pull_failures(cli, registry):

@@ -141,3 +141,17 @@ def test_an_unusable_settings_file_is_one_line_naming_it(tmp_path, make, args, s
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.splitlines()[0] == f"error: {says}" or r.stderr.startswith(f"error: {says}"), r.stderr
     assert "unexpected" not in r.stderr and "WAN22CTL_ENV_FILE" not in r.stderr
+
+
+@pytest.mark.parametrize("ref, parsed", [
+    ("localhost:5000/img", ("localhost:5000/img", "latest")),
+    ("localhost:5000/team/img:0.1", ("localhost:5000/team/img", "0.1")),
+    ("ghcr.io/owner/img:v1", ("ghcr.io/owner/img", "v1")),
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com/wan22:1", ("123456789012.dkr.ecr.us-east-1.amazonaws.com/wan22", "1")),
+    ("user/repo", ("user/repo", "latest")),
+])
+def test_image_references_are_read_as_docker_reads_them(ref, parsed):
+    """Issue 17, D12: a registry host with a port is no tag."""
+    from wan22ctl.plan.image import parse_reference
+
+    assert parse_reference(ref) == parsed

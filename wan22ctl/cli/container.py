@@ -285,11 +285,12 @@ def push(
     stack: StackOpt = "main",
     ecr_region: Annotated[Optional[str], typer.Option("--ecr-region", help="Log in to Amazon ECR through boto3 for this region.")] = None,
 ) -> None:
-    """Tag the local image as TARGET and push it; registry errors fail the command."""
+    """Tag the local image as TARGET and push it; registry errors fail the command (and the tag goes again)."""
     from wan22ctl.docker import images
     from wan22ctl.docker.client import connect
-    from wan22ctl.plan.image import image_ref
+    from wan22ctl.plan.image import image_ref, parse_reference
 
+    repo, tag = parse_reference(target)  # before anything is tagged or any credential fetched
     settings = load_cli_settings()
     source = image_ref(settings, catalog.stack(stack))
     if ecr_region or ".dkr.ecr." in target:
@@ -305,7 +306,7 @@ def push(
             if item.get("status") in ("Pushed", "Layer already exists", "Mounted from"):
                 out.say(f"{item['id']}: {item['status']}")
 
-    pushed = images.tag_and_push(connect(), source, target, images.auth_config(user, password), on_item)
+    pushed = images.tag_and_push(connect(), source, repo, tag, images.auth_config(user, password), on_item)
     out.say(f"pushed {pushed}")
 
 

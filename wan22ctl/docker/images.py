@@ -16,7 +16,8 @@ from typing import Callable, Mapping
 from wan22ctl.catalog import Stack
 from wan22ctl.docker.client import explanation
 from wan22ctl.errors import EnvError, RunFailed, UserError
-from wan22ctl.plan.image import BuildFacts, BuildPlan, ImagePlan, build_args, builds, image_ref, plan_image
+from wan22ctl.plan.image import (BuildFacts, BuildPlan, ImagePlan, build_args, builds, image_ref, parse_reference,
+                                 plan_image)
 from wan22ctl.settings import Settings
 
 LineFn = Callable[[str], None]
@@ -148,30 +149,25 @@ def local_image(client, ref: str) -> tuple[bool, dict]:
     return True, (image.labels or {})
 
 
-def split_ref(ref: str) -> tuple[str, str]:
-    """'repo[:tag]' to (repo, tag); a port in the registry host is not a tag."""
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = ref.rsplit(":", 1)
-        return repo, tag
-    return ref, "latest"
-
-
 def auth_config(username: str, password: str) -> dict | None:
     if not username:
         return None
     return {"username": username, "password": password}
 
 
+def _follow(stream, on_progress: ProgressFn) -> None:
+    for item in stream:
+        _check_item(item)
+        on_progress(item)
+
+
 def pull_image(client, ref: str, auth: dict | None, on_progress: ProgressFn) -> None:
     """Pull with per-layer progress items; raise UserError/EnvError with the registry's words."""
     import docker
 
-    repo, tag = split_ref(ref)
+    repo, tag = parse_reference(ref)
     try:
-        for item in client.api.pull(repo, tag=tag, stream=True, decode=True, auth_config=auth):
-            _check_item(item)
-            on_progress(item)
+        _follow(client.api.pull(repo, tag=tag, stream=True, decode=True, auth_config=auth), on_progress)
     except docker.errors.NotFound as exc:
         raise UserError(f"image {ref} not found in its registry ({explanation(exc)})",
                         fix="check DOCKER_IMAGE, or set IMAGE_MODE=build to build it from ./Dockerfile") from None
@@ -187,35 +183,32 @@ def pull_image(client, ref: str, auth: dict | None, on_progress: ProgressFn) -> 
                        fix="check the registry address and your network, or set IMAGE_MODE=build") from None
 
 
-def push_image(client, ref: str, auth: dict | None, on_progress: ProgressFn) -> None:
-    """Push; errors arrive inside docker-py's stream and are raised here, never swallowed."""
+def tag_and_push(client, source: str, repo: str, tag: str, auth: dict | None, on_progress: ProgressFn) -> str:
+    """Tag the local image `source` as REPO:TAG (a reference `parse_reference` accepted) and push it;
+    the reference pushed. Registry errors arrive inside docker-py's stream and are raised here,
+    never swallowed; a tag this call made is removed again when the push fails."""
     import docker
 
-    repo, tag = split_ref(ref)
-    try:
-        for item in client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth):
-            _check_item(item)
-            on_progress(item)
-    except (docker.errors.APIError, RunFailed) as exc:
-        text = exc.message if isinstance(exc, RunFailed) else explanation(exc)
-        fix = None
-        if "unauthorized" in text.lower() or "authentication required" in text.lower() or "denied" in text.lower():
-            fix = "set REGISTRY_USERNAME and REGISTRY_PASSWORD (or use --ecr-region for Amazon ECR)"
-        raise RunFailed(f"push of {ref} failed: {text}", fix=fix) from None
-
-
-def tag_and_push(client, source: str, target: str, auth: dict | None, on_progress: ProgressFn) -> str:
-    """Tag the local image `source` as `target` and push it; the reference pushed."""
-    import docker
-
+    target = f"{repo}:{tag}"
     try:
         image = client.images.get(source)
     except docker.errors.ImageNotFound:
         raise UserError(f"image {source} is not present locally", fix="run `wan22ctl build` first") from None
-    repo, tag = split_ref(target)
+    existed, _ = local_image(client, target)
     image.tag(repo, tag)
-    push_image(client, f"{repo}:{tag}", auth, on_progress)
-    return f"{repo}:{tag}"
+    try:
+        _follow(client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth), on_progress)
+    except (docker.errors.APIError, RunFailed) as exc:
+        if not existed:
+            try:
+                client.images.remove(target)  # the source keeps its own tag: this only untags
+            except docker.errors.APIError:
+                pass
+        text = exc.message if isinstance(exc, RunFailed) else explanation(exc)
+        refused = any(word in text.lower() for word in ("unauthorized", "authentication required", "denied"))
+        fix = "set REGISTRY_USERNAME and REGISTRY_PASSWORD (or use --ecr-region for Amazon ECR)" if refused else None
+        raise RunFailed(f"push of {target} failed: {text}", fix=fix) from None
+    return target
 
 
 def ecr_credentials(region: str | None = None) -> tuple[str, str, str]:

@@ -9,9 +9,11 @@ build context) are gathered by `wan22ctl.docker.images.plan_for` and passed in.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from wan22ctl.catalog import Stack
+from wan22ctl.errors import UserError
 from wan22ctl.settings import Settings
 
 LABEL_BUILD_HASH = "io.wan22ctl.build-hash"
@@ -75,6 +77,41 @@ def image_ref(settings: Settings, stack: Stack) -> str:
             and settings.source(stack.image_key) == "default"):
         return stack.local_build_image
     return settings[stack.image_key]
+
+
+# Docker's reference grammar (distribution/reference): a registry host (with a port) may lead,
+# repository path components are lower case, a tag is up to 128 word characters, dots and dashes.
+_HOST = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?")
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"\w[\w.-]{0,127}")
+REFERENCE_FIX = "give REGISTRY[:PORT]/REPOSITORY[:TAG] with the repository in lower case, e.g. localhost:5000/wan22/inference:0.1.0"
+
+
+def parse_reference(ref: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference as Docker reads it, the tag "latest" when none is
+    given (`localhost:5000/img` is the repository `localhost:5000/img`); UserError saying what is
+    wrong, before anything is tagged, pulled or pushed."""
+    def refuse(why: str) -> UserError:
+        return UserError(f"{ref!r} is not an image reference: {why}", fix=REFERENCE_FIX)
+
+    if "@" in ref:
+        raise refuse("a digest names content, not a place to push or pull a tag; give a tag")
+    repo, tag = (ref.rsplit(":", 1) if ":" in ref.rsplit("/", 1)[-1] else (ref, "latest"))
+    if not _TAG.fullmatch(tag):
+        raise refuse(f"the tag {tag!r} must be up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'")
+    parts = repo.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        if not _HOST.fullmatch(parts[0]):
+            raise refuse(f"the registry {parts[0]!r} is not a host name with an optional port")
+        parts = parts[1:]
+    for part in parts:
+        if not _COMPONENT.fullmatch(part):
+            why = "is not in lower case" if _COMPONENT.fullmatch(part.lower()) else \
+                "must be lower-case letters and digits, separated by '.', '_', '__' or '-'"
+            raise refuse(f"the repository part {part!r} {why}")
+    if len(repo) > 255:
+        raise refuse("the repository is longer than 255 characters")
+    return repo, tag
 
 
 def registry_ref(settings: Settings, stack: Stack) -> str:
