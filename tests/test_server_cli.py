@@ -174,6 +174,25 @@ def test_cancel_and_wait_report_it(srv):
     assert r.returncode == 0 and json.loads(r.stdout)["state"] == "cancelled"
 
 
+def test_jobs_shows_prompts_as_text_never_as_terminal_commands(srv):
+    """Issue 17, D13: `wan22ctl jobs` printed prompts through rich, so markup and escape sequences in a
+    submitted prompt (a title change, a screen clear) took effect in the operator's terminal."""
+    markup = srv.submit(prompt="[bold red]ALARM[/bold red] [link=http://x]x[/link]", size="1280*704", sample_steps=1)
+    status, escaped, _ = srv.api("POST", "/v1/videos", {"prompt": "title \x1b]0;pwned\x07 clear \x1b[2J\x1b[H",
+                                                         "size": "1280*704", "sample_steps": 1})
+    for job in (markup, escaped if status == 201 else None):
+        if job is not None:
+            srv.wait(job["id"])
+    r = wan22ctl(srv, "jobs", "--limit", "500")
+    assert r.returncode == 0, r.stderr
+    assert "[bold red]ALARM[/bold red]" in r.stdout  # shown as typed, not interpreted
+    assert "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout + r.stderr
+    if status == 201:
+        assert "title \\x1b]0;pwned\\x07 clear" in r.stdout  # visible, and inert
+    else:
+        assert status == 422  # or the server refuses control characters in prompts outright
+
+
 def test_cli_errors_are_one_line(srv):
     r = wan22ctl(srv, "wait", "video_000000000000000000000000")
     assert r.returncode == 2 and "no video" in r.stderr and "Traceback" not in r.stderr

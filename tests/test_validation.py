@@ -155,3 +155,20 @@ def test_image_references_are_read_as_docker_reads_them(ref, parsed):
     from wan22ctl.plan.image import parse_reference
 
     assert parse_reference(ref) == parsed
+
+
+def test_user_text_reaches_the_terminal_inert(tmp_path):
+    """Issue 17, D13: prompts, prompt-file errors and error lines are shown as typed: no rich markup
+    is interpreted and control characters are escaped, in plans, batch lines and error lines."""
+    prompt = "[bold red]ALARM[/bold red] \x1b]0;pwned\x07\x1b[2J"
+    r = _cli(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "1", "--prompt", prompt)
+    assert r.returncode == 0, r.stderr
+    assert "[bold red]ALARM[/bold red]" in r.stdout and "\\x1b]0;pwned\\x07\\x1b[2J" in r.stdout
+    prompts = _lines(tmp_path, '{"prompt": "ok"}\n{"prompt": "[blink]x[/blink]", "size": "[red]9*9\\u001b[2J"}\n')
+    r = _cli(tmp_path, "generate", "--dry-run", "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts))
+    assert r.returncode == 0, r.stderr
+    assert "size [red]9*9\\x1b[2j is not supported" in r.stdout  # sizes are read in lower case
+    r = _cli(tmp_path, "plan", "--task", "i2v-A14B", "--image", "/nowhere/\x1b[2J[red]x.jpg", "--prompt", "x")
+    assert r.returncode == 2 and r.stderr == "error: image /nowhere/\\x1b[2J[red]x.jpg does not exist or is not a file\n"
+    for output in (r.stdout, r.stderr):
+        assert "\x1b" not in output and "\x07" not in output

@@ -71,7 +71,9 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except Wan22Error as exc:
-        print(f"error: {exc.render()}", file=sys.stderr)
+        from wan22ctl.cli.output import safe
+
+        print(f"error: {safe(exc.render())}", file=sys.stderr)  # messages quote user input and servers
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -91,7 +93,10 @@ def main() -> None:
             sys.exit(130)
         if os.environ.get("WAN22CTL_DEBUG"):
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        from wan22ctl.cli.output import safe
+
+        print(f"error: unexpected {type(exc).__name__}: {safe(exc)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         sys.exit(1)
 
 
