@@ -1,4 +1,4 @@
-"""One table of bad requests, refused the same way by every entry point.
+"""Bad input is refused before anything slow, the same way by every entry point.
 
 `plan`, `generate --dry-run` and `generate` run as a user runs them (the real CLI, no Docker
 daemon behind DOCKER_HOST): each must exit 2 with the same single line, before Docker is
@@ -43,6 +43,8 @@ BAD_INPUTS = [
     (["--task", "t2v-A14B", "--offload", "maybe"], None, "--offload 'maybe'; choose auto, on or off"),
     (["--task", "t2v-A14B", "--gpus", "x"], None, "--gpus 'x': must be all, a count (e.g. 2) or indices (e.g. 0,2 or device=1)"),
     (["--task", "wan"], None, "unknown task 'wan'; choose one of t2v-A14B, i2v-A14B, ti2v-5B"),
+    (["--task", "t2v-A14B", "--prompt", "x", "--prompt-file", "p.txt"], None, "give --prompt or --prompt-file, not both"),
+    (["--task", "t2v-A14B", "--prompt-file", "missing.txt"], None, "prompt file missing.txt does not exist"),
 ]
 
 
@@ -56,7 +58,7 @@ def _cli(tmp_path, *args):
 
 @pytest.mark.parametrize("args, server, message", BAD_INPUTS, ids=[" ".join(row[0]) for row in BAD_INPUTS])
 def test_every_entry_point_refuses_the_same_input_the_same_way(tmp_path, args, server, message):
-    if "--prompt" not in args:
+    if "--prompt" not in args and "--prompt-file" not in args:
         args = [*args, "--prompt", "a red fox"]
     for entry in ENTRY_POINTS:
         r = _cli(tmp_path, *entry, *args)
@@ -77,6 +79,27 @@ def _lines(tmp_path, text: bytes | str, name: str = "prompts.jsonl") -> Path:
     path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path
+
+
+def test_generate_names_the_download_that_completes_the_checkpoints(tmp_path):
+    r = _cli(tmp_path, "generate", "--task", "i2v-A14B", "--prompt", "x", "--image", HERE)
+    assert r.returncode == 2 and r.stderr.strip().endswith("run: wan22ctl download i2v"), r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+def test_plan_without_docker(tmp_path):
+    r = _cli(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "8", "--gpu-mem-gb", "80", "--host-ram-gb",
+             "2000", "--json", "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    p = data["plans"][0]["plan"]
+    assert p["nproc"] == 8 and p["argv"][:3] == ["torchrun", "--standalone", "--nproc_per_node=8"]
+    assert "--prompt" in p["argv"] and p["request"]["seed"] == 5
+    assert data["checkpoints"] and "wan22ctl download t2v" in data["checkpoints"][0]
+    human = _cli(tmp_path, "plan", "--task", "ti2v-5B", "--gpu-count", "1", "--gpu-mem-gb", "24")
+    assert human.returncode == 0 and "--t5_cpu" in human.stdout and "README command for 24 GB" in human.stdout
+    dry = _cli(tmp_path, "generate", "--task", "ti2v-5B", "--prompt", "fox", "--gpu-count", "2", "--dry-run", "--json")
+    assert dry.returncode == 0 and json.loads(dry.stdout)["plans"][0]["plan"]["nproc"] == 2
 
 
 def test_a_batch_skips_lines_of_the_wrong_json_types_with_their_numbers(tmp_path):
