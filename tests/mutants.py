@@ -88,7 +88,7 @@ MUTANTS: tuple[Mutant, ...] = (
            (PLAN, "-k", "invalid_request"), "zero sampling steps accepted"),
     Mutant("C2", C, "for n in range(1, max_gpus + 1) if num_heads % n == 0", "for n in range(1, max_gpus) if num_heads % n == 0",
            (PLAN, "-k", "plan_matrix"), "the last GPU never counted for Ulysses"),
-    Mutant("S1", S, "if v.isdigit() and int(v) > 0:", "if v.isdigit() and int(v) >= 0:",
+    Mutant("S1", S, "if int(v) < 1:", "if int(v) < 0:",
            (SETTINGS, "-k", "gpus"), "GPUS=0 accepted"),
     Mutant("S2", S, "        if spec.key in environ:\n", "        if spec.key in environ and in_file is None:\n",
            (SETTINGS, "-k", "precedence"), "the environment no longer overrides .env"),

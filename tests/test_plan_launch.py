@@ -370,11 +370,14 @@ def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
         for r in readers:
             r.start()
 
+        others: list[str] = []  # stdout and stderr are read by two threads: "Finished." may overtake "3/3"
+
         def next_bar() -> str:
             while True:
                 line = seen.get(timeout=30)  # queue.Empty: the bar drawn was never delivered
                 if upstream_progress.TQDM_RE.search(line):
                     return upstream_progress.TQDM_RE.search(line).group(1)
+                others.append(line)
 
         for step in ("0", "1", "2"):
             assert next_bar() == step  # delivered while the child waits, before any redraw
@@ -388,7 +391,7 @@ def test_progress_bar_is_read_when_drawn_not_one_redraw_late():
             proc.wait()
     for r in readers:
         r.join(timeout=5)
-    rest = []
+    rest = list(others)
     while not seen.empty():
         rest.append(seen.get())
     assert any("Finished." in line for line in rest)
