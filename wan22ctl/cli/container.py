@@ -71,26 +71,34 @@ def up(
     for warning in prepare_host(client, settings, the_stack, serve):
         out.warn(warning)
     kit, result = KitContainer.up(client, spec, the_stack, recreate=recreate)
-    if result.action == "unchanged":
-        out.say(f"{spec.name} is already running with this configuration; nothing to do")
-    elif result.action == "recreated":
-        out.say(f"{spec.name} recreated; changed:")
-        for line in result.changes:
-            out.say(f"  {line}")
-    else:
-        out.say(f"{spec.name} {result.action}")
+    _say_done(out, spec.name, result)
     status = "skipped"
     if the_stack.wait_healthy and wait > 0:
         status = kit.wait_healthy(wait)
         out.say(f"{spec.name} is {status if status != 'none' else 'running'}")
+    out.result({"action": result.action, "changes": result.changes, "name": spec.name,
+                "container_id": result.container_id, "health": status},
+               lambda _: out.say(_next_step(settings, the_stack, serve, spec.name)))
+
+
+def _say_done(out: Output, name: str, result) -> None:
+    """What `up` did to the container, and what changed when it was recreated."""
+    if result.action == "unchanged":
+        out.say(f"{name} is already running with this configuration; nothing to do")
+    elif result.action == "recreated":
+        out.say(f"{name} recreated; changed:")
+        for line in result.changes:
+            out.say(f"  {line}")
+    else:
+        out.say(f"{name} {result.action}")
+
+
+def _next_step(settings, stack: catalog.Stack, serve: bool, name: str) -> str:
     if serve:
         from wan22ctl.server_client import server_url
 
-        hint = f"server: {server_url(settings)} (loading {settings.server_task}; `wan22ctl jobs`, `wan22ctl logs -f`)"
-    else:
-        hint = the_stack.next_step.format(name=spec.name)
-    out.result({"action": result.action, "changes": result.changes, "name": spec.name,
-                "container_id": result.container_id, "health": status}, lambda _: out.say(hint))
+        return f"server: {server_url(settings)} (loading {settings.server_task}; `wan22ctl jobs`, `wan22ctl logs -f`)"
+    return stack.next_step.format(name=name)
 
 
 def _ensure_image(out: Output, client, settings, image_plan) -> None:

@@ -27,7 +27,7 @@ from wan22ctl import batch
 from wan22ctl.batch import Job, RequestOptions
 from wan22ctl.cli.options import DryRunOpt, JsonOpt, OfflineGpus, PromptFileOpt, PromptOpt, offline_gpus, request_options
 from wan22ctl.cli.output import BatchView, Output
-from wan22ctl.errors import RunFailed, UserError
+from wan22ctl.errors import EnvError, RunFailed, UserError
 from wan22ctl.paths import main_mounts
 from wan22ctl.protocol import EXIT_BUSY
 from wan22ctl.settings import load_cli_settings
@@ -47,7 +47,6 @@ class Interrupted(RunFailed):
 
 def _inventory(settings, machine: OfflineGpus):
     """(inventory, the container or None): from the flags when --gpu-count is given, else from the container."""
-    from wan22ctl.errors import EnvError
     from wan22ctl.plan.inventory import Inventory
     from wan22ctl.plan.launch import synthetic_inventory
 
@@ -93,7 +92,7 @@ def _render_plans(out: Output, data: dict) -> None:
         for reason in p["reasons"]:
             out.say(f"  - {reason}")
         for warning in p["warnings"]:
-            out.warn(f"  {warning}")
+            out.say(f"  warning: {warning}", style="yellow")
         out.say("  argv: " + " ".join(shlex.quote(a) for a in p["argv"]))
     for line in data.get("checkpoints", []):
         out.warn(line)
