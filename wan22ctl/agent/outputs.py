@@ -115,6 +115,24 @@ def publish(temp: str, directory: str, stem: str, suffix: str = ".mp4") -> str:
     raise FileExistsError(f"no free name for {stem} in {directory}")
 
 
+def free_names(directory: str, stem: str, suffix: str = ".mp4") -> tuple[str, str]:
+    """The first `stem`, `stem-2`, ... whose video and sidecar names are both free: (video, sidecar)."""
+    for n in range(1, 10000):
+        base = os.path.join(directory, stem if n == 1 else f"{stem}-{n}")
+        if not os.path.exists(base + suffix) and not os.path.exists(base + ".json"):
+            return base + suffix, base + ".json"
+    raise FileExistsError(f"no free name for {stem} in {directory}")
+
+
+def publish_as(temp: str, dst: str) -> None:
+    """Give `temp` the name `dst` (FileExistsError if that exists: nothing is overwritten)."""
+    _link_or_rename(temp, dst)
+    try:
+        os.chmod(dst, 0o644)
+    except OSError:
+        pass
+
+
 def write_sidecar(video_path: str, data: dict) -> str:
     """Write the JSON beside the video (same stem, .json), exclusively; returns its path."""
     path = os.path.splitext(video_path)[0] + ".json"

@@ -12,18 +12,17 @@ The queue lives in `<output-dir>/.wan22ctl/server/queue.sqlite3` (SQLite, WAL), 
 survive a restart of the server or of the container. Modules: `store` (queue), `requests`
 (validation), `engine` (pipeline + progress hook), `ranks` (torchrun hand-off), `autoplan`
 (`--plan auto` through `plan.launch`), `service`
-(worker, progress, metrics), `http` (routes).
+(worker, progress, metrics), `api` (routes on FastAPI: OpenAI's Videos API, the web page),
+`listen` (the socket, the exposure rule, uvicorn).
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from wan22ctl import catalog, paths
@@ -31,16 +30,6 @@ from wan22ctl.errors import EnvError, RunFailed, UserError
 
 DEFAULT_PORT = 8000
 STATE_SUBDIR = ".wan22ctl/server"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether an address only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bool_arg(value: str) -> bool:
@@ -63,14 +52,6 @@ def read_api_key(args) -> str | None:
     return os.environ.get("WAN22_API_KEY") or None
 
 
-def check_exposure(host: str, published_host: str | None, api_key: str | None) -> None:
-    """Listening beyond localhost needs an API key (the address clients reach counts, if given)."""
-    reach = published_host or host
-    if not is_loopback(reach) and not api_key:
-        raise UserError(f"the server would listen on {reach}, beyond localhost, without an API key",
-                        fix="set WAN22_API_KEY (clients send Authorization: Bearer KEY), or listen on 127.0.0.1")
-
-
 def run(args) -> int:
     from wan22ctl.agent.server.engine import Engine, PipelineOptions, load_backend
     from wan22ctl.agent.server.ranks import Control, world_from_env
@@ -82,7 +63,9 @@ def run(args) -> int:
     rank, world_size, local_rank = world_from_env()
     api_key = read_api_key(args)
     if rank == 0:
-        check_exposure(args.host, args.published_host, api_key)
+        from wan22ctl.agent.server import listen
+
+        listen.check_exposure(listen.resolve(args.host, args.port), api_key)  # before anything slow
     plan_info = None
     if args.plan == "auto" and "RANK" not in os.environ:
         from wan22ctl.agent.server.autoplan import apply
@@ -115,7 +98,8 @@ def run(args) -> int:
 
 
 def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
-    from wan22ctl.agent.server.http import ApiServer
+    from wan22ctl.agent.server import listen
+    from wan22ctl.agent.server.api import build_app
     from wan22ctl.agent.server.service import Service, ServiceConfig
     from wan22ctl.agent.server.store import JobStore
 
@@ -124,11 +108,11 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     owner = _own_queue(state_dir, args)  # held (flock) until the process ends, even by kill -9
     store = JobStore(state_dir / "queue.sqlite3")
-    for job_id, state in store.recover(args.on_interrupt, args.max_attempts):
-        log.info("job %s was running when the server stopped: now %s", job_id, state)
     config = ServiceConfig(task=args.task, output_dir=output_dir, state_dir=state_dir,
                            max_image_bytes=args.max_image_mb * 1024 * 1024)
     service = Service(config, store, engine, control)
+    for job_id, state in service.recover_outputs() + store.recover(args.on_interrupt, args.max_attempts):
+        log.info("job %s was running when the server stopped: now %s", job_id, state)
     info = {"task": args.task, "pipeline": args.pipeline, "plan": {
         "ckpt_dir": engine.options.ckpt_dir, "offload_model": engine.options.resolved_offload(engine.world_size),
         "ulysses_size": engine.options.ulysses_size, "t5_fsdp": engine.options.t5_fsdp,
@@ -137,13 +121,16 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
         "attention": os.environ.get("WAN22_ATTENTION", "auto"), "auto": plan_info},
         "gpus": _gpus(), "queue": str(store.path), "interrupted_policy": args.on_interrupt,
         "auth": api_key is not None}
+    sock = listen.bind(args.host, args.port)
     try:
-        httpd = ApiServer((args.host, args.port), service, api_key, info, args.max_body_mb * 1024 * 1024,
-                          args.max_connections)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
-    log.info("listening on http://%s:%d (task %s, queue %s)", args.host, httpd.server_address[1], args.task, store.path)
+        listen.check_exposure(sock.getsockname()[0], api_key)  # the address actually bound
+    except UserError:
+        sock.close()
+        raise
+    app, changes = build_app(service, api_key, info, max_body=args.max_body_mb * 1024 * 1024,
+                             max_concurrent=args.max_concurrent)
+    httpd = listen.Listener(app, changes, sock, header_timeout=args.header_timeout).start()
+    log.info("listening on http://%s:%d (task %s, queue %s)", args.host, httpd.address[1], args.task, store.path)
 
     def stop(signum, frame):
         log.info("signal %d: stopping after the current step; the running job goes back to the queue", signum)
@@ -153,19 +140,19 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     signal.signal(signal.SIGINT, stop)
     gpu_lock = _lock_gpus(output_dir, service)
     if gpu_lock is None:
-        httpd.shutdown()
+        httpd.stop()
         return 130
     try:
         engine.load()
     except Exception as exc:
         service.load_error = f"{type(exc).__name__}: {exc}"
         log.exception("loading the pipeline failed")
-        httpd.shutdown()
+        httpd.stop()
         raise RunFailed(f"loading the {args.task} pipeline failed: {service.load_error}") from None
     service.ready = True
     log.info("pipeline loaded in %.1f s; serving", engine.load_seconds)
     service.worker_loop()
-    httpd.shutdown()
+    httpd.stop()
     store.close()
     control.close()
     gpu_lock.release()
@@ -231,11 +218,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ckpt-dir", default=None, help="checkpoint folder (default: the task's folder under /opt/checkpoints)")
     p.add_argument("--output-dir", default=os.environ.get("WAN22_OUTPUT_DIR", paths.CONTAINER_OUTPUT_DIR),
                    help="videos, sidecars and the queue database go here")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond localhost needs WAN22_API_KEY)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; any but loopback (0.0.0.0 included) needs an API key")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--published-host", default=None,
-                   help="the address clients reach the server at when it differs from --host (a published "
-                        "container port); decides whether an API key is required")
     p.add_argument("--api-key-file", default=None, help="read the API key from this file instead of WAN22_API_KEY")
     p.add_argument("--pipeline", default=os.environ.get("WAN22_SERVER_PIPELINE", "wan"),
                    help="'wan' (Wan2.2 in WAN22_DIR), or a module name or .py file with the same classes (a stand-in)")
@@ -255,6 +240,8 @@ def add_parser(sub) -> None:
                    help="with requeue: a job interrupted this many times is marked failed")
     p.add_argument("--max-body-mb", type=int, default=24, help="largest request body accepted")
     p.add_argument("--max-image-mb", type=int, default=16, help="largest input image accepted")
-    p.add_argument("--max-connections", type=int, default=128,
-                   help="open connections served at once (event streams count); more get 503")
+    p.add_argument("--max-concurrent", type=int, default=512,
+                   help="requests in progress at once (an event stream counts for its life); more get 429")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a connection may take to send a request's headers before it is closed")
     p.set_defaults(func=run)

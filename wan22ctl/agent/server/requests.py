@@ -8,9 +8,11 @@ keyword defaults differ from `generate.py`'s (e.g. `WanT2V.generate(shift=5.0,
 sampling_steps=50)` against t2v-A14B's 12.0 and 40). A guide scale is always sent as float
 (or a pair of floats): upstream turns only a `float` into the (low, high) pair.
 
-Uploaded images are checked before anything else sees them: base64 that decodes, a size cap,
-PNG/JPEG/WebP by their magic bytes, and sane dimensions read from the header (so a
-decompression bomb never reaches Pillow).
+Prompts must be valid Unicode text: a lone surrogate (which no file name, sidecar or terminal
+can carry) or a control character other than newline and tab is refused. Uploaded images are
+decoded here, at submit, with Pillow: a size cap on the bytes, the dimensions read from the
+header before any pixel is decoded (so a decompression bomb never is), then a full decode, so a
+damaged image is a 422 now and never a failed job (under torchrun, every rank's exit) later.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
+import re
 import struct
 from dataclasses import dataclass
 
@@ -27,22 +31,34 @@ from wan22ctl import catalog
 MAX_PROMPT_CHARS = 10_000
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = 40_000_000  # 8K UHD is 33 MP; Wan2.2 resizes to at most 1280x720 anyway
+IMAGE_KINDS = ("png", "jpeg", "mpo", "webp")  # MPO: a phone camera's JPEG with a preview
 MIN_IMAGE_SIDE = 16
 MAX_STEPS = 1000
 MAX_FRAMES = 1001
 MAX_SEED = 2**63 - 1
 
+# C0 and C1 controls except tab and newline, DEL, and UTF-16 surrogates (lone ones come from JSON escapes such as "\\ud800").
+_BAD_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
 FIELDS = ("prompt", "negative_prompt", "task", "size", "frame_num", "sample_steps", "sample_shift",
           "sample_guide_scale", "sample_solver", "seed", "image")
+# OpenAI's Videos API names (`openai.videos.create`): mapped onto the fields above by `from_openai`.
+OPENAI_FIELDS = ("model", "seconds", "input_reference")
+# Form fields arrive as text: these are converted to numbers first.
+_INT_FIELDS = ("frame_num", "sample_steps", "seed")
+_FLOAT_FIELDS = ("sample_shift", "sample_guide_scale")
 
 
 class RequestInvalid(Exception):
-    """A request field is wrong: the API answers 422 with `field` and `reason`."""
+    """A request field is wrong: the API answers `status` (422, or 400 for a model this server
+    has not loaded) with `field` and `reason`."""
 
-    def __init__(self, field: str, reason: str):
+    def __init__(self, field: str, reason: str, status: int = 422):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -59,44 +75,36 @@ class CheckedImage:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def _image_dimensions(data: bytes) -> tuple[str, int, int]:
-    """(kind, width, height) from the header bytes; ValueError when not PNG, JPEG or WebP."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise ValueError("PNG without an IHDR header")
-        w, h = struct.unpack(">II", data[16:24])
-        return "png", w, h
-    if data.startswith(b"\xff\xd8\xff"):
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                raise ValueError("damaged JPEG header")
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            length = struct.unpack(">H", data[i + 2:i + 4])[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                return "jpeg", w, h
-            i += 2 + length
-        raise ValueError("JPEG without a frame header")
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        chunk = data[12:16]
-        if chunk == b"VP8 " and len(data) >= 30:
-            w, h = struct.unpack("<HH", data[26:30])
-            return "webp", w & 0x3FFF, h & 0x3FFF
-        if chunk == b"VP8L" and len(data) >= 25:
-            b = data[21:25]
-            w = 1 + (((b[1] & 0x3F) << 8) | b[0])
-            h = 1 + (((b[3] & 0x0F) << 10) | (b[2] << 2) | ((b[1] & 0xC0) >> 6))
-            return "webp", w, h
-        if chunk == b"VP8X" and len(data) >= 30:
-            w = 1 + int.from_bytes(data[24:27], "little")
-            h = 1 + int.from_bytes(data[27:30], "little")
-            return "webp", w, h
-        raise ValueError("WebP with an unknown chunk")
-    raise ValueError("not a PNG, JPEG or WebP image (checked by its first bytes)")
+def _decode(data: bytes) -> tuple[str, int, int]:
+    """(kind, width, height) of an image that Pillow decodes completely; RequestInvalid otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind = (img.format or "").lower()
+            if kind not in IMAGE_KINDS:
+                raise RequestInvalid("image", f"a {img.format or 'unknown'} image; send PNG, JPEG or WebP")
+            w, h = img.size
+            if not (MIN_IMAGE_SIDE <= w <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= h <= MAX_IMAGE_SIDE):
+                raise RequestInvalid("image", f"{w}x{h} pixels; each side must be {MIN_IMAGE_SIDE}-{MAX_IMAGE_SIDE}")
+            if w * h > MAX_IMAGE_PIXELS:
+                raise RequestInvalid("image", f"{w}x{h} pixels; at most {MAX_IMAGE_PIXELS} pixels")
+            img.convert("RGB")  # decodes every pixel: truncated or corrupt data fails here
+    except UnidentifiedImageError:
+        raise RequestInvalid("image", "not a PNG, JPEG or WebP image") from None
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as exc:
+        raise RequestInvalid("image", f"the image does not decode: {exc}") from None
+    return ("jpeg" if kind == "mpo" else kind), w, h
+
+
+def check_image_bytes(data: bytes, max_bytes: int = MAX_IMAGE_BYTES) -> CheckedImage:
+    """Check an uploaded image's bytes (a multipart file): size cap, header dimensions, full decode."""
+    if len(data) > max_bytes:
+        raise RequestInvalid("image", f"larger than {max_bytes} bytes")
+    if not data:
+        raise RequestInvalid("image", "the file is empty")
+    kind, w, h = _decode(data)
+    return CheckedImage(data, kind, w, h)
 
 
 def check_image(value, max_bytes: int = MAX_IMAGE_BYTES) -> CheckedImage:
@@ -113,15 +121,20 @@ def check_image(value, max_bytes: int = MAX_IMAGE_BYTES) -> CheckedImage:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise RequestInvalid("image", "is not valid base64") from None
-    if len(data) > max_bytes:
-        raise RequestInvalid("image", f"larger than {max_bytes} bytes")
-    try:
-        kind, w, h = _image_dimensions(data)
-    except (ValueError, struct.error) as exc:
-        raise RequestInvalid("image", str(exc)) from None
-    if not (MIN_IMAGE_SIDE <= w <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= h <= MAX_IMAGE_SIDE):
-        raise RequestInvalid("image", f"{w}x{h} pixels; each side must be {MIN_IMAGE_SIDE}-{MAX_IMAGE_SIDE}")
-    return CheckedImage(data, kind, w, h)
+    return check_image_bytes(data, max_bytes)
+
+
+def check_text(value: str, field: str) -> str:
+    """`value` with CRLF as LF, if it is valid Unicode text without control characters other
+    than newline and tab; RequestInvalid naming `field` otherwise."""
+    value = value.replace("\r\n", "\n")
+    bad = _BAD_TEXT.search(value)
+    if bad is not None:
+        ch = bad.group()
+        what = "a lone surrogate" if "\ud800" <= ch <= "\udfff" else "a control character"
+        raise RequestInvalid(field, f"contains {what} (U+{ord(ch):04X}) at position {bad.start()}; "
+                                    "send plain text (newlines and tabs are fine)")
+    return value
 
 
 def _int(body: dict, name: str, lo: int, hi: int) -> int | None:
@@ -167,6 +180,73 @@ def _cli_rules(task_name: str, prompt, size, frame_num, steps, shift, guide, see
     return request.size
 
 
+def model_names(task_name: str) -> tuple[str, ...]:
+    """What `model` may say to mean this server's task: the task, or its checkpoint folder's name."""
+    task = catalog.TASKS[task_name]
+    return task_name, catalog.MODEL_BY_KEY[task.model_key].subdir
+
+
+def form_fields(form: dict) -> dict:
+    """A multipart form as a request body: numbers parsed from text, files as their bytes."""
+    body = {}
+    for name, value in form.items():
+        if isinstance(value, str) and name in _INT_FIELDS:
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise RequestInvalid(name, "must be an integer") from None
+        elif isinstance(value, str) and name in _FLOAT_FIELDS:
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise RequestInvalid(name, "must be a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise RequestInvalid(name, "must be a finite number")
+        body[name] = value
+    return body
+
+
+def from_openai(body: dict, task_name: str) -> dict:
+    """The body with OpenAI's `model`, `seconds`, `size` "WxH" and `input_reference` turned into
+    the kit's fields: `seconds` becomes the 4n+1 frame count nearest to seconds x the task's fps."""
+    body = dict(body)
+    task = catalog.TASKS[task_name]
+    model = body.pop("model", None)
+    if model is not None:
+        names = model_names(task_name)
+        if not isinstance(model, str) or model.lower() not in {n.lower() for n in names}:
+            raise RequestInvalid("model", f"this server has loaded {task_name} (model {names[0]!r} or {names[1]!r}); "
+                                          f"{model!r} needs its own server", status=400)
+    size = body.get("size")
+    if isinstance(size, str) and "x" in size.lower():
+        body["size"] = size.lower().replace("x", "*")
+    seconds = body.pop("seconds", None)
+    if seconds is not None:
+        if body.get("frame_num") is not None:
+            raise RequestInvalid("seconds", "give seconds or frame_num, not both")
+        try:
+            value = float(seconds) if isinstance(seconds, (str, int, float)) and not isinstance(seconds, bool) else None
+        except ValueError:
+            value = None
+        longest = (MAX_FRAMES - 1) / task.fps
+        if value is None or not 0 < value <= longest:
+            raise RequestInvalid("seconds", f"must be a number of seconds above 0 and at most {longest:g} "
+                                            f"({task_name} runs at {task.fps} fps)")
+        body["frame_num"] = 4 * max(1, round(value * task.fps / 4)) + 1
+    reference = body.pop("input_reference", None)
+    if reference is not None:
+        if body.get("image") is not None:
+            raise RequestInvalid("input_reference", "give input_reference or image, not both")
+        if isinstance(reference, dict):
+            if reference.get("file_id"):
+                raise RequestInvalid("input_reference", "file_id references are not supported; upload the image")
+            reference = reference.get("image_url")
+            if not isinstance(reference, str) or not reference.startswith("data:"):
+                raise RequestInvalid("input_reference", "image_url must be a base64 data: URL")
+        body["image"] = reference
+    return body
+
+
 def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tuple[dict, CheckedImage | None]:
     """Checked job parameters for the server's task, and the checked image if one was sent.
 
@@ -176,9 +256,10 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
     """
     if not isinstance(body, dict):
         raise RequestInvalid("body", "must be a JSON object")
+    body = from_openai(body, task_name)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise RequestInvalid(unknown[0], f"unknown field; known fields: {', '.join(FIELDS)}")
+        raise RequestInvalid(unknown[0], f"unknown field; known fields: {', '.join(FIELDS + OPENAI_FIELDS)}")
     task = catalog.TASKS[task_name]
     if body.get("task") is not None and body["task"] != task_name:
         raise RequestInvalid("task", f"this server runs {task_name}; {body['task']!r} needs its own server")
@@ -188,9 +269,11 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
         raise RequestInvalid("prompt", "is required and must be text")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise RequestInvalid("prompt", f"longer than {MAX_PROMPT_CHARS} characters")
+    prompt = check_text(prompt, "prompt")
     negative = body.get("negative_prompt", "")
     if not isinstance(negative, str) or len(negative) > MAX_PROMPT_CHARS:
         raise RequestInvalid("negative_prompt", f"must be text of at most {MAX_PROMPT_CHARS} characters")
+    negative = check_text(negative, "negative_prompt")
     size = body.get("size")
     if size is not None and not isinstance(size, str):
         raise RequestInvalid("size", "must be text such as 1280*720")
@@ -218,7 +301,10 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
 
     size = _cli_rules(task_name, prompt, size, frame_num, steps, shift, guide, seed, solver,
                       body.get("image") is not None)
-    image = check_image(body["image"], max_image_bytes) if body.get("image") is not None else None
+    raw = body.get("image")
+    image = None
+    if raw is not None:  # bytes: a multipart file; text: base64 or a data: URL in JSON
+        image = check_image_bytes(raw, max_image_bytes) if isinstance(raw, bytes) else check_image(raw, max_image_bytes)
     params = {
         "task": task_name,
         "prompt": prompt.strip(),

@@ -2,8 +2,10 @@
 
 Rank 0 runs `Service.worker_loop()` in one thread: it takes the oldest queued job, hands it to
 every rank over the control channel, runs it through the engine, writes the video and its
-sidecar, then records the end state. HTTP handler threads only read the queue, submit, cancel
-and wait on `changed` for progress (server-sent events). Other ranks run `follow()`.
+sidecar, then records the end state. Requests only read the queue, submit and cancel; listeners
+registered with `on_change` hear of every change (the HTTP layer's event streams). Other ranks
+run `follow()`. `view()` is a job as the API shows it: an OpenAI `Video` object plus the kit's
+own keys.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wan22ctl import catalog
 from wan22ctl.agent.server import requests as reqs
 from wan22ctl.agent.server.engine import (Engine, JobCancelled, JobHooks, ServerStopping, StepReport,
                                           release_cached_memory)
@@ -74,6 +77,16 @@ def _outcome_of(exc: BaseException | None) -> dict:
     if isinstance(exc, ServerStopping):
         return {"status": "stopping", "reason": str(exc)}
     return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+
+
+# OpenAI's Video.status for each job state (a cancelled job is a failed video, error code "cancelled").
+VIDEO_STATUS = {"queued": "queued", "running": "in_progress", "succeeded": "completed", "failed": "failed",
+                "cancelled": "failed"}
+
+
+def video_seconds(frame_num: int, fps: int) -> str:
+    """A clip's length as OpenAI's `seconds` (text): 81 frames at 16 fps is "5"."""
+    return format(round((frame_num - 1) / fps, 2), "g")
 
 
 EXIT_RANK_FAILED = 70  # a rank's job failed under torchrun: the whole server restarts (see run_on_rank)
@@ -134,8 +147,9 @@ class Service:
         self.ready = False
         self.load_error: str | None = None
         self.started_at = time.time()
-        self.changed = threading.Condition()
         self.version = 0
+        self._version_lock = threading.Lock()
+        self._listeners: list = []  # called (from any thread) after every change; see on_change
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self.current_id: str | None = None
@@ -156,10 +170,16 @@ class Service:
 
     # ------------------------------------------------------------------ notification
 
+    def on_change(self, listener) -> None:
+        """Call `listener()` after every change of a job or of the running job's progress. It runs
+        in the changing thread (the worker's or a request's), so it must only hand the news on."""
+        self._listeners.append(listener)
+
     def notify(self) -> None:
-        with self.changed:
+        with self._version_lock:
             self.version += 1
-            self.changed.notify_all()
+        for listener in self._listeners:
+            listener()
 
     # ------------------------------------------------------------------ API operations
 
@@ -206,33 +226,46 @@ class Service:
         return True, None
 
     def view(self, job: Job) -> dict:
-        """The API's JSON for one job, with live progress for the running one."""
+        """The API's JSON for one job: OpenAI's `Video` object (status, progress 0-100, size "WxH",
+        seconds, error {code, message}) plus the kit's keys (state, live steps, expert, ETA, seed,
+        timings, files), with live progress for the running job."""
         p = job.params
-        progress: dict = {"phase": job.state, "step": 0, "total": p["sample_steps"], "expert": None,
-                          "seconds_per_step": None, "eta_seconds": None}
+        detail: dict = {"phase": job.state, "step": 0, "total": p["sample_steps"], "expert": None,
+                        "seconds_per_step": None, "eta_seconds": None}
         live = self.live if job.id == self.current_id else None
         if job.state == "queued":
-            progress["queue_position"] = self.store.queue_position(job.seq)
+            detail["queue_position"] = self.store.queue_position(job.seq)
         elif live is not None:
             sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
             remaining = max(live.total - live.step, 0) if live.total else p["sample_steps"]
             eta = None if sps is None else remaining * sps + (self.last_decode_seconds or 0.0)
-            progress.update(phase=live.phase, step=live.step, total=live.total or p["sample_steps"],
-                            expert=live.expert, seconds_per_step=sps, eta_seconds=eta)
+            detail.update(phase=live.phase, step=live.step, total=live.total or p["sample_steps"],
+                          expert=live.expert, seconds_per_step=sps, eta_seconds=eta)
         elif job.state == "succeeded":
-            progress.update(phase="done", step=job.steps_done or p["sample_steps"], eta_seconds=0.0)
+            detail.update(phase="done", step=job.steps_done or p["sample_steps"], eta_seconds=0.0)
         elif job.steps_done is not None:
-            progress["step"] = job.steps_done
-        total = progress["total"] or 1
-        progress["percent"] = 100 if job.state == "succeeded" else min(99, int(100 * progress["step"] / total))
+            detail["step"] = job.steps_done
+        total = detail["total"] or 1
+        percent = 100 if job.state == "succeeded" else min(99, int(100 * detail["step"] / total))
+        detail["percent"] = percent
+        error = None
+        if job.state in ("failed", "cancelled"):
+            error = {"code": "cancelled" if job.state == "cancelled" else "generation_failed",
+                     "message": job.error or job.state}
+        width, height = p["size"].split("*")
         shown = {k: v for k, v in p.items() if k != "image_path"}
         return {
-            "id": job.id, "object": "video", "state": job.state, "status": job.state,
-            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-            "task": p["task"], "prompt": p["prompt"], "size": p["size"], "params": shown, "seed": job.seed,
-            "progress": progress, "timings": job.timings, "error": job.error, "attempts": job.attempts,
-            "cancel_requested": job.cancel_requested,
-            "output": job.output, "sidecar": job.sidecar,
+            "id": job.id, "object": "video", "status": VIDEO_STATUS[job.state], "progress": percent,
+            "created_at": int(job.created_at), "completed_at": None if job.finished_at is None else int(job.finished_at),
+            "expires_at": None, "model": p["task"], "prompt": p["prompt"], "size": f"{width}x{height}",
+            "seconds": video_seconds(p["frame_num"], catalog.TASKS[p["task"]].fps),
+            "remixed_from_video_id": None, "error": error,
+            # the kit's keys
+            "state": job.state, "seq": job.seq, "task": p["task"], "submitted_at": job.created_at,
+            "started_at": job.started_at, "finished_at": job.finished_at, "params": shown, "seed": job.seed,
+            "progress_detail": detail, "timings": job.timings, "attempts": job.attempts,
+            "cancel_requested": job.cancel_requested, "output": job.output if job.state == "succeeded" else None,
+            "sidecar": job.sidecar if job.state == "succeeded" else None,
             "content_url": f"/v1/videos/{job.id}/content" if job.state == "succeeded" else None,
         }
 
@@ -283,6 +316,11 @@ class Service:
                                                                    else random.randint(0, sys.maxsize))
         self.store.set_seed(job.id, seed)
         self.notify()
+        problem = self._image_problem(job.params.get("image_path"))
+        if problem:  # refused here, on rank 0 alone: a rank that failed to load it would take all down
+            self.store.finish(job.id, "failed", error=problem, steps_done=0, timings=None)
+            self._end_job()
+            return
         message = {"op": "run", "job_id": job.id, "params": job.params, "seed": seed}
         self.control.broadcast(message)
         video, outcome = run_on_rank(self.engine, self.control, {**message, "_stop_source": self._stop_decision},
@@ -323,6 +361,19 @@ class Service:
                  t["start_latency_s"] or 0.0, t["seconds_per_step"] or 0.0, t["total_s"])
         self._end_job()
 
+    def _image_problem(self, path: str | None) -> str | None:
+        """Why the job's staged image cannot be used (gone or damaged since submit), or None."""
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as f:
+                reqs.check_image_bytes(f.read(), self.config.max_image_bytes)
+        except OSError as exc:
+            return f"the uploaded image {os.path.basename(path)} cannot be read: {exc.strerror}"
+        except reqs.RequestInvalid as exc:
+            return f"the uploaded image {os.path.basename(path)} is unusable: {exc.reason}"
+        return None
+
     @staticmethod
     def _timings(live: Live, started: float) -> dict:
         """Where a job's time went: dequeue to the first step, denoising, decode + save, total (s)."""
@@ -343,7 +394,11 @@ class Service:
         self.notify()
 
     def _save(self, job: Job, seed: int, video, started: float, live: Live) -> tuple[str, str]:
-        """Check and publish the video under a readable name (never overwriting), then its sidecar."""
+        """Check the video, record its final names in the job, then publish it and its sidecar.
+
+        The record comes first, so a crash at any point leaves no file the queue does not know
+        of: `recover_outputs` finishes the job or removes what it published and runs it again.
+        """
         from datetime import datetime
 
         from wan22ctl.agent import outputs
@@ -353,9 +408,38 @@ class Service:
         self.engine.save(video, temp)
         p = job.params
         stem = outputs.final_stem(p["task"], p["size"], p["prompt"], datetime.fromtimestamp(job.created_at))
-        path = outputs.publish(temp, str(self.config.output_dir), stem)
-        sidecar = outputs.write_sidecar(path, self._sidecar_data(job, seed, path, started, live))
+        while True:
+            path, sidecar = outputs.free_names(str(self.config.output_dir), stem)
+            self.store.set_output(job.id, path, sidecar)
+            try:
+                outputs.publish_as(temp, path)
+                break
+            except FileExistsError:  # taken meanwhile (a generate run in the same folder): the next name
+                continue
+        outputs.write_sidecar(path, self._sidecar_data(job, seed, path, started, live))
         return path, sidecar
+
+    def recover_outputs(self) -> list[tuple[str, str]]:
+        """Settle the jobs a crash left running after their files were named: [(id, new state)].
+
+        Video and sidecar both published: the job succeeded. Anything less: what was published
+        is removed and the job's record forgets it, so `store.recover` runs it again and no
+        orphan or duplicate video is left behind.
+        """
+        settled = []
+        for job in self.store.list("running", limit=1_000_000):
+            if not job.output:
+                continue
+            if os.path.isfile(job.output) and job.sidecar and os.path.isfile(job.sidecar):
+                self.store.finish(job.id, "succeeded", output=job.output, sidecar=job.sidecar,
+                                  steps_done=job.params["sample_steps"], timings=None)
+                settled.append((job.id, "succeeded"))
+                continue
+            for path in (job.output, job.sidecar, job.sidecar and job.sidecar + ".partial"):
+                if path and os.path.lexists(path):
+                    os.remove(path)
+            self.store.set_output(job.id, None, None)
+        return settled
 
     def _sidecar_data(self, job: Job, seed: int, path: str, started: float, live: Live) -> dict:
         """The same keys as `wan22ctl generate`'s sidecar (agent.launcher.sidecar_data), plus the job."""

@@ -2,7 +2,8 @@
 
 Every state change is one committed transaction with `synchronous=FULL`, so a `kill -9` or a
 power cut loses nothing that a client was told: a job the server answered 201 for is in the
-file, and a job marked succeeded has its video and sidecar on disk first. At start-up
+file, a job marked succeeded has its video and sidecar on disk first, and a video is published
+under its final name only after the running job's record names it (`set_output`). At start-up
 `recover()` applies the interrupted-job policy to whatever was running when the server died.
 
 Live progress (step, ETA, seconds per step) is kept in memory by the worker, not here: it is
@@ -185,6 +186,13 @@ class JobStore:
                 (state, time.time(), error, output, sidecar, steps_done, json.dumps(timings) if timings else None,
                  job_id),
             )
+
+    def set_output(self, job_id: str, output: str | None, sidecar: str | None) -> None:
+        """Record where a running job's video and sidecar go, before they are published there:
+        recovery then knows which files are the job's (`Service.recover_outputs`)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET output=?, sidecar=? WHERE id=? AND state='running'",
+                             (output, sidecar, job_id))
 
     def note_error(self, job_id: str, reason: str) -> None:
         """Keep a running job's failure reason across the restart that follows (torchrun ranks)."""
