@@ -112,18 +112,18 @@ def main() -> None:
         jobs = []
         for job_id in ids:
             job = wait_job(base, job_id)
-            jobs.append({"id": job_id, "state": job["state"], "error": job["error"], **(job["timings"] or {}),
+            jobs.append({"id": job_id, "state": job["state"], "error": (job["error"] or {}).get("message"), **(job["timings"] or {}),
                          "gpu_mib_after": gpu_memory_mib()})
         result["jobs"] = jobs
 
         long = api(base, "POST", "/v1/videos", body | {"sample_steps": max(args.steps * 10, 40)})[1]["id"]
-        wait_job(base, long, until=lambda j: j["progress"]["step"] >= 2)
+        wait_job(base, long, until=lambda j: j["progress_detail"]["step"] >= 2)
         t0 = time.time()
         api(base, "POST", f"/v1/videos/{long}/cancel")
         cancelled = wait_job(base, long)
         cancel_s = time.time() - t0
         after = wait_job(base, api(base, "POST", "/v1/videos", body)[1]["id"])
-        result["cancel"] = {"state": cancelled["state"], "stopped_at_step": cancelled["progress"]["step"],
+        result["cancel"] = {"state": cancelled["state"], "stopped_at_step": cancelled["progress_detail"]["step"],
                             "seconds_to_cancelled": cancel_s, "gpu_mib_after_cancel": gpu_memory_mib(),
                             "next_job": {"state": after["state"], **(after["timings"] or {})}}
         _, metrics = 200, urllib.request.urlopen(base + "/metrics").read().decode()

@@ -76,9 +76,9 @@ def test_compose_serve_override_matches_the_serve_spec(tmp_path, env):
     spec = plan_serve_container(load_settings(None, environ=env))
     svc = compose_config(tmp_path, env, serve=True)["wan22"]
 
-    # The one difference, by design: `up --serve` writes the key into a file on the outputs mount
-    # (and passes --api-key-file only then); Compose always mounts WAN22_API_KEY_FILE (or /dev/null:
-    # no key) at a fixed path. Neither passes the key as a variable, so `docker inspect` never shows it.
+    # The one difference, by design: `up --serve` writes the key (given or generated) into a file on
+    # the outputs mount; Compose mounts WAN22_API_KEY_FILE at a fixed path. Neither passes the key
+    # as a variable, so `docker inspect` never shows it.
     def without_key_file(cmd, path):
         cmd = list(cmd)
         if "--api-key-file" in cmd:
@@ -88,7 +88,7 @@ def test_compose_serve_override_matches_the_serve_spec(tmp_path, env):
         return cmd
 
     assert svc["command"][-2:] == ["--api-key-file", COMPOSE_KEY_FILE]
-    assert ("--api-key-file" in spec.command) == bool(env.get("WAN22_API_KEY"))
+    assert "--api-key-file" in spec.command and "--published-host" not in spec.command
     assert without_key_file(svc["command"], COMPOSE_KEY_FILE) == without_key_file(spec.command, SERVER_KEY_FILE)
     assert svc["environment"] == spec.environment and "WAN22_API_KEY" not in svc["environment"]
     key_mount = [v for v in svc["volumes"] if v.split(":")[1] == COMPOSE_KEY_FILE]  # v1: "SRC:DST:MODE"

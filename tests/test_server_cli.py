@@ -150,7 +150,7 @@ def test_generate_one_prompt_json_and_ctrl_c(srv, tmp_path, gen_env):
                 ids.append(line.split(" as ")[1].strip())
             if len(ids) == 2:
                 break
-        srv.wait(ids[0], until=lambda j: j["progress"]["step"] >= 1)
+        srv.wait(ids[0], until=lambda j: j["progress_detail"]["step"] >= 1)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -165,7 +165,7 @@ def test_generate_one_prompt_json_and_ctrl_c(srv, tmp_path, gen_env):
 
 def test_cancel_and_wait_report_it(srv):
     long = srv.submit(prompt="cancel from the cli", size="1280*704", sample_steps=300)
-    srv.wait(long["id"], until=lambda j: j["progress"]["step"] >= 2)
+    srv.wait(long["id"], until=lambda j: j["progress_detail"]["step"] >= 2)
     r = wan22ctl(srv, "cancel", long["id"])
     assert r.returncode == 0 and "stops at its next step" in r.stdout, r.stderr
     r = wan22ctl(srv, "wait", long["id"])
@@ -209,7 +209,7 @@ def test_wait_rides_out_a_server_restart(tmp_path):
         waiter = subprocess.Popen([sys.executable, "-m", "wan22ctl", "wait", job["id"]], cwd=s.tmp,
                                   env=clean_environ() | {"SERVER_PORT": str(s.port)}, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
-        s.wait(job["id"], until=lambda j: j["progress"]["step"] >= 5)
+        s.wait(job["id"], until=lambda j: j["progress_detail"]["step"] >= 5)
         s.stop(signal.SIGKILL)
         seen = read_until(waiter.stdout, "waiting for it to come back")  # it noticed the server is gone
         s.start()

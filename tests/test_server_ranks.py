@@ -36,7 +36,7 @@ def test_two_rank_gloo_handoff(tmp_path):
 
         long = s.submit(prompt="cancel me", sample_steps=400)
         nxt = s.submit(prompt="after cancel", sample_steps=3)
-        s.wait(long["id"], until=lambda j: j["progress"]["step"] >= 3)
+        s.wait(long["id"], until=lambda j: j["progress_detail"]["step"] >= 3)
         assert s.api("POST", f"/v1/videos/{long['id']}/cancel")[0] == 200
         assert s.wait(long["id"])["state"] == "cancelled"
         assert s.wait(nxt["id"])["state"] == "succeeded"
@@ -99,7 +99,7 @@ def test_plan_auto_picks_torchrun_like_generate(tmp_path):
                 pass  # the ranks are restarting
             assert time.time() < deadline, s.logtext()[-3000:]
             time.sleep(0.2)
-        assert "stand-in failure requested" in job["error"] and "after 2 attempt(s)" in job["error"]
+        assert "stand-in failure requested" in job["error"]["message"] and "after 2 attempt(s)" in job["error"]["message"]
         assert job["attempts"] == 2
         assert s.wait(s.submit(prompt="after the failure", sample_steps=3)["id"])["state"] == "succeeded"
     finally:

@@ -1,7 +1,8 @@
 """The host's client of the resident server (`wan22ctl up --serve`): find it, queue requests, follow jobs.
 
 The server is reached at http://SERVER_HOST:SERVER_PORT (127.0.0.1 when it listens on every
-address) with WAN22_API_KEY when set. Failures become the CLI's one-line errors: a refused key
+address) with WAN22_API_KEY, else the key `up --serve` generated into
+OUTPUT_DIR/.wan22ctl/server/api_key. Failures become the CLI's one-line errors: a refused key
 or a refused request is the user's to fix (UserError), no answer is the environment's (EnvError).
 Standard library only (urllib), imported when a call is made, so `wan22ctl --help` stays fast;
 drawing is the caller's (`follow` hands each job update to a callback).
@@ -101,8 +102,22 @@ def server_url(settings: Settings) -> str:
     return f"http://{host}:{settings.server_port}"
 
 
+def api_key(settings: Settings) -> str | None:
+    """WAN22_API_KEY, else the key `up --serve` generated into OUTPUT_DIR (readable by this user only)."""
+    if settings.wan22_api_key:
+        return settings.wan22_api_key
+    from wan22ctl.paths import main_mounts
+    from wan22ctl.plan.container import SERVER_KEY_FILE
+
+    try:
+        with open(main_mounts(settings).to_host(SERVER_KEY_FILE)) as f:
+            return f.readline().strip() or None
+    except OSError:
+        return None
+
+
 def client_for(settings: Settings) -> ServerClient:
-    return ServerClient(server_url(settings), settings.wan22_api_key or None)
+    return ServerClient(server_url(settings), api_key(settings))
 
 
 def user_facing(exc: ServerError, client: ServerClient) -> Exception:
@@ -112,7 +127,7 @@ def user_facing(exc: ServerError, client: ServerClient) -> Exception:
                          fix="set WAN22_API_KEY to the key the server was started with")
     if exc.status == 422:
         return UserError(f"{exc.error.get('field', 'request')}: {exc}")
-    if exc.status in (404, 409):
+    if exc.status in (400, 404, 409, 413):
         return UserError(str(exc))
     return RunFailed(f"the server answered {exc.status}: {exc}")
 
@@ -181,7 +196,12 @@ def as_run(job: dict) -> dict:
     """A finished server job as the result `generate` reports for a run (status ok/failed/cancelled)."""
     seconds = (job["finished_at"] or 0) - (job["started_at"] or job["finished_at"] or 0)
     return {"status": "ok" if job["state"] == "succeeded" else job["state"], "video": job.get("output"),
-            "sidecar": job.get("sidecar"), "total_s": seconds, "reason": job.get("error"), "job": job["id"]}
+            "sidecar": job.get("sidecar"), "total_s": seconds, "reason": error_text(job), "job": job["id"]}
+
+
+def error_text(job: dict) -> str | None:
+    """Why a job failed or was cancelled (the server's `error` is OpenAI's {code, message})."""
+    return (job.get("error") or {}).get("message")
 
 
 def follow(client: ServerClient, job_id: str, on_update: Callable[[dict], None],

@@ -174,7 +174,7 @@ class RunView:
 
     def on_job(self, job: dict) -> None:
         """One server-sent update of a resident server's job."""
-        p = job.get("progress") or {}
+        p = job.get("progress_detail") or {}
         if job["state"] == "queued":
             self._describe(f"queued (position {p.get('queue_position', 0) + 1})")
         elif p.get("phase") in SERVER_PHASES and p["phase"] != self._server_phase:

@@ -25,6 +25,7 @@ from wan22ctl import server_client
 from wan22ctl.cli.options import JobIdArg, JsonOpt
 from wan22ctl.cli.output import Output, fmt_duration
 from wan22ctl.errors import EnvError, RunFailed
+from wan22ctl.server_client import error_text
 from wan22ctl.paths import main_mounts
 from wan22ctl.settings import load_cli_settings
 
@@ -35,7 +36,7 @@ def _on_host(settings, job: dict) -> dict:
 
 
 def _progress_text(job: dict) -> str:
-    p = job.get("progress") or {}
+    p = job.get("progress_detail") or {}
     if job["state"] == "queued":
         return f"#{p.get('queue_position', 0) + 1} in queue"
     if job["state"] == "running":
@@ -53,7 +54,7 @@ def _render_jobs(out: Output, data: dict) -> None:
         return
     out.table(("id", "state", "progress", "prompt", "output / error"),
               [(j["id"], j["state"], _progress_text(j), j["prompt"] if len(j["prompt"]) <= 40 else j["prompt"][:39] + "…",
-                j.get("output") or j.get("error") or "") for j in jobs])
+                j.get("output") or error_text(j) or "") for j in jobs])
 
 
 def jobs(
@@ -91,7 +92,7 @@ def wait(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
         seconds = (final["finished_at"] or 0) - (final["started_at"] or 0)
         out.say(f"saved {final['output']} ({fmt_duration(seconds)} on the server, seed {final['seed']})")
         return
-    raise RunFailed(f"{job_id} {final['state']}: {final.get('error') or 'no reason given'}")
+    raise RunFailed(f"{job_id} {final['state']}: {error_text(final) or 'no reason given'}")
 
 
 def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:

@@ -199,8 +199,9 @@ def prepare_host(client, settings: Settings, stack: Stack, serve: bool) -> list[
 
     VideoX-Fun's models/ subfolders are made here, by the user, so they are not root-owned, and
     /dev/shm larger than the Docker host's memory gets a warning (Docker itself accepts it). The
-    resident server's API key goes where the server reads it (OUTPUT_DIR, mode 600), or a stale
-    one is removed.
+    resident server's API key goes where the server reads it (OUTPUT_DIR, mode 600): WAN22_API_KEY,
+    or one generated once and kept across `up`s (the server binds every container address, so it
+    never runs without a key; the host's CLI reads the same file).
     """
     from wan22ctl.paths import main_mounts
     from wan22ctl.plan.videox import MODEL_SUBDIRS, shm_warning
@@ -224,10 +225,15 @@ def prepare_host(client, settings: Settings, stack: Stack, serve: bool) -> list[
 
 
 def _write_server_key(path: str, key: str) -> None:
+    import secrets
+
     if not key:
-        if os.path.exists(path):
-            os.remove(path)
-        return
+        try:
+            with open(path) as f:
+                key = f.readline().strip()
+        except OSError:
+            key = ""
+    key = key or secrets.token_urlsafe(32)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

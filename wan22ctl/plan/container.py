@@ -82,11 +82,13 @@ SERVER_KEY_FILE = f"{paths.CONTAINER_OUTPUT_DIR}/.wan22ctl/server/api_key"  # wr
 def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> ContainerSpec:
     """The main container running `wan22ctl-agent server` for SERVER_TASK.
 
-    The server listens on every address inside the container; what the world sees is the
-    published port on SERVER_HOST, so that address decides whether an API key is required
-    (UserError without one). The key itself never enters the spec (it would show in `docker
-    inspect`): the server reads it from SERVER_KEY_FILE on the outputs mount. With GPUs the
-    server plans its GPUs and flags as `generate` would (`--plan auto`).
+    The server listens on every address inside the container (a published port reaches only
+    those), so every container on the Docker network could reach it too: it always has an API
+    key, WAN22_API_KEY or one `up --serve` generates, and the port is published on SERVER_HOST
+    (beyond loopback only with WAN22_API_KEY set: UserError otherwise). The key itself never
+    enters the spec (it would show in `docker inspect`): the server reads it from SERVER_KEY_FILE
+    on the outputs mount, where the host's CLI reads it as well. With GPUs the server plans its
+    GPUs and flags as `generate` would (`--plan auto`).
     """
     if not stack.serves:
         raise UserError(f"--serve runs Wan2.2's resident server; it belongs to the {catalog.MAIN.name} stack")
@@ -95,13 +97,12 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
                         fix="set WAN22_API_KEY (clients send Authorization: Bearer KEY), or SERVER_HOST=127.0.0.1")
     base = plan_main_container(settings)
     # Wan2.2's python (torch, the `wan` package's requirements), not the kit's venv: the server
-    # imports `wan` in-process. Its own modules need only the standard library (and torch).
+    # imports `wan` in-process, and its HTTP stack is installed there (docker/requirements-server.txt).
     command = ["python3", "-m", "wan22ctl.agent", "server", "--task", settings["SERVER_TASK"], "--host", "0.0.0.0",
-               "--port", str(SERVER_CONTAINER_PORT), "--published-host", settings["SERVER_HOST"]]
+               "--port", str(SERVER_CONTAINER_PORT)]
     if settings.gpus.kind != "none":
         command += ["--plan", "auto"]
-    if settings.wan22_api_key:
-        command += ["--api-key-file", SERVER_KEY_FILE]
+    command += ["--api-key-file", SERVER_KEY_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
     # generate passes these per run (the launch plan's env); the server reads them once at start
     run_env = {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"]}

@@ -480,11 +480,12 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
             while True:
                 version, state, text = await changes.view(video_id)
                 if state is None:
-                    yield ServerSentEvent(json.dumps({"id": video_id}), event="deleted", id=str(n + 1))
+                    yield ServerSentEvent(json.dumps({"id": video_id}), event="deleted", id=str(n + 1), sep="\n")
                     return
                 if text != last:
                     n += 1
-                    yield ServerSentEvent(text, event=state if state in TERMINAL else "progress", id=str(n))
+                    yield ServerSentEvent(text, event=state if state in TERMINAL else "progress", id=str(n),
+                                          sep="\n")
                     last = text
                 if state in TERMINAL:
                     return

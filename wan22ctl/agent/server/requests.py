@@ -92,7 +92,9 @@ def _decode(data: bytes) -> tuple[str, int, int]:
             img.convert("RGB")  # decodes every pixel: truncated or corrupt data fails here
     except UnidentifiedImageError:
         raise RequestInvalid("image", "not a PNG, JPEG or WebP image") from None
-    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise RequestInvalid("image", f"refused as a decompression bomb: {exc}") from None
+    except (OSError, ValueError, SyntaxError, struct.error) as exc:
         raise RequestInvalid("image", f"the image does not decode: {exc}") from None
     return ("jpeg" if kind == "mpo" else kind), w, h
 
