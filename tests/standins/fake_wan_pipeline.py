@@ -118,8 +118,9 @@ class _Base:
         finally:
             log = os.environ.get("FAKE_WAN_CALLS_LOG")
             if log:
-                line = {k: v for k, v in call.items() if k != "img"} | {"rank": self.rank, "steps_done": done,
-                                                                         "ended": ended, "pid": os.getpid()}
+                line = {k: v for k, v in call.items() if k != "img"} | {
+                    "image": getattr(call.get("img"), "path", None), "rank": self.rank, "steps_done": done,
+                    "ended": ended, "pid": os.getpid()}
                 with open(log, "a") as f:
                     f.write(json.dumps(line, default=str) + "\n")
         return _FakeVideo(call) if self.rank == 0 else None

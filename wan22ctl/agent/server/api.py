@@ -362,7 +362,7 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
         data = dict(info)
         data.update(ready=service.ready, load_seconds=eng.load_seconds, world_size=eng.world_size,
                     progress_hooked=eng.hooked_modules, uptime_seconds=time.time() - service.started_at,
-                    models=list(reqs.model_names(info["task"])), accepts_image=_accepts_image(info["task"]),
+                    models=list(reqs.model_names(info["task"])), **_task_facts(info["task"]),
                     versions={"wan22ctl": __version__, "python": platform.python_version(),
                               "torch": getattr(sys.modules.get("torch"), "__version__", None),
                               "wan22_ref": os.environ.get("WAN22_REF")})
@@ -507,10 +507,14 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
     return Gate(app, api_key, max_concurrent), changes
 
 
-def _accepts_image(task_name: str) -> bool:
+def _task_facts(task_name: str) -> dict:
+    """What a client (the web page) needs to build a request for this server's task."""
     from wan22ctl import catalog
 
-    return catalog.TASKS[task_name].accepts_image
+    t = catalog.TASKS[task_name]
+    return {"sizes": [s.replace("*", "x") for s in t.sizes], "default_size": t.default_size.replace("*", "x"),
+            "fps": t.fps, "default_frames": t.frame_num, "default_steps": t.sample_steps,
+            "accepts_image": t.accepts_image, "needs_image": t.needs_image}
 
 
 def _int_param(value: Optional[str], name: str, default: Optional[int], lo: int, hi: int) -> Optional[int]:
