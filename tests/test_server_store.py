@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import struct
 
 import pytest
 
 from wan22ctl.agent.server.requests import RequestInvalid, check_image, fill_defaults, validate
-from wan22ctl.agent.server.store import JobStore
+from wan22ctl.agent.server.store import IdempotencyConflict, JobStore
 
 
 def _job(store, n=0, key=None):
@@ -56,16 +55,26 @@ def test_queue_is_fifo_and_wal(tmp_path):
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def _webp_vp8x(w, h):
-    payload = b"\x00" * 4 + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
-    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBP" + b"VP8X" + struct.pack("<I", len(payload)) + payload
-
-
 def test_image_kinds_and_sizes():
-    img = check_image(base64.b64encode(_webp_vp8x(640, 480)).decode())
+    from tests.test_server import image_bytes
+
+    img = check_image(base64.b64encode(image_bytes(640, 480, "WEBP")).decode())
     assert (img.kind, img.width, img.height) == ("webp", 640, 480)
     with pytest.raises(RequestInvalid, match="larger than 100 bytes"):
-        check_image(base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 200).decode(), max_bytes=100)
+        check_image(base64.b64encode(image_bytes(64, 64, "PNG")).decode(), max_bytes=100)
+
+
+def test_submissions_that_arrive_together_share_one_transaction(tmp_path):
+    """Group commit: many threads submitting at once all get their own job, keys stay exclusive."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = JobStore(tmp_path / "q.sqlite3")
+    with ThreadPoolExecutor(16) as pool:
+        out = list(pool.map(lambda n: store.submit({"prompt": f"p{n}"}, f"h{n % 5}", f"k{n % 5}"), range(80)))
+    assert sum(created for _, created in out) == 5 and len({job.id for job, _ in out}) == 5
+    with pytest.raises(IdempotencyConflict):
+        store.submit({"prompt": "other"}, "different", "k0")
+    assert store.counts()["queued"] == 5
 
 
 def test_defaults_come_from_the_task_config():

@@ -128,8 +128,8 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
         sock.close()
         raise
     app, changes = build_app(service, api_key, info, max_body=args.max_body_mb * 1024 * 1024,
-                             max_concurrent=args.max_concurrent)
-    httpd = listen.Listener(app, changes, sock, header_timeout=args.header_timeout).start()
+                             max_concurrent=args.max_concurrent, body_idle_timeout=args.client_timeout)
+    httpd = listen.Listener(app, changes, sock, header_timeout=args.client_timeout).start()
     log.info("listening on http://%s:%d (task %s, queue %s)", args.host, httpd.address[1], args.task, store.path)
 
     def stop(signum, frame):
@@ -242,6 +242,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-image-mb", type=int, default=16, help="largest input image accepted")
     p.add_argument("--max-concurrent", type=int, default=512,
                    help="requests in progress at once (an event stream counts for its life); more get 429")
-    p.add_argument("--header-timeout", type=float, default=10.0,
-                   help="seconds a connection may take to send a request's headers before it is closed")
+    p.add_argument("--client-timeout", type=float, default=10.0,
+                   help="seconds a client may take to send a request's headers, or pause mid-body, before "
+                        "the server gives up on it (idle and slow-loris connections are closed)")
     p.set_defaults(func=run)

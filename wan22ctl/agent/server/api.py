@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from wan22ctl import __version__
 from wan22ctl.agent.server import requests as reqs
@@ -259,6 +260,8 @@ async def read_body(request: Request, max_body: int, idle_timeout: float) -> byt
             chunk = await asyncio.wait_for(stream.__anext__(), idle_timeout)
         except StopAsyncIteration:
             break
+        except ClientDisconnect:
+            raise ApiError(400, "the request body ended before its Content-Length") from None
         except asyncio.TimeoutError:
             raise ApiError(408, f"the request body stopped arriving for {idle_timeout:g} s",
                            headers={"Connection": "close"}) from None
@@ -386,8 +389,8 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
         if ctype not in ("application/json", "multipart/form-data", "application/x-www-form-urlencoded"):
             raise ApiError(415, "send the request as multipart/form-data or application/json")
         raw = await read_body(request, max_body, body_idle_timeout)
-        body = parse_json(raw) if ctype == "application/json" else await parse_form(request)
         try:
+            body = parse_json(raw) if ctype == "application/json" else await parse_form(request)
             job, created = await run_in_threadpool(service.submit, body, key)
         except reqs.RequestInvalid as exc:
             raise ApiError(exc.status, exc.reason, field=exc.field) from None

@@ -10,6 +10,7 @@ own keys.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import random
@@ -149,6 +150,8 @@ class Service:
         self.started_at = time.time()
         self.version = 0
         self._version_lock = threading.Lock()
+        self._queued_seqs: list[int] | None = None  # the queue's order, for queue positions
+        self._queue_generation = 0
         self._listeners: list = []  # called (from any thread) after every change; see on_change
         self.stopping = threading.Event()
         self._wake = threading.Event()
@@ -175,9 +178,14 @@ class Service:
         in the changing thread (the worker's or a request's), so it must only hand the news on."""
         self._listeners.append(listener)
 
-    def notify(self) -> None:
+    def notify(self, progress_only: bool = False) -> None:
+        """Tell the listeners something changed; anything but the running job's progress may
+        have changed the queue too."""
         with self._version_lock:
             self.version += 1
+            if not progress_only:
+                self._queued_seqs = None
+                self._queue_generation += 1
         for listener in self._listeners:
             listener()
 
@@ -225,6 +233,18 @@ class Service:
         self.notify()
         return True, None
 
+    def _queued(self) -> list[int]:
+        """The queued jobs' sequence numbers, oldest first: read once per change of the queue, not
+        once per job a listing shows."""
+        with self._version_lock:
+            seqs, generation = self._queued_seqs, self._queue_generation
+        if seqs is None:
+            seqs = [j.seq for j in self.store.list("queued", limit=1_000_000)]
+            with self._version_lock:
+                if generation == self._queue_generation:
+                    self._queued_seqs = seqs
+        return seqs
+
     def view(self, job: Job) -> dict:
         """The API's JSON for one job: OpenAI's `Video` object (status, progress 0-100, size "WxH",
         seconds, error {code, message}) plus the kit's keys (state, live steps, expert, ETA, seed,
@@ -234,7 +254,7 @@ class Service:
                         "seconds_per_step": None, "eta_seconds": None}
         live = self.live if job.id == self.current_id else None
         if job.state == "queued":
-            detail["queue_position"] = self.store.queue_position(job.seq)
+            detail["queue_position"] = bisect.bisect_left(self._queued(), job.seq)
         elif live is not None:
             sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
             remaining = max(live.total - live.step, 0) if live.total else p["sample_steps"]
@@ -303,7 +323,7 @@ class Service:
         live.phase, live.step, live.total, live.expert = r.phase, r.step, r.total, r.expert
         if r.phase == "decoding":
             live.decode_started = time.monotonic()
-        self.notify()
+        self.notify(progress_only=True)
 
     def _run(self, job: Job) -> None:
         started = time.monotonic()

@@ -82,6 +82,16 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request."""
 
 
+@dataclass
+class _Submission:
+    """One `submit` call waiting for the transaction that writes it: outcome (job, created) or an error."""
+
+    params: dict
+    request_hash: str
+    idempotency_key: str | None
+    outcome: object = None
+
+
 class JobStore:
     """Thread-safe access to the queue database (one connection, one lock)."""
 
@@ -89,41 +99,80 @@ class JobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        # Reads go through a second connection: under WAL they see every committed change and
+        # never wait for a writer's fsync (a burst of submits must not stall every GET).
+        self._read_lock = threading.Lock()
+        self._reader = self._connect()
+        self._pending: list[_Submission] = []
+        self._pending_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._db.close()
 
-    def _one(self, sql: str, args: tuple = ()) -> Job | None:
-        row = self._db.execute(sql, args).fetchone()
+    def _one(self, sql: str, args: tuple = (), db: sqlite3.Connection | None = None) -> Job | None:
+        row = (db or self._db).execute(sql, args).fetchone()
         return Job.from_row(row) if row else None
 
     # ------------------------------------------------------------------ submit / read
 
     def submit(self, params: dict, request_hash: str, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Queue a job; with a known idempotency key return the earlier job instead. (job, created)."""
+        """Queue a job; with a known idempotency key return the earlier job instead. (job, created).
+
+        Submissions that arrive together are written in one transaction (one fsync for all):
+        whichever thread gets the lock first writes every submission waiting by then.
+        """
+        mine = _Submission(params, request_hash, idempotency_key)
+        with self._pending_lock:
+            self._pending.append(mine)
         with self._lock:
-            if idempotency_key:
-                old = self._one("SELECT * FROM jobs WHERE idempotency_key=?", (idempotency_key,))
-                if old is not None:
-                    if old.request_hash != request_hash:
-                        raise IdempotencyConflict(idempotency_key)
-                    return old, False
-            job_id = "video_" + uuid.uuid4().hex[:24]
-            self._db.execute(
-                "INSERT INTO jobs (id, idempotency_key, request_hash, state, params, created_at) VALUES (?,?,?,?,?,?)",
-                (job_id, idempotency_key, request_hash, "queued", json.dumps(params, sort_keys=True), time.time()),
-            )
-            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,)), True
+            if mine.outcome is None:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._submit_batch(batch)
+        if isinstance(mine.outcome, BaseException):
+            raise mine.outcome
+        return mine.outcome
+
+    def _submit_batch(self, batch: list["_Submission"]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for sub in batch:
+                sub.outcome = self._insert(sub)
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._db.execute("ROLLBACK")
+            for sub in batch:
+                sub.outcome = exc
+            if not isinstance(exc, Exception):
+                raise
+
+    def _insert(self, sub: "_Submission"):
+        if sub.idempotency_key:
+            old = self._one("SELECT * FROM jobs WHERE idempotency_key=?", (sub.idempotency_key,))
+            if old is not None:
+                return (old, False) if old.request_hash == sub.request_hash else IdempotencyConflict(sub.idempotency_key)
+        job_id = "video_" + uuid.uuid4().hex[:24]
+        self._db.execute(
+            "INSERT INTO jobs (id, idempotency_key, request_hash, state, params, created_at) VALUES (?,?,?,?,?,?)",
+            (job_id, sub.idempotency_key, sub.request_hash, "queued", json.dumps(sub.params, sort_keys=True),
+             time.time()),
+        )
+        return self._one("SELECT * FROM jobs WHERE id=?", (job_id,)), True
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
+        with self._read_lock:
+            return self._one("SELECT * FROM jobs WHERE id=?", (job_id,), self._reader)
 
     def list(self, state: str | None = None, limit: int = 100, after_seq: int = 0, newest_first: bool = False,
              before_seq: int | None = None) -> list[Job]:
@@ -136,15 +185,15 @@ class JobStore:
             where.append("state=?")
             args.append(state)
         order = "DESC" if newest_first else "ASC"
-        with self._lock:
-            rows = self._db.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+        with self._read_lock:
+            rows = self._reader.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
                                     (*args, limit)).fetchall()
             return [Job.from_row(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each state (every state present, zero when none)."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        with self._read_lock:
+            rows = self._reader.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         counts = {s: 0 for s in STATES}
         counts.update({r[0]: r[1] for r in rows})
         return counts
@@ -207,8 +256,8 @@ class JobStore:
 
     def queue_position(self, seq: int) -> int:
         """How many queued jobs are ahead of the one with this sequence number."""
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq<?", (seq,)).fetchone()[0]
+        with self._read_lock:
+            return self._reader.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq<?", (seq,)).fetchone()[0]
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once; mark a running one so the worker stops it at the next step."""
