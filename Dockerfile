@@ -73,6 +73,11 @@ ARG CUTLASS_DSL_VERSION=4.8.1
 COPY docker/gpu-stack/attention.sh /tmp/wan22ctl-build/
 RUN if [ "$GPU_STACK" = "true" ]; then bash /tmp/wan22ctl-build/attention.sh; fi && rm -rf /tmp/wan22ctl-build
 
+# The resident server's HTTP stack (FastAPI, uvicorn, ...), in Wan2.2's Python: the server imports
+# `wan` in-process. None of it requires or replaces a package Wan2.2 pins.
+COPY docker/requirements-server.txt /tmp/wan22ctl-build/
+RUN python3 -m pip install -q -r /tmp/wan22ctl-build/requirements-server.txt && rm -rf /tmp/wan22ctl-build
+
 # Wan2.2 itself, last of the GPU stack: it changes more often than the packages above.
 COPY --from=wan22-source /opt/wan22ctl-source/ /workspace/wan2.2/
 ARG TORCH_CUDA_ARCH_LIST="8.9;9.0"

@@ -73,6 +73,38 @@ def test_up_serve_then_jobs_wait_from_the_host(cli, standin_image, docker_client
     assert len(json.loads(cli("jobs", "--json", extra_env=env).stdout)["data"]) == 2
 
 
+def test_up_serve_without_a_key_still_locks_the_server(cli, standin_image, docker_client):
+    """The server binds every container address (reachable from the whole Docker network), so it
+    always has a key: without WAN22_API_KEY `up --serve` generates one into the outputs folder
+    (mode 600, never in `docker inspect`) and the host's CLI reads it from there."""
+    import os
+    from pathlib import Path
+
+    port = free_port()
+    env = {"DOCKER_IMAGE": standin_image, "SERVER_PORT": str(port), "SERVER_TASK": "ti2v-5B"}
+    subprocess.run(["mkdir", "-p", f"{cli.env['CHECKPOINT_DIR']}/Wan2.2-TI2V-5B"], check=True)
+    r = cli("up", "--serve", "--wait", "60", extra_env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    container = docker_client.containers.get(cli.env["CONTAINER_NAME"])
+    cmd = container.attrs["Config"]["Cmd"]
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0" and "--published-host" not in cmd
+    assert cmd[cmd.index("--api-key-file") + 1] == "/opt/outputs/.wan22ctl/server/api_key"
+    assert container.attrs["HostConfig"]["PortBindings"]["8000/tcp"][0] == {"HostIp": "127.0.0.1", "HostPort": str(port)}
+    key_file = Path(cli.env["OUTPUT_DIR"]) / ".wan22ctl/server/api_key"
+    key = key_file.read_text().strip()
+    assert len(key) >= 32 and os.stat(key_file).st_mode & 0o777 == 0o600
+    assert key not in json.dumps(container.attrs)
+
+    api = Api(f"http://127.0.0.1:{port}", key)
+    wait_ready_and_locked(api, container)  # anonymous: 401
+    assert api("GET", "/v1/videos")[0] == 200
+    r = cli("jobs", "--json", extra_env=env)  # the CLI found the generated key
+    assert r.returncode == 0 and json.loads(r.stdout)["data"] == [], r.stdout + r.stderr
+    assert cli("up", "--serve", "--wait", "60", extra_env=env).returncode == 0
+    assert key_file.read_text().strip() == key  # kept across `up`s
+
+
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose not installed")
 def test_compose_serve_override_runs_the_server_and_a_batch(cli, standin_image, docker_client, tmp_path):
     """docker-compose.serve.yml for real: the key from WAN22_API_KEY_FILE (never in `docker inspect`),

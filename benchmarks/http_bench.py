@@ -1,0 +1,260 @@
+"""The server's HTTP layer, old stack against new, on one machine in one run (CPU stand-in pipeline).
+
+The old stack is the stdlib `http.server` implementation as of --old-ref (taken from git with
+`git archive`, run from a temporary folder); the new one is this checkout. Both serve the same
+stand-in pipeline (tests/standins/fake_wan_pipeline.py of their own tree), with rounds alternating
+old, new, old, new, so load from elsewhere on the machine falls on both alike. Rows:
+
+- create / retrieve / list: --requests sequential requests on one keep-alive connection
+  (POST /v1/videos JSON; GET /v1/videos/{id}; GET /v1/videos?limit=20), latency p50/p99;
+- sse fan-out: --watchers clients follow one job's event stream; per progress update, how long
+  after the first watcher each watcher received it (p50/p99), and how many watchers saw the end;
+- burst: 200 GETs + 100 POSTs released by one barrier, each on a new connection: answered, p50/p99.
+
+    python benchmarks/http_bench.py                     # old = cd03ec4, 300 requests, 100 watchers
+    python benchmarks/http_bench.py --rounds 3 --old-ref cd03ec4
+
+Prints a table (new/old ratio per row) and writes http-bench.json under $OUT (or /tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BODY = {"prompt": "a heron over a lake at dawn", "size": "832*480", "sample_steps": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
+class Stack:
+    """One server process of one tree."""
+
+    def __init__(self, name: str, tree: str, work: str):
+        self.name, self.tree, self.work = name, tree, work
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, step_s: float) -> "Stack":
+        out = tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.work)
+        os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=self.tree, FAKE_WAN_STEP_S=str(step_s))
+        env.pop("WAN22_API_KEY", None)
+        argv = [sys.executable, "-m", "wan22ctl.agent", "server", "--task", "t2v-A14B", "--pipeline",
+                os.path.join(self.tree, "tests/standins/fake_wan_pipeline.py"), "--ckpt-dir", os.path.join(out, "ckpt"),
+                "--output-dir", os.path.join(out, "videos"), "--port", str(self.port)]
+        self.log = open(os.path.join(out, "server.log"), "ab")
+        self.proc = subprocess.Popen(argv, cwd=self.tree, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{self.name} server did not start; see {out}/server.log")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def request(self, method: str, path: str, body=None, conn: http.client.HTTPConnection | None = None,
+                timeout: float = 30):
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = json.dumps(body) if body is not None else None
+            conn.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+            r = conn.getresponse()
+            payload = r.read()
+            return r.status, payload
+        finally:
+            if own:
+                conn.close()
+
+    def wait_idle(self) -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            _, body = self.request("GET", "/v1/videos?state=queued&limit=1")
+            _, running = self.request("GET", "/v1/videos?state=running&limit=1")
+            if not json.loads(body)["data"] and not json.loads(running)["data"]:
+                return
+            time.sleep(0.1)
+
+
+def sequential(stack: Stack, method: str, path, n: int, body=None) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        status, _ = stack.request(method, path(i) if callable(path) else path, body, conn=conn)
+        out.append(time.perf_counter() - t0)
+        assert status < 300, status
+    conn.close()
+    return out
+
+
+def fan_out(stack: Stack, watchers: int) -> dict:
+    """`watchers` event streams on one 30-step job: per update, each watcher's delay after the first."""
+    stack.wait_idle()
+    status, job = stack.request("POST", "/v1/videos", BODY | {"sample_steps": 30, "prompt": "watched"})
+    job_id = json.loads(job)["id"]
+    seen: list[dict] = [{} for _ in range(watchers)]
+    ended = [False] * watchers
+    ready = threading.Barrier(watchers + 1)
+
+    def watch(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+        conn.request("GET", f"/v1/videos/{job_id}/events")
+        r = conn.getresponse()
+        ready.wait()
+        for raw in r:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+                p = data.get("progress_detail") or data.get("progress")
+                key = (data["state"], p["phase"], p["step"])
+                seen[k].setdefault(key, time.perf_counter())
+                if data["state"] in ("succeeded", "failed", "cancelled"):
+                    ended[k] = True
+                    break
+        conn.close()
+
+    threads = [threading.Thread(target=watch, args=(k,), daemon=True) for k in range(watchers)]
+    for t in threads:
+        t.start()
+    ready.wait(timeout=60)
+    for t in threads:
+        t.join(timeout=120)
+    delays = []
+    for key in set().union(*seen):
+        times = [s[key] for s in seen if key in s]
+        if len(times) == watchers:  # an update every watcher saw (a late subscriber misses early ones)
+            first = min(times)
+            delays += [t - first for t in times]
+    return {"delays": delays, "ended": sum(ended), "updates": len({k for s in seen for k in s})}
+
+
+def burst(stack: Stack) -> dict:
+    stack.wait_idle()
+    _, job = stack.request("POST", "/v1/videos", BODY)
+    known = json.loads(job)["id"]
+    n = 300
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def one(i: int) -> None:
+        method, path, body = (("POST", "/v1/videos", BODY) if i < 100 else
+                              ("GET", f"/v1/videos/{known}", None) if i < 200 else ("GET", "/v1/videos?limit=100", None))
+        barrier.wait()
+        t0 = time.perf_counter()
+        try:
+            status, _ = stack.request(method, path, body, timeout=60)
+        except OSError as exc:
+            status = type(exc).__name__
+        results[i] = (status, time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    answered = [lat for status, lat in results if isinstance(status, int) and status < 400]
+    return {"answered": len(answered), "latencies": [lat for _, lat in results],
+            "errors": sorted({str(s) for s, _ in results if not (isinstance(s, int) and s < 400)})}
+
+
+def measure(stack: Stack, args) -> dict:
+    created = sequential(stack, "POST", "/v1/videos", args.requests, BODY)
+    _, listing = stack.request("GET", "/v1/videos?limit=1")
+    some = json.loads(listing)["data"][0]["id"]
+    rows = {"create": created,
+            "retrieve": sequential(stack, "GET", f"/v1/videos/{some}", args.requests),
+            "list": sequential(stack, "GET", "/v1/videos?limit=20", args.requests)}
+    fan = fan_out(stack, args.watchers)
+    b = burst(stack)
+    return {"rows": rows, "fan_out": fan, "burst": b}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-ref", default="cd03ec4", help="the commit with the stdlib http.server stack")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="http-bench-")
+    old_tree = os.path.join(work, "old")
+    os.makedirs(old_tree)
+    archive = subprocess.run(["git", "-C", REPO, "archive", args.old_ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", old_tree], input=archive, check=True)
+    trees = {"old": old_tree, "new": REPO}
+    results: dict = {"old": [], "new": []}
+    try:
+        for _ in range(args.rounds):
+            for name in ("old", "new"):
+                stack = Stack(name, trees[name], work).start(step_s=0.05)
+                try:
+                    results[name].append(measure(stack, args))
+                finally:
+                    stack.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def merged(name: str, row: str) -> list[float]:
+        return [v for r in results[name] for v in r["rows"][row]]
+
+    table = []
+    for row in ("create", "retrieve", "list"):
+        old, new = merged("old", row), merged("new", row)
+        table.append((row, pct(old, 0.5), pct(old, 0.99), pct(new, 0.5), pct(new, 0.99), ""))
+    fan = {n: [d for r in results[n] for d in r["fan_out"]["delays"]] for n in ("old", "new")}
+    ended = {n: f"{sum(r['fan_out']['ended'] for r in results[n])}/{args.watchers * args.rounds}" for n in ("old", "new")}
+    table.append((f"sse fan-out x{args.watchers}", pct(fan["old"], 0.5), pct(fan["old"], 0.99), pct(fan["new"], 0.5),
+                  pct(fan["new"], 0.99), f"ended old {ended['old']}, new {ended['new']}"))
+    bl = {n: [lat for r in results[n] for lat in r["burst"]["latencies"]] for n in ("old", "new")}
+    answered = {n: f"{sum(r['burst']['answered'] for r in results[n])}/{300 * args.rounds}" for n in ("old", "new")}
+    table.append(("burst 200 GET + 100 POST", pct(bl["old"], 0.5), pct(bl["old"], 0.99), pct(bl["new"], 0.5),
+                  pct(bl["new"], 0.99), f"answered old {answered['old']}, new {answered['new']}"))
+
+    print(f"{platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}, old = {args.old_ref}, "
+          f"{args.rounds} rounds, {args.requests} requests per row")
+    print(f"{'row':<26} {'old p50':>9} {'old p99':>9} {'new p50':>9} {'new p99':>9} {'p50 x':>6} {'p99 x':>6}  note")
+    for name, o50, o99, n50, n99, note in table:
+        print(f"{name:<26} {o50 * 1000:>7.2f}ms {o99 * 1000:>7.2f}ms {n50 * 1000:>7.2f}ms {n99 * 1000:>7.2f}ms "
+              f"{n50 / o50:>6.2f} {n99 / o99:>6.2f}  {note}")
+    path = os.path.join(os.environ.get("OUT") or "/tmp", "http-bench.json")
+    with open(path, "w") as f:
+        json.dump({"args": vars(args), "table": table, "burst_errors": {n: [r["burst"]["errors"] for r in results[n]]
+                                                                        for n in ("old", "new")}}, f, indent=2)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
