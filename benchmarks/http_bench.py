@@ -2,17 +2,18 @@
 
 The old stack is the stdlib `http.server` implementation as of --old-ref (taken from git with
 `git archive`, run from a temporary folder); the new one is this checkout. Both serve the same
-stand-in pipeline (tests/standins/fake_wan_pipeline.py of their own tree), with rounds alternating
-old, new, old, new, so load from elsewhere on the machine falls on both alike. Rows:
+stand-in pipeline (tests/standins/fake_wan_pipeline.py of their own tree), side by side; each row
+alternates old and new in slices, so load from elsewhere on the machine falls on both alike. Rows:
 
-- create / retrieve / list: --requests sequential requests on one keep-alive connection
-  (POST /v1/videos JSON; GET /v1/videos/{id}; GET /v1/videos?limit=20), latency p50/p99;
+- create / retrieve / list: --requests sequential requests while a long job holds the worker
+  (POST /v1/videos JSON; GET /v1/videos/{id}; GET /v1/videos?limit=20), latency p50/p99: on one
+  keep-alive connection (as the openai SDK's pool sends them), and each on a new one (as curl does);
 - sse fan-out: --watchers clients follow one job's event stream; per progress update, how long
   after the first watcher each watcher received it (p50/p99), and how many watchers saw the end;
 - burst: 200 GETs + 100 POSTs released by one barrier, each on a new connection: answered, p50/p99.
 
     python benchmarks/http_bench.py                     # old = cd03ec4, 300 requests, 100 watchers
-    python benchmarks/http_bench.py --rounds 3 --old-ref cd03ec4
+    python benchmarks/http_bench.py --rounds 3 --requests 500 --old-ref cd03ec4
 
 Prints a table (new/old ratio per row) and writes http-bench.json under $OUT (or /tmp).
 """
@@ -54,6 +55,7 @@ class Stack:
         self.name, self.tree, self.work = name, tree, work
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.log = None
 
     def start(self, step_s: float) -> "Stack":
         out = tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.work)
@@ -107,57 +109,66 @@ class Stack:
             time.sleep(0.1)
 
 
-def sequential(stack: Stack, method: str, path, n: int, body=None) -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+def sequential(stack: Stack, method: str, path: str, n: int, body=None, keep_alive: bool = True) -> list[float]:
+    """Latencies of `n` requests one after the other: on one keep-alive connection (as SDKs with a
+    connection pool send them), or each on a new connection (as curl does)."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30) if keep_alive else None
     out = []
-    for i in range(n):
+    for _ in range(n):
         t0 = time.perf_counter()
-        status, _ = stack.request(method, path(i) if callable(path) else path, body, conn=conn)
+        status, _ = stack.request(method, path, body, conn=conn)
         out.append(time.perf_counter() - t0)
         assert status < 300, status
-    conn.close()
+    if conn is not None:
+        conn.close()
     return out
 
 
 def fan_out(stack: Stack, watchers: int) -> dict:
-    """`watchers` event streams on one 30-step job: per update, each watcher's delay after the first."""
+    """`watchers` event streams on one 30-step job: per update, each watcher's delay after the first.
+
+    The job waits behind a blocker until every watcher is connected, so all see every update."""
     stack.wait_idle()
+    _, blocker = stack.request("POST", "/v1/videos", BODY | {"prompt": "blocker", "sample_steps": 1000})
+    blocker = json.loads(blocker)["id"]
     status, job = stack.request("POST", "/v1/videos", BODY | {"sample_steps": 30, "prompt": "watched"})
     job_id = json.loads(job)["id"]
     seen: list[dict] = [{} for _ in range(watchers)]
-    ended = [False] * watchers
-    ready = threading.Barrier(watchers + 1)
+    connected, ended = [False] * watchers, [False] * watchers
 
     def watch(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
-        conn.request("GET", f"/v1/videos/{job_id}/events")
-        r = conn.getresponse()
-        ready.wait()
-        for raw in r:
-            line = raw.decode().rstrip("\r\n")
-            if line.startswith("data: "):
-                data = json.loads(line[6:])
-                p = data.get("progress_detail") or data.get("progress")
-                key = (data["state"], p["phase"], p["step"])
-                seen[k].setdefault(key, time.perf_counter())
-                if data["state"] in ("succeeded", "failed", "cancelled"):
-                    ended[k] = True
-                    break
-        conn.close()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=120)
+            conn.request("GET", f"/v1/videos/{job_id}/events")
+            r = conn.getresponse()
+            connected[k] = True
+            for raw in r:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    p = data.get("progress_detail") or data.get("progress")
+                    seen[k].setdefault((data["state"], p["phase"], p["step"]), time.perf_counter())
+                    if data["state"] in ("succeeded", "failed", "cancelled"):
+                        ended[k] = True
+                        break
+            conn.close()
+        except OSError:
+            pass
 
     threads = [threading.Thread(target=watch, args=(k,), daemon=True) for k in range(watchers)]
     for t in threads:
         t.start()
-    ready.wait(timeout=60)
+    deadline = time.time() + 60
+    while not all(connected) and time.time() < deadline:
+        time.sleep(0.05)
+    stack.request("POST", f"/v1/videos/{blocker}/cancel")
     for t in threads:
         t.join(timeout=120)
     delays = []
     for key in set().union(*seen):
         times = [s[key] for s in seen if key in s]
-        if len(times) == watchers:  # an update every watcher saw (a late subscriber misses early ones)
-            first = min(times)
-            delays += [t - first for t in times]
-    return {"delays": delays, "ended": sum(ended), "updates": len({k for s in seen for k in s})}
+        delays += [t - min(times) for t in times]
+    return {"delays": delays, "ended": sum(ended), "connected": sum(connected)}
 
 
 def burst(stack: Stack) -> dict:
@@ -189,24 +200,72 @@ def burst(stack: Stack) -> dict:
             "errors": sorted({str(s) for s, _ in results if not (isinstance(s, int) and s < 400)})}
 
 
-def measure(stack: Stack, args) -> dict:
-    created = sequential(stack, "POST", "/v1/videos", args.requests, BODY)
-    _, listing = stack.request("GET", "/v1/videos?limit=1")
-    some = json.loads(listing)["data"][0]["id"]
-    rows = {"create": created,
-            "retrieve": sequential(stack, "GET", f"/v1/videos/{some}", args.requests),
-            "list": sequential(stack, "GET", "/v1/videos?limit=20", args.requests)}
-    fan = fan_out(stack, args.watchers)
-    b = burst(stack)
-    return {"rows": rows, "fan_out": fan, "burst": b}
+ROWS = ("create", "retrieve", "list", "create, new connections", "retrieve, new connections",
+        "list, new connections")
+SLICES = 10  # each row alternates old and new in this many slices, so load from elsewhere falls on both
+
+
+def hold_worker(stack: Stack) -> str:
+    """A long job holds the worker (sleeping in the stand-in's steps), so the videos the rows create
+    stay queued: no job's save or commit competes with the requests being timed."""
+    _, blocker = stack.request("POST", "/v1/videos", BODY | {"prompt": "blocker", "sample_steps": 1000})
+    blocker = json.loads(blocker)["id"]
+    while json.loads(stack.request("GET", f"/v1/videos/{blocker}")[1])["state"] != "running":
+        time.sleep(0.05)
+    return blocker
+
+
+def clear_queue(stack: Stack, blocker: str) -> None:
+    while True:
+        queued = json.loads(stack.request("GET", "/v1/videos?state=queued&limit=1000")[1])["data"]
+        if not queued:
+            break
+        for job in queued:
+            stack.request("POST", f"/v1/videos/{job['id']}/cancel")
+    stack.request("POST", f"/v1/videos/{blocker}/cancel")
+
+
+def row_request(stack: Stack, row: str) -> tuple:
+    """(method, path, body, keep_alive) of one row's requests."""
+    keep_alive = "new connections" not in row
+    if row.startswith("create"):
+        return "POST", "/v1/videos", BODY, keep_alive
+    if row.startswith("retrieve"):
+        _, listing = stack.request("GET", "/v1/videos?limit=1")
+        return "GET", f"/v1/videos/{json.loads(listing)['data'][0]['id']}", None, keep_alive
+    return "GET", "/v1/videos?limit=20", None, keep_alive
+
+
+def alternating(k: int) -> tuple[str, str]:
+    return ("old", "new") if k % 2 == 0 else ("new", "old")
+
+
+def run(args, stacks: dict) -> dict:
+    rows = {name: {row: [] for row in ROWS} for name in stacks}
+    fans, bursts = {name: [] for name in stacks}, {name: [] for name in stacks}
+    blockers = {name: hold_worker(stack) for name, stack in stacks.items()}
+    for row in ROWS:
+        for k in range(SLICES):
+            for name in alternating(k):
+                method, path, body, keep_alive = row_request(stacks[name], row)
+                rows[name][row] += sequential(stacks[name], method, path, args.requests // SLICES, body, keep_alive)
+    for name, stack in stacks.items():
+        clear_queue(stack, blockers[name])
+    for k in range(args.rounds):
+        for name in alternating(k):
+            fans[name].append(fan_out(stacks[name], args.watchers))
+    for k in range(args.rounds):
+        for name in alternating(k):
+            bursts[name].append(burst(stacks[name]))
+    return {"rows": rows, "fans": fans, "bursts": bursts}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old-ref", default="cd03ec4", help="the commit with the stdlib http.server stack")
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=300, help="per row and stack")
     parser.add_argument("--watchers", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="fan-out and burst runs per stack")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="http-bench-")
@@ -214,45 +273,39 @@ def main() -> None:
     os.makedirs(old_tree)
     archive = subprocess.run(["git", "-C", REPO, "archive", args.old_ref], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", old_tree], input=archive, check=True)
-    trees = {"old": old_tree, "new": REPO}
-    results: dict = {"old": [], "new": []}
+    stacks = {"old": Stack("old", old_tree, work), "new": Stack("new", REPO, work)}
     try:
-        for _ in range(args.rounds):
-            for name in ("old", "new"):
-                stack = Stack(name, trees[name], work).start(step_s=0.05)
-                try:
-                    results[name].append(measure(stack, args))
-                finally:
-                    stack.stop()
+        for stack in stacks.values():
+            stack.start(step_s=0.05)
+        res = run(args, stacks)
     finally:
+        for stack in stacks.values():
+            if stack.proc is not None:
+                stack.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    def merged(name: str, row: str) -> list[float]:
-        return [v for r in results[name] for v in r["rows"][row]]
-
-    table = []
-    for row in ("create", "retrieve", "list"):
-        old, new = merged("old", row), merged("new", row)
-        table.append((row, pct(old, 0.5), pct(old, 0.99), pct(new, 0.5), pct(new, 0.99), ""))
-    fan = {n: [d for r in results[n] for d in r["fan_out"]["delays"]] for n in ("old", "new")}
-    ended = {n: f"{sum(r['fan_out']['ended'] for r in results[n])}/{args.watchers * args.rounds}" for n in ("old", "new")}
+    table = [(row, pct(res["rows"]["old"][row], 0.5), pct(res["rows"]["old"][row], 0.99),
+              pct(res["rows"]["new"][row], 0.5), pct(res["rows"]["new"][row], 0.99), "") for row in ROWS]
+    fan = {n: [d for f in res["fans"][n] for d in f["delays"]] for n in stacks}
+    ended = {n: f"{sum(f['ended'] for f in res['fans'][n])}/{args.watchers * args.rounds}" for n in stacks}
     table.append((f"sse fan-out x{args.watchers}", pct(fan["old"], 0.5), pct(fan["old"], 0.99), pct(fan["new"], 0.5),
-                  pct(fan["new"], 0.99), f"ended old {ended['old']}, new {ended['new']}"))
-    bl = {n: [lat for r in results[n] for lat in r["burst"]["latencies"]] for n in ("old", "new")}
-    answered = {n: f"{sum(r['burst']['answered'] for r in results[n])}/{300 * args.rounds}" for n in ("old", "new")}
-    table.append(("burst 200 GET + 100 POST", pct(bl["old"], 0.5), pct(bl["old"], 0.99), pct(bl["new"], 0.5),
-                  pct(bl["new"], 0.99), f"answered old {answered['old']}, new {answered['new']}"))
+                  pct(fan["new"], 0.99), f"saw the end: old {ended['old']}, new {ended['new']}"))
+    lat = {n: [x for b in res["bursts"][n] for x in b["latencies"]] for n in stacks}
+    answered = {n: f"{sum(b['answered'] for b in res['bursts'][n])}/{300 * args.rounds}" for n in stacks}
+    table.append(("burst 200 GET + 100 POST", pct(lat["old"], 0.5), pct(lat["old"], 0.99), pct(lat["new"], 0.5),
+                  pct(lat["new"], 0.99), f"answered: old {answered['old']}, new {answered['new']}"))
 
-    print(f"{platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}, old = {args.old_ref}, "
-          f"{args.rounds} rounds, {args.requests} requests per row")
-    print(f"{'row':<26} {'old p50':>9} {'old p99':>9} {'new p50':>9} {'new p99':>9} {'p50 x':>6} {'p99 x':>6}  note")
+    print(f"{platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}, old = {args.old_ref}; "
+          f"{args.requests} requests per row and stack in {SLICES} alternating slices; {args.rounds} fan-out and "
+          f"burst runs per stack")
+    print(f"{'row':<28} {'old p50':>9} {'old p99':>9} {'new p50':>9} {'new p99':>9} {'p50 x':>6} {'p99 x':>6}  note")
     for name, o50, o99, n50, n99, note in table:
-        print(f"{name:<26} {o50 * 1000:>7.2f}ms {o99 * 1000:>7.2f}ms {n50 * 1000:>7.2f}ms {n99 * 1000:>7.2f}ms "
+        print(f"{name:<28} {o50 * 1000:>7.2f}ms {o99 * 1000:>7.2f}ms {n50 * 1000:>7.2f}ms {n99 * 1000:>7.2f}ms "
               f"{n50 / o50:>6.2f} {n99 / o99:>6.2f}  {note}")
     path = os.path.join(os.environ.get("OUT") or "/tmp", "http-bench.json")
     with open(path, "w") as f:
-        json.dump({"args": vars(args), "table": table, "burst_errors": {n: [r["burst"]["errors"] for r in results[n]]
-                                                                        for n in ("old", "new")}}, f, indent=2)
+        json.dump({"args": vars(args), "table": table,
+                   "burst_errors": {n: [b["errors"] for b in res["bursts"][n]] for n in stacks}}, f, indent=2)
     print(f"wrote {path}")
 
 

@@ -163,7 +163,14 @@ class Changes:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._event = asyncio.Event()
-        self.service.on_change(lambda: loop.call_soon_threadsafe(self._bump))
+
+        def hand_on() -> None:
+            try:
+                loop.call_soon_threadsafe(self._bump)
+            except RuntimeError:  # the loop has closed: the server is stopping
+                pass
+
+        self.service.on_change(hand_on)
 
     def _bump(self) -> None:
         event, self._event = self._event, asyncio.Event()
@@ -414,7 +421,7 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
             after_seq, before_seq = None, after_seq if before_seq is None else min(after_seq, before_seq)
         jobs = service.store.list(state, count + 1, after_seq or 0, newest_first=order == "desc",
                                   before_seq=before_seq)
-        data = [service.view(j) for j in jobs[:count]]
+        data = service.views(jobs[:count])
         return JSONResponse({"object": "list", "data": data, "has_more": len(jobs) > count,
                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 

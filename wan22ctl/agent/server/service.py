@@ -234,18 +234,27 @@ class Service:
         return True, None
 
     def _queued(self) -> list[int]:
-        """The queued jobs' sequence numbers, oldest first: read once per change of the queue, not
-        once per job a listing shows."""
+        """The queued jobs' sequence numbers, oldest first: read once per change of the queue, for
+        listings that show many queued jobs."""
         with self._version_lock:
             seqs, generation = self._queued_seqs, self._queue_generation
         if seqs is None:
-            seqs = [j.seq for j in self.store.list("queued", limit=1_000_000)]
+            seqs = self.store.queued_seqs()
             with self._version_lock:
                 if generation == self._queue_generation:
                     self._queued_seqs = seqs
         return seqs
 
-    def view(self, job: Job) -> dict:
+    def _queue_position(self, seq: int, queued: list[int] | None) -> int:
+        queued = queued if queued is not None else self._queued_seqs
+        return bisect.bisect_left(queued, seq) if queued is not None else self.store.queue_position(seq)
+
+    def views(self, jobs: list[Job]) -> list[dict]:
+        """`view` of many jobs (a listing), reading the queue's order once for all of them."""
+        queued = self._queued() if sum(j.state == "queued" for j in jobs) > 1 else None
+        return [self.view(j, queued) for j in jobs]
+
+    def view(self, job: Job, queued: list[int] | None = None) -> dict:
         """The API's JSON for one job: OpenAI's `Video` object (status, progress 0-100, size "WxH",
         seconds, error {code, message}) plus the kit's keys (state, live steps, expert, ETA, seed,
         timings, files), with live progress for the running job."""
@@ -254,7 +263,7 @@ class Service:
                         "seconds_per_step": None, "eta_seconds": None}
         live = self.live if job.id == self.current_id else None
         if job.state == "queued":
-            detail["queue_position"] = bisect.bisect_left(self._queued(), job.seq)
+            detail["queue_position"] = self._queue_position(job.seq, queued)
         elif live is not None:
             sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
             remaining = max(live.total - live.step, 0) if live.total else p["sample_steps"]

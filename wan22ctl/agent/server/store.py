@@ -259,6 +259,11 @@ class JobStore:
         with self._read_lock:
             return self._reader.execute("SELECT COUNT(*) FROM jobs WHERE state='queued' AND seq<?", (seq,)).fetchone()[0]
 
+    def queued_seqs(self) -> list[int]:
+        """The queued jobs' sequence numbers, oldest first (queue positions for a listing)."""
+        with self._read_lock:
+            return [r[0] for r in self._reader.execute("SELECT seq FROM jobs WHERE state='queued' ORDER BY seq")]
+
     def request_cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job at once; mark a running one so the worker stops it at the next step."""
         with self._lock:
