@@ -21,10 +21,11 @@ from tests.conftest import REPO, clean_environ
 pytestmark = pytest.mark.docker
 
 # What Wan2.2 at WAN22_REF imports (wan/__init__.py imports every pipeline eagerly) and the kit
-# runs it with: each must import in the image's Python.
+# runs it with (the resident server's HTTP stack too): each must import in the image's Python.
 IMPORTS = ("torch", "torchvision", "torchaudio", "flash_attn.cute", "diffusers", "transformers", "tokenizers",
            "accelerate", "decord", "librosa", "cv2", "imageio", "imageio_ffmpeg", "easydict", "ftfy", "dashscope",
-           "peft", "einops", "safetensors", "PIL", "tqdm", "numpy", "triton")
+           "peft", "einops", "safetensors", "PIL", "tqdm", "numpy", "triton",
+           "fastapi", "uvicorn", "httptools", "uvloop", "python_multipart", "sse_starlette")
 
 # `pip check` findings that are expected, each with the reason it is harmless. Empty: a clean check.
 PIP_CHECK_EXCEPTIONS: dict[str, str] = {}
