@@ -26,6 +26,10 @@ from wan22ctl.settings import Settings, read_user_text
 # What a JSONL line may set, besides "prompt": generate's options under their JSON names.
 LINE_KEYS = ("task", "size", "frame_num", "steps", "sample_steps", "shift", "guide_scale", "seed", "solver", "image",
              "offload", "gpus")
+# s2v-14B and animate-14B's inputs, under the same names; their paths are relative to the prompt file.
+INPUT_LINE_KEYS = ("audio", "pose_video", "num_clip", "start_from_ref", "src_root", "refert_num", "replace",
+                   "relighting_lora")
+PATH_KEYS = ("image", "audio", "pose_video", "src_root")
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,27 @@ class RequestOptions:
     image: Any = None
     offload: Any = "auto"
     gpus: Any = None
+    audio: Any = None
+    pose_video: Any = None
+    num_clip: Any = None
+    start_from_ref: Any = False
+    src_root: Any = None
+    refert_num: Any = None
+    replace: Any = False
+    relighting_lora: Any = False
 
     def request(self, prompt, check_image: bool = True) -> GenerationRequest:
         """The validated request (a seed drawn when none was given, and recorded); UserError."""
         seed = random.randint(0, 2**32 - 1) if self.seed is None else self.seed
-        image = None if self.image is None else str(self.image) if isinstance(self.image, Path) else self.image
+        paths = {k: str(v) if isinstance(v, Path) else v
+                 for k, v in ((k, getattr(self, k)) for k in PATH_KEYS)}
         return build_request(
             self.task, prompt, size=self.size, frame_num=self.frame_num, sample_steps=self.steps,
-            sample_shift=self.shift, guide_scale=self.guide_scale, seed=seed, solver=self.solver, image=image,
-            offload=self.offload, gpus=self.gpus, **({} if check_image else {"file_exists": lambda _: True}),
+            sample_shift=self.shift, guide_scale=self.guide_scale, seed=seed, solver=self.solver, image=paths["image"],
+            offload=self.offload, gpus=self.gpus, audio=paths["audio"], pose_video=paths["pose_video"],
+            num_clip=self.num_clip, start_from_ref=self.start_from_ref, src_root=paths["src_root"],
+            refert_num=self.refert_num, replace=self.replace, relighting_lora=self.relighting_lora,
+            **({} if check_image else {"file_exists": lambda _: True, "probe_inputs": False}),
         )
 
 
@@ -85,17 +101,19 @@ class Report(Protocol):
 
 def _line_options(data: dict, defaults: RequestOptions, folder: Path) -> tuple[RequestOptions, Any]:
     """(options, prompt) of one JSONL line over the command line's options."""
-    unknown = set(data) - set(LINE_KEYS) - {"prompt"}
+    known = (*LINE_KEYS, *INPUT_LINE_KEYS, "prompt")
+    unknown = set(data) - set(known)
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted((*LINE_KEYS, 'prompt')))}")
+        raise UserError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     if "sample_steps" in data:
         data["steps"] = data.pop("sample_steps")
-    image = data.get("image")
-    if image is not None:
-        if not isinstance(image, str):
-            raise UserError(f"--image must be a path, not {image!r}")
-        path = Path(os.path.expanduser(image))
-        data["image"] = str(path if path.is_absolute() else folder / path)
+    for key in PATH_KEYS:
+        value = data.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise UserError(f"--{key.replace('_', '-')} must be a path, not {value!r}")
+            path = Path(os.path.expanduser(value))
+            data[key] = str(path if path.is_absolute() else folder / path)
     prompt = data.pop("prompt", None)
     return RequestOptions(**{**defaults.__dict__, **data}), prompt
 
@@ -138,6 +156,9 @@ def collect(options: RequestOptions, prompt: str | None, prompt_file: Path | Non
         raise UserError("give --prompt or --prompt-file, not both")
     if prompt_file is not None:
         return read_prompt_file(prompt_file, options), True
+    task = catalog.TASKS.get(options.task) if isinstance(options.task, str) else None
+    if task is not None and not task.takes_prompt:
+        placeholder_prompt = None  # animate-14B: no prompt to stand in for
     return [Job("prompt", request=options.request(prompt if prompt is not None else placeholder_prompt))], False
 
 

@@ -151,6 +151,72 @@ MODELS: tuple[Model, ...] = (
     ),
 )
 
+
+# --------------------------------------------------------------------------- the rest of the family
+# Speech-to-video and character animation run through generate.py like the three above; the
+# Fun A14B models and the other Fun 5B variants run in the VideoX-Fun UI. Layouts: Wan2.2's
+# wan/configs/wan_{s2v,animate}_14B.py and wan/modules/animate/preprocess/preprocess_data.py at
+# WAN22_REF; VideoX-Fun's config/wan2.2/*.yaml at VIDEOX_REF (experts in low_noise_model/ and
+# high_noise_model/, Wan2.1 VAE for A14B, Wan2.2 VAE for 5B). Shard names are not listed: the
+# download manifest covers every file of the hub's listing. Sizes are the VideoX-Fun README's
+# (Fun models) or estimates from the shard sizes on the Hub (S2V, Animate); preflight always
+# asks the hub.
+
+ANIMATE_PROCESS_CHECKPOINTS = ("process_checkpoint/det/yolov10m.onnx", "process_checkpoint/pose2d/vitpose_h_wholebody.onnx",
+                               "process_checkpoint/sam2/sam2_hiera_large.pt")
+
+
+def _fun_a14b(name: str, description: str) -> Model:
+    return Model(
+        key=name.lower().replace("wan2.2-", ""),
+        repo_id=f"alibaba-pai/{name}", modelscope_id=f"PAI/{name}", subdir=f"Diffusion_Transformer/{name}",
+        mount="videox",
+        required=(_T5, _TOKENIZER, "Wan2.1_VAE.pth", "low_noise_model/config.json", "high_noise_model/config.json"),
+        approx_gb=64, description=description,
+    )
+
+
+def _fun_5b(name: str, description: str) -> Model:
+    return Model(
+        key=name.lower().replace("wan2.2-", ""), repo_id=f"alibaba-pai/{name}", modelscope_id=f"PAI/{name}",
+        subdir=f"Diffusion_Transformer/{name}", mount="videox", required=("config.json",), approx_gb=23,
+        description=description,
+    )
+
+
+FAMILY_MODELS: tuple[Model, ...] = (
+    Model(
+        key="s2v",
+        repo_id="Wan-AI/Wan2.2-S2V-14B",
+        modelscope_id="Wan-AI/Wan2.2-S2V-14B",
+        subdir="Wan2.2-S2V-14B",
+        mount="checkpoints",
+        required=(_T5, _TOKENIZER, "Wan2.1_VAE.pth", "config.json", "diffusion_pytorch_model.safetensors.index.json",
+                  "wav2vec2-large-xlsr-53-english/"),
+        approx_gb=49,
+        description="speech-to-video 14B: image + audio (+ pose video), 480P/720P, clips of 80 frames at 16 fps",
+    ),
+    Model(
+        key="animate",
+        repo_id="Wan-AI/Wan2.2-Animate-14B",
+        modelscope_id="Wan-AI/Wan2.2-Animate-14B",
+        subdir="Wan2.2-Animate-14B",
+        mount="checkpoints",
+        required=(_T5, _TOKENIZER, "Wan2.1_VAE.pth", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+                  "xlm-roberta-large/", "relighting_lora.ckpt", "config.json",
+                  "diffusion_pytorch_model.safetensors.index.json", *ANIMATE_PROCESS_CHECKPOINTS),
+        approx_gb=75,
+        description="character animation / replacement 14B from a preprocessed folder (animate-prep), 77-frame clips at 30 fps",
+    ),
+    _fun_a14b("Wan2.2-Fun-A14B-InP", "VideoX-Fun A14B (MoE) text/image-to-video with start and end frames"),
+    _fun_a14b("Wan2.2-Fun-A14B-Control", "VideoX-Fun A14B (MoE) control video (canny/depth/pose/MLSD) to video"),
+    _fun_a14b("Wan2.2-Fun-A14B-Control-Camera", "VideoX-Fun A14B (MoE) camera-motion control (predict script only)"),
+    _fun_a14b("Wan2.2-VACE-Fun-A14B", "VideoX-Fun VACE A14B (MoE): control and subject reference (predict script only)"),
+    _fun_5b("Wan2.2-Fun-5B-InP", "VideoX-Fun 5B text/image-to-video with start and end frames, 121 frames at 24 fps"),
+    _fun_5b("Wan2.2-Fun-5B-Control-Camera", "VideoX-Fun 5B camera-motion control (predict script only)"),
+)
+MODELS = MODELS + FAMILY_MODELS
+
 MODEL_BY_KEY: dict[str, Model] = {m.key: m for m in MODELS}
 
 # Selector aliases: each expands to one or more model keys.
@@ -163,6 +229,8 @@ SELECTORS: dict[str, tuple[str, ...]] = {
     "fun-control": ("fun-control",),
     "cogvideox-fun": ("cogvideox-fun",),
     "all-wan": ("t2v", "i2v", "ti2v-5b"),
+    **{m.key: (m.key,) for m in FAMILY_MODELS},
+    "fun-a14b": ("fun-a14b-inp", "fun-a14b-control"),  # the two the VideoX-Fun UI serves
 }
 
 
@@ -203,6 +271,16 @@ class Task:
     dit_params_b: float  # parameters per DiT expert, billions
     # Single-GPU peak memory (GB) with the official flags, from the official table / README.
     single_gpu_min_gb: int
+    # How frames are counted: "4n+1" frames a video, or "4n" frames a clip (s2v's --infer_frames).
+    frame_rule: str = "4n+1"
+    frame_flag: str = "--frame_num"  # the generate.py flag the frame count goes to
+    takes_prompt: bool = True  # animate-14B: generate.py never passes --prompt on (its config prompt is used)
+    size_from_inputs: bool = False  # animate-14B: the preprocessed folder fixes the size; --size is only checked
+    inputs: tuple[str, ...] = ()  # request fields beyond the common ones (s2v: audio, ...; animate: src_root, ...)
+    clips: bool = False  # the denoising loop runs once per clip (upstream's own clip count)
+    dit_dtype: str = "fp32"  # how the DiT is stored and loaded: s2v/animate load bf16 (from_pretrained torch_dtype)
+    memory_source: str = "official table"  # where the memory figures come from
+    served: bool = True  # the resident server can load it (`up --serve`, SERVER_TASK)
 
 
 TASKS: dict[str, Task] = {
@@ -227,9 +305,40 @@ TASKS: dict[str, Task] = {
         needs_image=False, accepts_image=True, moe=False, boundary=None,
         dit_params_b=5.0, single_gpu_min_gb=24,
     ),
+    # Frames a clip: --infer_frames (a multiple of 4, generate.py's default 80; the config's 81 is not used).
+    "s2v-14B": Task(
+        name="s2v-14B", model_key="s2v", num_heads=40,
+        sizes=("720*1280", "1280*720", "480*832", "832*480", "1024*704", "704*1024", "704*1280", "1280*704"),
+        default_size="1024*704", frame_num=80, sample_steps=40, sample_shift=3.0, guide_scale=(4.5,), fps=16,
+        needs_image=True, accepts_image=True, moe=False, boundary=None,
+        dit_params_b=16.0, single_gpu_min_gb=80, frame_rule="4n", frame_flag="--infer_frames",
+        inputs=("audio", "pose_video", "num_clip", "start_from_ref"), clips=True, dit_dtype="bf16",
+        memory_source="estimate (README: 80 GB for one GPU; no measured table)", served=False,
+    ),
+    # Clips of --frame_num frames (77) overlapping by --refert_num, over the preprocessed pose video.
+    "animate-14B": Task(
+        name="animate-14B", model_key="animate", num_heads=40,
+        sizes=("720*1280", "1280*720"), default_size="1280*720",
+        frame_num=77, sample_steps=20, sample_shift=5.0, guide_scale=(1.0,), fps=30,
+        needs_image=False, accepts_image=False, moe=False, boundary=None,
+        dit_params_b=17.3, single_gpu_min_gb=80, takes_prompt=False, size_from_inputs=True,
+        inputs=("src_root", "refert_num", "replace", "relighting_lora"), clips=True, dit_dtype="bf16",
+        memory_source="estimate (no official figure)", served=False,
+    ),
 }
 
 SOLVERS = ("unipc", "dpm++")
+# --refert_num values WanAnimate.generate accepts (it asserts them after the 14B model has loaded);
+# generate.py's own default, 77, is refused there.
+ANIMATE_REFERT_NUMS = (1, 5)
+ANIMATE_DEFAULT_REFERT_NUM = 1
+# What Wan2.2's animate preprocessing writes into its --save_path, per mode.
+ANIMATE_SOURCE_FILES = ("src_pose.mp4", "src_face.mp4", "src_ref.png")
+ANIMATE_REPLACE_FILES = ("src_bg.mp4", "src_mask.mp4")
+# S2V: the motion frames each clip continues from (wan_s2v_14B.py transformer.motion_frames) and
+# the rate the audio encoder resamples features to (AudioEncoder.video_rate).
+S2V_MOTION_FRAMES = 73
+S2V_AUDIO_FEATURE_FPS = 30
 
 # Bytes the T5 encoder (umt5-xxl, bf16) and the VAE take, for memory plans (GB).
 T5_GB = 11.4
@@ -237,6 +346,31 @@ T5_GB = 11.4
 
 def task_names() -> list[str]:
     return list(TASKS)
+
+
+def served_task_names() -> list[str]:
+    """The tasks the resident server can load (SERVER_TASK's choices)."""
+    return [name for name, t in TASKS.items() if t.served]
+
+
+def s2v_clip_count(audio_seconds: float, infer_frames: int, fps: int = 16) -> int:
+    """Clips WanS2V makes for an audio of this length: AudioEncoder.get_audio_embed_bucket_fps's
+    `int(feature_frames / (infer_frames * video_rate / fps)) + 1`, feature frames at video_rate."""
+    feature_frames = int(audio_seconds * S2V_AUDIO_FEATURE_FPS)
+    return int(feature_frames / (infer_frames * S2V_AUDIO_FEATURE_FPS / fps)) + 1
+
+
+def animate_clip_count(pose_frames: int, clip_len: int, refert_num: int) -> int:
+    """Clips WanAnimate.generate runs over `pose_frames` source frames (get_valid_len's padding, then
+    windows of clip_len advancing by clip_len - refert_num)."""
+    step = clip_len - refert_num
+    rest = (pose_frames - refert_num) % step
+    target = pose_frames + (step - rest if rest else 0)
+    clips, start = 0, 0
+    while start + refert_num < target:
+        clips += 1
+        start += step
+    return clips
 
 
 def model_for_task(task: str) -> Model:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from wan22ctl.catalog import TASKS
+from wan22ctl.catalog import served_task_names
 from wan22ctl.errors import UserError
 
 # ---------------------------------------------------------------------------- value parsers
@@ -254,7 +254,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_UI_MODE", "auto", _choice("auto", "host", "normal"), "host: load VIDEOX_MODEL at start; normal: VideoX-Fun's model picker; auto: host when the model is downloaded", group="videox"),
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
     # -- resident server (`wan22ctl up --serve`, `jobs`, `wait`, `cancel`)
-    SettingSpec("SERVER_TASK", "ti2v-5B", _choice_exact(*TASKS), "task the resident server loads once and serves (`up --serve`)", group="server"),
+    SettingSpec("SERVER_TASK", "ti2v-5B", _choice_exact(*served_task_names()), "task the resident server loads once and serves (`up --serve`)", group="server"),
     SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server", typed=int),
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),

@@ -29,6 +29,7 @@ from wan22ctl.cli.options import DryRunOpt, JsonOpt, OfflineGpus, PromptFileOpt,
 from wan22ctl.cli.output import BatchView, Output
 from wan22ctl.errors import EnvError, RunFailed, UserError
 from wan22ctl.paths import main_mounts
+from wan22ctl.plan.launch import staged_files
 from wan22ctl.protocol import EXIT_BUSY
 from wan22ctl.settings import load_cli_settings
 
@@ -84,8 +85,10 @@ def _render_plans(out: Output, data: dict) -> None:
             continue
         p = item["plan"]
         gpus = ", ".join(f"{i}:{n}" for i, n in zip(p["gpus"], p["gpu_names"]))
-        out.say(f"{p['task']} {p['request']['size']} {p['request']['frame_num']} frames, "
-                f"{p['request']['sample_steps']} steps, seed {p['request']['seed']}", style="bold")
+        req = p["request"]
+        clips = f" a clip, {req['clips']} clip(s)" if req.get("clips") else ""
+        out.say(f"{p['task']} {req['size']} {req['frame_num']} frames{clips}, "
+                f"{req['sample_steps']} steps, seed {req['seed']}", style="bold")
         out.say(f"  GPUs: {p['nproc']} x {p['gpu_memory_gb']:g} GB ({gpus}) via {p['launcher']}")
         out.say(f"  peak GPU memory about {p['est_peak_gpu_gb']:g} GB per GPU; host RAM for loading about "
                 f"{p['host_ram_need_gb']:g} GB" + (f" of {p['host_ram_gb']:g} GB free" if p.get("host_ram_gb") else ""))
@@ -124,9 +127,11 @@ def run_one(kit, plan, out: Output, *, wait: bool, label: str, digest: str | Non
         cmd += ["--source-image", plan.request["image"]]
     if not wait:
         cmd.append("--no-wait")
+    staged = [(plan.request["image"], plan.image)] if plan.image else []
+    staged += staged_files(plan)
     try:
-        if plan.image:
-            kit.stage_file(plan.request["image"], plan.image, plan.output_dir)
+        for source, target in staged:
+            kit.stage_file(source, target, plan.output_dir)
         with out.run_view(label) as view:
             def on_event(event):
                 if event.get("event") == "result":
@@ -135,10 +140,8 @@ def run_one(kit, plan, out: Output, *, wait: bool, label: str, digest: str | Non
 
             res = kit.run_agent(cmd, on_line=view.on_line, on_event=on_event)
     finally:
-        if plan.image:
-            import os
-
-            kit.remove_tree(os.path.dirname(plan.image))
+        if staged:
+            kit.remove_tree(f"{plan.output_dir}/.staging/{plan.run_id}")
     if not result:
         result = {"status": "failed", "exit_code": res.exit_code,
                   "reason": f"the container side ended with exit code {res.exit_code} and no result"}

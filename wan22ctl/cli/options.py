@@ -29,7 +29,7 @@ PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="What to gene
 PromptFileOpt = Annotated[Optional[Path], typer.Option("--prompt-file", help="A batch: one prompt a line, or JSONL lines with per-line options.")]
 
 # -- download / verify
-SelectorsArg = Annotated[list[str], typer.Argument(help="Models: t2v, i2v, ti2va (= t2v + i2v), ti2v-5b, fun-control, cogvideox-fun, all-wan, or a repo id.")]
+SelectorsArg = Annotated[list[str], typer.Argument(help="Models: t2v, i2v, ti2va (= t2v + i2v), ti2v-5b, s2v, animate, all-wan, the VideoX-Fun models (fun-control, fun-a14b, ...: see README), or a repo id.")]
 LocalOpt = Annotated[bool, typer.Option("--local", help="Run on the host instead of in the container.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Files transferred (or hashed) in parallel.")]
 RevisionOpt = Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the repos.")]
@@ -39,17 +39,27 @@ JobIdArg = Annotated[str, typer.Argument(help="The job id (video_...).")]
 
 # The request options: parameter name -> (Annotated type, default; ... means required).
 REQUEST_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "task": (Annotated[str, typer.Option("--task", help="t2v-A14B, i2v-A14B or ti2v-5B (required).")], ...),
+    "task": (Annotated[str, typer.Option("--task", help="t2v-A14B, i2v-A14B, ti2v-5B, s2v-14B or animate-14B (required).")], ...),
     "size": (Annotated[Optional[str], typer.Option("--size", help="WIDTH*HEIGHT (or WIDTHxHEIGHT); default per task (ti2v-5B: 1280*704).")], None),
-    "image": (Annotated[Optional[Path], typer.Option("--image", help="Input image (required for i2v-A14B, optional for ti2v-5B).")], None),
-    "frame_num": (Annotated[Optional[int], typer.Option("--frame-num", help="Frames, 4n+1 (default 81; ti2v-5B 121).")], None),
-    "steps": (Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default 40; ti2v-5B 50).")], None),
+    "image": (Annotated[Optional[Path], typer.Option("--image", help="Input image (required for i2v-A14B and s2v-14B, optional for ti2v-5B).")], None),
+    "frame_num": (Annotated[Optional[int], typer.Option("--frame-num", help="Frames, 4n+1 (default 81; ti2v-5B 121; animate-14B 77 a clip); s2v-14B: frames a clip, a multiple of 4 (default 80).")], None),
+    "steps": (Annotated[Optional[int], typer.Option("--steps", help="Sampling steps (default 40; ti2v-5B 50; animate-14B 20).")], None),
     "shift": (Annotated[Optional[float], typer.Option("--shift", help="Flow-matching shift (default per task).")], None),
     "guide_scale": (Annotated[Optional[float], typer.Option("--guide-scale", help="Classifier-free guidance (applies to both A14B experts).")], None),
     "seed": (Annotated[Optional[int], typer.Option("--seed", help="Seed (default: drawn at random and recorded in the sidecar).")], None),
     "solver": (Annotated[str, typer.Option("--solver", help="unipc or dpm++.")], "unipc"),
     "gpus": (Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: all (default), a count, or indices such as 0,1.")], None),
     "offload": (Annotated[str, typer.Option("--offload", help="--offload_model: auto (from GPU memory), on or off.")], "auto"),
+    # s2v-14B
+    "audio": (Annotated[Optional[Path], typer.Option("--audio", help="s2v-14B: the speech or song (WAV, FLAC, MP3, Ogg, M4A); its length sets the clips.")], None),
+    "pose_video": (Annotated[Optional[Path], typer.Option("--pose-video", help="s2v-14B: a DW-pose video that drives the body.")], None),
+    "num_clip": (Annotated[Optional[int], typer.Option("--num-clip", help="s2v-14B: at most this many clips (default: as many as the audio needs).")], None),
+    "start_from_ref": (Annotated[bool, typer.Option("--start-from-ref", help="s2v-14B: the image is the first frame.")], False),
+    # animate-14B
+    "src_root": (Annotated[Optional[Path], typer.Option("--src-root", help="animate-14B: the folder `wan22ctl animate-prep` wrote.")], None),
+    "refert_num": (Annotated[Optional[int], typer.Option("--refert-num", help="animate-14B: frames carried from clip to clip, 1 (default) or 5.")], None),
+    "replace": (Annotated[bool, typer.Option("--replace", help="animate-14B: replace the person in the video (a folder prepared with --replace).")], False),
+    "relighting_lora": (Annotated[bool, typer.Option("--relighting-lora", help="animate-14B: relight the character to the scene (replacement).")], False),
 }
 
 

@@ -60,6 +60,17 @@ class GenerationRequest:
     image: str | None = None  # path on the host
     offload: str = "auto"
     gpus: str | None = None  # None/"all", a count "2", or indices "0,2"
+    # s2v-14B (host paths; `catalog.Task.inputs` says which task takes which)
+    audio: str | None = None
+    pose_video: str | None = None
+    num_clip: int | None = None  # None: as many clips as the audio needs
+    start_from_ref: bool = False
+    # animate-14B: the folder `animate-prep` wrote
+    src_root: str | None = None
+    refert_num: int | None = None
+    replace: bool = False
+    relighting_lora: bool = False
+    clips: int | None = None  # clips upstream will run, read from the inputs (None: not read)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,12 +115,23 @@ def build_request(
     offload: str = "auto",
     gpus: str | None = None,
     file_exists: Callable[[str], bool] = os.path.isfile,
+    audio: str | None = None,
+    pose_video: str | None = None,
+    num_clip: int | None = None,
+    start_from_ref: bool = False,
+    src_root: str | None = None,
+    refert_num: int | None = None,
+    replace: bool = False,
+    relighting_lora: bool = False,
+    probe_inputs: bool = True,
 ) -> GenerationRequest:
     """A complete, validated request; every problem is a one-line UserError (exit 2).
 
     `seed` must be drawn by the caller when the user gave none, so the sidecar records the
     seed that was really used (upstream would draw one and only log it). Values may come
     from JSON (a prompt file's lines): their types are checked first, integers are integers.
+    The s2v and animate inputs are checked by `task_inputs`; with `probe_inputs` their files are
+    read (audio length, video frames), else taken as given (the server, doctor's sample plans).
     """
     _check_types(text={"--task": task, "the prompt": prompt, "--size": size, "--solver": solver, "--image": image,
                        "--offload": offload, "--gpus": gpus},
@@ -118,12 +140,14 @@ def build_request(
     if task not in catalog.TASKS:
         raise UserError(f"unknown task {task!r}; choose one of {', '.join(catalog.TASKS)}")
     t = catalog.TASKS[task]
+    if size and t.size_from_inputs:
+        raise UserError(f"{task} takes its size from the preprocessed folder; set it with "
+                        "`wan22ctl animate-prep --size`, not --size")
     size = normalize_size(size) if size else t.default_size
     if size not in t.sizes:
         raise UserError(f"size {size} is not supported by {task}; choose one of {', '.join(t.sizes)}")
     frame_num = t.frame_num if frame_num is None else frame_num
-    if frame_num < 1 or frame_num % 4 != 1:
-        raise UserError(f"--frame-num {frame_num} is not of the form 4n+1; use {_frame_hint(max(frame_num, 1))}")
+    check_frames(t, frame_num)
     sample_steps = t.sample_steps if sample_steps is None else sample_steps
     if sample_steps < 1:
         raise UserError(f"--steps {sample_steps} must be at least 1")
@@ -138,7 +162,12 @@ def build_request(
         raise UserError(f"unknown solver {solver!r}; choose one of {', '.join(catalog.SOLVERS)}")
     if offload not in OFFLOAD_CHOICES:
         raise UserError(f"--offload {offload!r}; choose auto, on or off")
-    if prompt is None or not prompt.strip():
+    if not t.takes_prompt:
+        if prompt is not None and prompt.strip():
+            raise UserError(f"{task} takes no prompt: generate.py never passes it on (Wan-Animate uses its own); "
+                            "leave --prompt out")
+        prompt = ""
+    elif prompt is None or not prompt.strip():
         raise UserError("a prompt is required (--prompt or --prompt-file); upstream would silently use its example prompt")
     if image is not None and not t.accepts_image:
         raise UserError(f"{task} takes no image; use i2v-A14B or ti2v-5B for image-to-video")
@@ -147,11 +176,127 @@ def build_request(
     if image is not None and not file_exists(image):
         raise UserError(f"image {image} does not exist or is not a file")
     gpu_selection(gpus)
+    extra = task_inputs(t, frame_num, audio=audio, pose_video=pose_video, num_clip=num_clip,
+                        start_from_ref=start_from_ref, src_root=src_root, refert_num=refert_num, replace=replace,
+                        relighting_lora=relighting_lora, probe=probe_inputs)
     return GenerationRequest(
         task=task, prompt=prompt.strip(), size=size, frame_num=frame_num, sample_steps=sample_steps,
         sample_shift=float(sample_shift), guide_scale=None if guide_scale is None else float(guide_scale),
-        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus,
+        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus, **extra,
     )
+
+
+def check_frames(task: catalog.Task, frames: int) -> None:
+    """The task's frame rule: 4n+1 frames a video, or (s2v) a multiple of 4 frames a clip."""
+    if task.frame_rule == "4n":
+        if frames < 4 or frames % 4:
+            low = max(4, frames // 4 * 4)
+            hint = f"{low} or {low + 4}" if low != frames else str(low)
+            raise UserError(f"--frame-num {frames} is not a multiple of 4 for {task.name} (frames a clip, "
+                            f"generate.py's --infer_frames); use {hint}")
+    elif frames < 1 or frames % 4 != 1:
+        raise UserError(f"--frame-num {frames} is not of the form 4n+1; use {_frame_hint(max(frames, 1))}")
+
+
+# The s2v/animate request fields: their option names (messages) and which task takes them.
+INPUT_FLAGS = {"audio": "--audio", "pose_video": "--pose-video", "num_clip": "--num-clip",
+               "start_from_ref": "--start-from-ref", "src_root": "--src-root", "refert_num": "--refert-num",
+               "replace": "--replace", "relighting_lora": "--relighting-lora"}
+_INPUT_TASKS = {name: next(t.name for t in catalog.TASKS.values() if name in t.inputs) for name in INPUT_FLAGS}
+
+
+def task_inputs(task: catalog.Task, frame_num: int, *, audio=None, pose_video=None, num_clip=None,
+                start_from_ref=False, src_root=None, refert_num=None, replace=False, relighting_lora=False,
+                probe: bool = True) -> dict:
+    """The s2v / animate fields of a request, checked; UserError for the first problem.
+
+    s2v-14B: an audio file (its length decides the clips), an optional pose video, a clip cap.
+    animate-14B: the folder `animate-prep` wrote, with the files Wan-Animate opens (replacement
+    also src_bg.mp4 and src_mask.mp4), videos of one frame count, --refert-num 1 or 5.
+    """
+    from wan22ctl import media
+
+    given = {"audio": audio, "pose_video": pose_video, "num_clip": num_clip, "start_from_ref": start_from_ref,
+             "src_root": src_root, "refert_num": refert_num, "replace": replace, "relighting_lora": relighting_lora}
+    _check_types(text={"--audio": audio, "--pose-video": pose_video, "--src-root": src_root},
+                 whole={"--num-clip": num_clip, "--refert-num": refert_num}, number={})
+    for name in ("start_from_ref", "replace", "relighting_lora"):
+        if not isinstance(given[name], bool):
+            raise UserError(f"{INPUT_FLAGS[name]} must be true or false, not {given[name]!r}")
+    for name, value in given.items():
+        if value not in (None, False) and name not in task.inputs:
+            raise UserError(f"{INPUT_FLAGS[name]} is for {_INPUT_TASKS[name]}, not {task.name}")
+    out = {k: v for k, v in given.items() if k in task.inputs}
+    if "audio" in task.inputs:
+        if not audio:
+            raise UserError(f"{task.name} needs --audio PATH (upstream would silently use its example talk.wav)")
+        if num_clip is not None and num_clip < 1:
+            raise UserError(f"--num-clip {num_clip} must be at least 1")
+        if probe:
+            seconds = _probe(media.audio_info, "audio", audio).seconds
+            clips = catalog.s2v_clip_count(seconds, frame_num, task.fps)
+            out["clips"] = min(clips, num_clip) if num_clip else clips
+            if pose_video:
+                _probe(media.video_info, "pose video", pose_video)
+    if "src_root" in task.inputs:
+        refert = catalog.ANIMATE_DEFAULT_REFERT_NUM if refert_num is None else refert_num
+        if refert not in catalog.ANIMATE_REFERT_NUMS:
+            raise UserError(f"--refert-num {refert} must be 1 or 5 (Wan-Animate asserts it after the 14B model "
+                            "has loaded; generate.py's own default, 77, fails there)")
+        out["refert_num"] = refert
+        if not src_root:
+            raise UserError(f"{task.name} needs --src-root FOLDER: what `wan22ctl animate-prep` wrote "
+                            f"({', '.join(catalog.ANIMATE_SOURCE_FILES)})")
+        if probe:
+            out["clips"] = catalog.animate_clip_count(_animate_source_frames(src_root, replace), frame_num, refert)
+    return out
+
+
+def _probe(read, what: str, path: str):
+    from wan22ctl.media import MediaError
+
+    try:
+        return read(path)
+    except MediaError as exc:
+        raise UserError(f"{what} {path}: {exc}") from None
+
+
+def _animate_source_frames(folder: str, replace: bool) -> int:
+    """The pose video's frame count, after checking the folder holds what Wan-Animate opens."""
+    from wan22ctl import media
+
+    if not os.path.isdir(folder):
+        raise UserError(f"--src-root {folder} is not a folder; make it with `wan22ctl animate-prep`")
+    names = catalog.ANIMATE_SOURCE_FILES + (catalog.ANIMATE_REPLACE_FILES if replace else ())
+    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        mode = "replacement" if replace else "animation"
+        hint = " (run animate-prep with --replace)" if replace and set(missing) <= set(catalog.ANIMATE_REPLACE_FILES) else ""
+        raise UserError(f"--src-root {folder} lacks {', '.join(missing)} for {mode} mode{hint}")
+    _probe(media.png_size, "reference image", os.path.join(folder, "src_ref.png"))
+    frames = {}
+    for name in names:
+        if name.endswith(".mp4"):
+            info = _probe(media.video_info, "video", os.path.join(folder, name))
+            if info.frames is None:
+                raise UserError(f"video {os.path.join(folder, name)}: not an MP4 (animate-prep writes MP4)")
+            frames[name] = info.frames
+    if len(set(frames.values())) > 1:
+        shown = ", ".join(f"{n} {f}" for n, f in frames.items())
+        raise UserError(f"--src-root {folder}: the videos differ in length ({shown} frames); run animate-prep again")
+    return frames["src_pose.mp4"]
+
+
+def placeholder_inputs(task: str) -> dict:
+    """Stand-in inputs for a sample request of `task` (doctor's plans): an image where required,
+    s2v's audio, animate's folder. Use with file_exists=lambda _: True and probe_inputs=False."""
+    t = catalog.TASKS[task]
+    values = {"image": "input.png"} if t.needs_image else {}
+    if "audio" in t.inputs:
+        values["audio"] = "input.wav"
+    if "src_root" in t.inputs:
+        values["src_root"] = "process_results"
+    return values
 
 
 def gpu_selection(value: str | None) -> GpuSelection:
@@ -192,10 +337,13 @@ def resident_experts(task: catalog.Task, mem: float, *, offload: bool, convert: 
 
 
 def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: bool, offload: bool,
-                         convert: bool, t5_cpu: bool, resident: bool = False) -> float:
+                         convert: bool, t5_cpu: bool, resident: bool = False, frames: int | None = None) -> float:
     """Peak GPU memory of one process (GB) for a flag set; see the module docstring.
 
     resident: one process keeps both experts on the GPU (`resident_experts`)."""
+    if task.dit_dtype == "bf16":
+        return _bf16_dit_peak_gb(task, size, frames or task.frame_num, nproc, fsdp=fsdp, offload=offload,
+                                 t5_cpu=t5_cpu)
     act = _activations_gb(task, size, multi=nproc > 1)
     if nproc == 1:
         # Single process: upstream keeps only the active expert on the GPU (init_on_cpu); the kit's
@@ -215,6 +363,8 @@ def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: boo
 def estimate_host_ram_gb(task: catalog.Task, nproc: int, *, fsdp: bool, t5_fsdp: bool, convert: bool,
                          t5_cpu: bool) -> float:
     """Host RAM the load needs (GB): every rank reads the full fp32 DiT on the CPU first."""
+    if task.dit_dtype == "bf16":
+        return _bf16_dit_host_ram_gb(task, nproc, fsdp=fsdp)
     expert_fp32 = _expert_gb(task, bf16=False)
     if nproc == 1:
         if task.moe:
@@ -228,6 +378,76 @@ def estimate_host_ram_gb(task: catalog.Task, nproc: int, *, fsdp: bool, t5_fsdp:
     else:
         per_rank = expert_fp32 + (catalog.T5_GB if t5_cpu else 0.0)
     return round(per_rank * nproc, 1)
+
+
+# --------------------------------------------------------------------------- s2v-14B and animate-14B
+# One dense DiT (no experts) that upstream loads in bf16 straight onto the GPU (`from_pretrained(
+# torch_dtype=bf16, device_map=gpu)`), and runs once per clip. No official memory table exists for
+# either: the activation share is the A14B table's (the same 40-layer, 5120-wide DiT), scaled by
+# the clip's pixels and latent frames. The README's only figure: 80 GB for one GPU.
+
+_A14B_720P_TOKENS = 1280 * 720 * 21  # pixels x latent frames of the table's 720P row (81 frames)
+
+
+def _latent_frames(task: catalog.Task, frames: int) -> int:
+    if task.frame_rule == "4n":  # s2v: the clip continues from its motion frames
+        return (frames + 3 + catalog.S2V_MOTION_FRAMES) // 4 - (catalog.S2V_MOTION_FRAMES + 3) // 4 + 1
+    return frames // 4 + 2  # animate: the clip plus the reference latent
+
+
+def _bf16_dit_peak_gb(task: catalog.Task, size: str, frames: int, nproc: int, *, fsdp: bool, offload: bool,
+                      t5_cpu: bool) -> float:
+    w, h = (int(x) for x in size.split("*"))
+    scale = w * h * _latent_frames(task, frames) / _A14B_720P_TOKENS
+    act = (20.5 if nproc > 1 else 31.2) * scale
+    dit = task.dit_params_b * 2 / (nproc if fsdp and nproc > 1 else 1)
+    if fsdp and nproc > 1:
+        t5 = catalog.T5_GB / nproc
+    else:
+        t5 = 0.0 if (offload or t5_cpu) else catalog.T5_GB
+    return round(dit + t5 + act, 1)
+
+
+def _bf16_dit_host_ram_gb(task: catalog.Task, nproc: int, *, fsdp: bool) -> float:
+    """One process: T5 loads on the CPU and --offload_model parks the bf16 DiT there between clips;
+    FSDP: every rank reads the whole bf16 DiT on the CPU before sharding."""
+    dit = task.dit_params_b * 2
+    if nproc == 1 or not fsdp:
+        return round((dit + catalog.T5_GB) * nproc, 1)
+    return round(dit * nproc, 1)
+
+
+def _bf16_dit_flags(task: catalog.Task, request: GenerationRequest, nproc: int, mem: float):
+    """(fsdp, offload, convert, t5_cpu, reasons) for s2v-14B / animate-14B, after the README's commands."""
+    reasons: list[str] = []
+    if nproc == 1:
+        fsdp, convert = False, True
+        if mem >= BIG_SINGLE_GPU:
+            offload, t5_cpu = False, False
+            reasons.append(f"--offload_model False --convert_model_dtype: {mem:.0f} GB holds T5 and the bf16 DiT, "
+                           "which then stays on the GPU from clip to clip")
+        elif mem >= CLASS_80GB:
+            offload, t5_cpu = True, False
+            reasons.append(f"--offload_model True --convert_model_dtype: the README's single-GPU command for "
+                           f"{task.name} (at least 80 GB)")
+        else:
+            offload, t5_cpu = True, True
+            reasons.append(f"--offload_model True --convert_model_dtype --t5_cpu: {mem:.0f} GB is below the 80 GB "
+                           f"the README names for {task.name} on one GPU")
+    else:
+        fsdp, convert, t5_cpu = True, False, False
+        reasons.append(f"--dit_fsdp --t5_fsdp: shard the DiT and T5 over {nproc} GPUs, the README's multi-GPU "
+                       f"command for {task.name}")
+        lean = _bf16_dit_peak_gb(task, request.size, request.frame_num, nproc, fsdp=True, offload=False, t5_cpu=False)
+        offload = lean > mem * OFFLOAD_HEADROOM
+        reasons.append(f"--offload_model {offload}: about {lean:.0f} GB per GPU "
+                       + ("exceeds" if offload else "fits") + f" {mem:.0f} GB")
+    forced = {"on": True, "off": False}.get(request.offload)
+    if forced is not None and forced != offload:
+        offload = forced
+        reasons.append(f"--offload_model {forced}: set by --offload {request.offload}")
+    reasons.append(f"memory figures for {task.name}: {task.memory_source}")
+    return fsdp, offload, convert, t5_cpu, reasons
 
 
 # --------------------------------------------------------------------------- the plan
@@ -271,6 +491,7 @@ class LaunchPlan:
     output_dir: str = ""
     save_file: str = ""  # temporary name; the agent moves it to the final name after checking it
     image: str | None = None  # container-side path of the staged image
+    inputs: dict[str, str] = field(default_factory=dict)  # s2v/animate input -> its staged container path
     argv: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
@@ -285,6 +506,7 @@ class LaunchPlan:
         for key in ("gpus", "gpu_names", "argv", "reasons", "warnings"):
             fields[key] = tuple(fields.get(key) or ())
         fields["runtime"] = Runtime.from_dict(fields.get("runtime"))
+        fields["inputs"] = dict(fields.get("inputs") or {})
         fields.setdefault("compile_mode", (fields.get("env") or {}).get("WAN22_COMPILE", COMPILE_DEFAULT))
         return cls(**fields)
 
@@ -301,9 +523,12 @@ class LaunchPlan:
         else:
             argv = [runtime.torchrun, "--standalone", f"--nproc_per_node={self.nproc}", *entry]
         req = self.request
+        task = catalog.TASKS[self.task]
+        inputs = {name: staged_input_path(runtime.output_dir, self.run_id, name, req[name])
+                  for name in STAGED_INPUTS if req.get(name)}
         argv += [
             "--task", self.task, "--size", req["size"], "--ckpt_dir", ckpt_dir,
-            "--frame_num", str(req["frame_num"]), "--sample_steps", str(req["sample_steps"]),
+            task.frame_flag, str(req["frame_num"]), "--sample_steps", str(req["sample_steps"]),
             "--sample_shift", _num(req["sample_shift"]), "--sample_solver", req["solver"],
             "--base_seed", str(req["seed"]),
         ]
@@ -311,6 +536,7 @@ class LaunchPlan:
             argv += ["--sample_guide_scale", _num(req["guide_scale"])]
         if staged:
             argv += ["--image", staged]
+        argv += task_input_args(req, inputs)
         argv += ["--offload_model", str(self.offload_model)]
         if self.convert_model_dtype:
             argv.append("--convert_model_dtype")
@@ -320,7 +546,9 @@ class LaunchPlan:
             if self.dit_fsdp:
                 argv += ["--dit_fsdp", "--t5_fsdp"]
             argv += ["--ulysses_size", str(self.nproc)]
-        argv += ["--prompt", req["prompt"], "--save_file", save_file]
+        if task.takes_prompt:
+            argv += ["--prompt", req["prompt"]]
+        argv += ["--save_file", save_file]
         env = {
             # CUDA's default order (fastest first) need not match nvidia-smi's indices.
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
@@ -336,7 +564,7 @@ class LaunchPlan:
         else:
             env["WAN22_BOOTSTRAP"] = "0"  # keeps the image's hand-typed hook (wan22ctl-generate.pth) out too
         return replace(self, runtime=runtime, ckpt_dir=ckpt_dir, output_dir=runtime.output_dir, save_file=save_file,
-                       image=staged, argv=tuple(argv), env=env, cwd=runtime.wan22_dir, reasons=tuple(reasons))
+                       image=staged, inputs=inputs, argv=tuple(argv), env=env, cwd=runtime.wan22_dir, reasons=tuple(reasons))
 
     def command_line(self) -> str:
         """The argv as one shell-quoted line, for humans."""
@@ -346,6 +574,49 @@ class LaunchPlan:
 
 
 _BOOTSTRAP_REASON = f"started through {BOOTSTRAP_MODULE}"
+
+# Inputs besides the image that are copied into the run's staging folder (host paths in the request).
+STAGED_INPUTS = ("audio", "pose_video", "src_root")
+
+
+def staged_input_path(output_dir: str, run_id: str, name: str, host_path: str) -> str:
+    """Where input `name` lies in the container for the run: one folder per input, so names never clash."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(host_path.rstrip("/"))) or name
+    return f"{output_dir}/.staging/{run_id}/{name}/{base}"
+
+
+def staged_files(plan: "LaunchPlan") -> list[tuple[str, str]]:
+    """(host file, container file) for every s2v/animate input the run copies in; of an animate
+    folder only the files Wan-Animate opens."""
+    files = []
+    for name, target in plan.inputs.items():
+        source = plan.request[name]
+        if name == "src_root":
+            names = catalog.ANIMATE_SOURCE_FILES + (catalog.ANIMATE_REPLACE_FILES if plan.request.get("replace") else ())
+            files += [(os.path.join(source, n), f"{target}/{n}") for n in names]
+        else:
+            files.append((source, target))
+    return files
+
+
+def task_input_args(req: dict, inputs: dict[str, str]) -> list[str]:
+    """generate.py's s2v / animate flags for a request whose inputs are staged at `inputs`."""
+    args: list[str] = []
+    if "audio" in inputs:
+        args += ["--audio", inputs["audio"]]
+    if "pose_video" in inputs:
+        args += ["--pose_video", inputs["pose_video"]]
+    if req.get("num_clip"):
+        args += ["--num_clip", str(req["num_clip"])]
+    if req.get("start_from_ref"):
+        args.append("--start_from_ref")
+    if "src_root" in inputs:
+        args += ["--src_root_path", inputs["src_root"], "--refert_num", str(req["refert_num"])]
+    if req.get("replace"):
+        args.append("--replace_flag")
+    if req.get("relighting_lora"):
+        args.append("--use_relighting_lora")
+    return args
 
 
 def _select_gpus(request: GenerationRequest, inventory: Sequence[Gpu]) -> tuple[list[Gpu], bool]:
@@ -468,7 +739,8 @@ def plan_launch(
     def flags_for(n: int):
         chosen = sorted(allowed, key=lambda g: -g.memory_gb)[:n] if n < len(allowed) else list(allowed)
         mem = min(g.memory_gb for g in chosen)
-        fsdp, offload, convert, t5_cpu, why = _memory_flags(task, request, n, mem)
+        choose = _bf16_dit_flags if task.dit_dtype == "bf16" else _memory_flags
+        fsdp, offload, convert, t5_cpu, why = choose(task, request, n, mem)
         ram = estimate_host_ram_gb(task, n, fsdp=fsdp, t5_fsdp=fsdp, convert=convert, t5_cpu=t5_cpu)
         return chosen, mem, fsdp, offload, convert, t5_cpu, why, ram
 
@@ -492,7 +764,7 @@ def plan_launch(
     reasons += why
     resident = nproc == 1 and resident_experts(task, mem, offload=offload, convert=convert, t5_cpu=t5_cpu)
     peak = estimate_peak_gpu_gb(task, request.size, nproc, fsdp=fsdp, offload=offload, convert=convert, t5_cpu=t5_cpu,
-                                resident=resident)
+                                resident=resident, frames=request.frame_num)
     # The table's peaks were measured on these very cards (22.9 GB on a 24 GB 4090): no extra margin.
     fits = peak <= mem
     if not fits:

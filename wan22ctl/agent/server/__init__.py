@@ -58,8 +58,9 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s", stream=sys.stdout)
     log = logging.getLogger("wan22ctl.server")
-    if args.task not in catalog.TASKS:
-        raise UserError(f"unknown task {args.task!r}; choose one of {', '.join(catalog.TASKS)}")
+    if args.task not in catalog.served_task_names():
+        raise UserError(f"the server does not run {args.task!r}; choose one of {', '.join(catalog.served_task_names())}"
+                        + (" (run it with `wan22ctl generate`)" if args.task in catalog.TASKS else ""))
     rank, world_size, local_rank = world_from_env()
     api_key = read_api_key(args)
     if rank == 0:
