@@ -94,8 +94,12 @@ def test_catalog_task_facts_are_upstreams(task):
     t, upstream = catalog.TASKS[task], FACTS["task_configs"][task]
     assert t.num_heads == upstream["num_heads"]
     assert t.sizes == tuple(FACTS["supported_sizes"][task])
+    args = {a["dest"]: a for a in FACTS["generate_arguments"]}
+    # s2v counts frames a clip with --infer_frames (its config's frame_num is never read)
+    frames = args["infer_frames"]["default"] if t.frame_flag == "--infer_frames" else upstream["frame_num"]
+    assert t.frame_flag.lstrip("-") in args
     assert (t.frame_num, t.sample_steps, t.sample_shift, t.fps) == \
-        (upstream["frame_num"], upstream["sample_steps"], upstream["sample_shift"], upstream["sample_fps"])
+        (frames, upstream["sample_steps"], upstream["sample_shift"], upstream["sample_fps"])
     assert t.guide_scale == _guide(upstream["sample_guide_scale"])
     assert t.boundary == upstream.get("boundary")
     model = catalog.model_for_task(task)
@@ -104,7 +108,14 @@ def test_catalog_task_facts_are_upstreams(task):
 
 def test_catalog_shared_facts_are_upstreams():
     args = {a["dest"]: a for a in FACTS["generate_arguments"]}
-    assert set(catalog.TASKS) <= set(args["task"]["choices"])
+    assert set(catalog.TASKS) == set(args["task"]["choices"])  # every upstream task is a kit task
+    assert catalog.S2V_NEG_PROMPT == FACTS["task_configs"]["s2v-14B"]["sample_neg_prompt"]
+    assert catalog.ANIMATE_PROMPT == FACTS["task_configs"]["animate-14B"]["prompt"]
+    animate = catalog.model_for_task("animate-14B")
+    config = FACTS["task_configs"]["animate-14B"]
+    assert {config["clip_checkpoint"], config["clip_tokenizer"] + "/", config["lora_checkpoint"]} <= set(animate.required)
+    assert FACTS["task_configs"]["s2v-14B"]["wav2vec"] + "/" in catalog.model_for_task("s2v-14B").required
+    assert args["refert_num"]["default"] not in catalog.ANIMATE_REFERT_NUMS  # why the kit always passes one
     assert catalog.SOLVERS == tuple(args["sample_solver"]["choices"])
     assert catalog.SAMPLE_NEG_PROMPT == FACTS["task_configs"]["t2v-A14B"]["sample_neg_prompt"]
 
@@ -128,18 +139,36 @@ def _upstream_parser() -> argparse.ArgumentParser:
     return parser
 
 
+S2V = {"image": "/host/face.png", "audio": "/host/talk.wav"}
+
+
 @pytest.mark.parametrize("task, count, mem, extra", [
     ("t2v-A14B", 1, 80, {}), ("t2v-A14B", 8, 80, {}), ("i2v-A14B", 1, 24, {"image": "/host/cat.jpg"}),
     ("ti2v-5B", 1, 141, {"guide_scale": 4.0}), ("ti2v-5B", 3, 24, {"offload": "on"}),
+    ("s2v-14B", 1, 80, {**S2V, "pose_video": "/host/pose.mp4", "num_clip": 2, "start_from_ref": True}),
+    ("s2v-14B", 8, 80, {**S2V, "frame_num": 48}),
+    ("animate-14B", 1, 141, {"src_root": "/host/process_results"}),
+    ("animate-14B", 4, 80, {"src_root": "/host/process_results", "refert_num": 5, "replace": True,
+                            "relighting_lora": True}),
 ])
 def test_every_planned_argv_parses_with_upstreams_parser(task, count, mem, extra):
-    request = build_request(task, "a red fox", seed=3, file_exists=lambda p: True, **extra)
+    prompt = None if task == "animate-14B" else "a red fox"
+    request = build_request(task, prompt, seed=3, file_exists=lambda p: True, probe_inputs=False, **extra)
     plan = plan_launch(request, synthetic_inventory(count, mem), None, run_id="r1")
     entry = list(plan.argv).index("wan22ctl.agent.wanrun") + 1
     args = _upstream_parser().parse_args(list(plan.argv[entry:]))
-    assert (args.task, args.size, args.frame_num, args.sample_steps) == \
+    frames = args.infer_frames if task == "s2v-14B" else args.frame_num
+    assert (args.task, args.size, frames, args.sample_steps) == \
         (task, request.size, request.frame_num, request.sample_steps)
     assert args.offload_model is plan.offload_model and args.ulysses_size == (plan.nproc if plan.nproc > 1 else 1)
+    if task == "s2v-14B":  # upstream reads these, or falls back to its examples/ files
+        assert args.audio == plan.inputs["audio"] and args.image == plan.image
+        assert (args.pose_video, args.num_clip, args.start_from_ref) == \
+            (plan.inputs.get("pose_video"), request.num_clip, request.start_from_ref)
+    if task == "animate-14B":
+        assert args.src_root_path == plan.inputs["src_root"] and args.prompt is None
+        assert (args.refert_num, args.replace_flag, args.use_relighting_lora) == \
+            (request.refert_num, request.replace, request.relighting_lora)
 
 
 def test_extractor_reads_argparse_and_configs_without_importing_them(tmp_path):

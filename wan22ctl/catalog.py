@@ -417,3 +417,16 @@ SAMPLE_NEG_PROMPT = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+
+# s2v-14B's own negative prompt (wan/configs/wan_s2v_14B.py) and animate-14B's fixed prompt
+# (wan_animate_14B.py `prompt`, what Wan-Animate conditions on since generate.py passes none).
+S2V_NEG_PROMPT = (
+    "画面模糊，最差质量，画面模糊，细节模糊不清，情绪激动剧烈，手快速抖动，字幕，丑陋的，残缺的，多余的手指，画得不好的手部，"
+    "画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+ANIMATE_PROMPT = "视频中的人在做动作"
+
+
+def negative_prompt(task: str) -> str:
+    """The negative prompt upstream uses for `task` (none is exposed on generate.py's command line)."""
+    return S2V_NEG_PROMPT if task == "s2v-14B" else SAMPLE_NEG_PROMPT

@@ -125,7 +125,7 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
 
     req = plan.request
     task = catalog.TASKS[req["task"]]
-    width, height = (int(x) for x in req["size"].split("*"))
+    width, height = _video_size(video, req["size"])
     guide = req.get("guide_scale")
     return {
         "video": os.path.basename(video),
@@ -133,8 +133,8 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
         "status": "ok",
         "exit_code": exit_code,
         "task": req["task"],
-        "prompt": req["prompt"],
-        "negative_prompt": catalog.SAMPLE_NEG_PROMPT,
+        "prompt": req["prompt"] if task.takes_prompt else catalog.ANIMATE_PROMPT,
+        "negative_prompt": catalog.negative_prompt(req["task"]),
         "size": req["size"],
         "width": width,
         "height": height,
@@ -147,6 +147,7 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
         "seed": req["seed"],
         "solver": req["solver"],
         "image": {"source": source_image, "staged_as": plan.image} if plan.image else None,
+        **_task_input_record(plan, tracker),
         "plan": plan.to_dict(),
         "argv": list(plan.argv),
         "phases_s": tracker.phases,
@@ -163,6 +164,36 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
         "started_at": started,
         "finished_at": _now(),
     }
+
+
+def _video_size(video: str, size: str) -> tuple[int, int]:
+    """The video's own width and height (s2v follows the image's aspect within the size's area;
+    animate the preprocessed folder's), else the requested size."""
+    from wan22ctl import media
+
+    try:
+        info = media.video_info(video)
+    except media.MediaError:
+        info = None
+    if info is not None and info.width and info.height:
+        return info.width, info.height
+    w, h = (int(x) for x in size.split("*"))
+    return w, h
+
+
+def _task_input_record(plan: LaunchPlan, tracker: ProgressTracker) -> dict:
+    """s2v / animate fields of the sidecar: each input's original and staged path, the clip settings."""
+    from wan22ctl import catalog
+
+    req = plan.request
+    task = catalog.TASKS[req["task"]]
+    if not task.inputs:
+        return {}
+    record = {name: req.get(name) for name in task.inputs if name not in plan.inputs}
+    for name, staged in plan.inputs.items():
+        record[name] = {"source": req[name], "staged_as": staged}
+    record.update(frames_per_clip=req["frame_num"], clips_expected=req.get("clips"), clips_run=tracker.clip)
+    return record
 
 
 def run_plan(plan: LaunchPlan, *, wait: bool = True, image_digest: str | None = None,
@@ -221,7 +252,7 @@ def _run_child(plan: LaunchPlan, state, stop, *, image_digest, source_image) -> 
     started = _now()
     t0 = time.monotonic()
     emit("launch", run_id=plan.run_id, argv=argv, nproc=plan.nproc, gpus=list(plan.gpus), cwd=plan.cwd)
-    tracker = ProgressTracker()
+    tracker = ProgressTracker(clips=plan.request.get("clips"))
     out_lock = threading.Lock()
 
     def echo(stream, line):
@@ -288,7 +319,8 @@ def _run_child(plan: LaunchPlan, state, stop, *, image_digest, source_image) -> 
         print(f"error: {reason}", file=sys.stderr)
         return 1
     req = plan.request
-    stem = outputs.final_stem(req["task"], req["size"], req["prompt"], datetime.now())
+    label = req["prompt"] or os.path.basename((req.get("src_root") or "").rstrip("/"))
+    stem = outputs.final_stem(req["task"], req["size"], label, datetime.now())
     video = outputs.publish(save_file, plan.output_dir, stem)
     data = sidecar_data(plan, tracker, code, image_digest=image_digest, source_image=source_image,
                         started=started, video=video, total_s=time.monotonic() - t0)

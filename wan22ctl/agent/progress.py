@@ -4,6 +4,11 @@ Upstream prints log lines on stdout (rank 0) and draws its denoising bar with tq
 redrawing it with a carriage return and no line end. `read_lines` splits such a stream as it
 arrives; `ProgressTracker` turns the lines into events (load, text_encode, denoise, decode,
 save, with seconds; steps with the ETA) and keeps what the sidecar records.
+
+s2v-14B and animate-14B denoise once per clip: each clip draws a fresh bar (0/N .. N/N) after
+the previous clip's decode. A bar that starts again at 0 after a finished one is the next clip;
+its steps are reported with `clip` (and `clips`, when the plan knows how many), the phases
+alternate denoise/decode and the sidecar's phase seconds are their sums.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ def _seconds(h, m, s) -> int:
 class ProgressTracker:
     """Turns upstream's log lines (rank 0, stdout) and tqdm redraws (stderr) into events."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic, clips: int | None = None):
         self.clock = clock
+        self.clips = clips  # how many clips the plan expects (None: one video, or not known)
+        self.clip = 1
         self.started = clock()
         self.current: str | None = None
         self.phase_started = self.started
@@ -48,15 +55,18 @@ class ProgressTracker:
         if self.current is not None:
             if self.current == name:
                 return
-            self.phases[self.current] = round(now - self.phase_started, 3)
-            emit("phase", name=self.current, state="end", seconds=self.phases[self.current])
+            self._end(now)
         self.current, self.phase_started = name, now
         emit("phase", name=name, state="start")
 
+    def _end(self, now: float) -> None:
+        seconds = round(now - self.phase_started, 3)
+        self.phases[self.current] = round(self.phases.get(self.current, 0.0) + seconds, 3)
+        emit("phase", name=self.current, state="end", seconds=seconds)
+
     def finish(self) -> None:
         if self.current is not None:
-            self.phases[self.current] = round(self.clock() - self.phase_started, 3)
-            emit("phase", name=self.current, state="end", seconds=self.phases[self.current])
+            self._end(self.clock())
             self.current = None
 
     def _remember(self, line: str) -> None:
@@ -92,6 +102,13 @@ class ProgressTracker:
         if not DENOISE_BAR_RE.match(line):
             return True  # another bar (loading shards): a redraw, not a step
         step, total = int(m.group(1)), int(m.group(2))
+        finished = self.step == self.total == total
+        if finished and step == 0:  # a fresh bar after a finished one: the next clip
+            self.clip += 1
+            self.step = -1
+            self._begin("denoise")
+        elif finished or (self.clip > 1 and step == total and self.step <= 1 < total):
+            return True  # another rank's redraw of a finished bar
         if self.current in ("load", "text_encode"):
             self._begin("denoise")
         # Under torchrun every rank draws a bar; report each step once, in order.
@@ -99,7 +116,10 @@ class ProgressTracker:
             self.step, self.total = step, total
             elapsed = _seconds(m.group(3), m.group(4), m.group(5))
             eta = _seconds(m.group(6), m.group(7), m.group(8)) if m.group(7) else None
-            emit("progress", step=step, total=total, elapsed_s=elapsed, eta_s=eta)
+            clip = {"clip": self.clip, "clips": self.clips} if (self.clips or self.clip > 1) else {}
+            if clip and eta is not None and self.clips:
+                eta += (self.clips - self.clip) * (elapsed + eta)  # the clips still to come, at this clip's pace
+            emit("progress", step=step, total=total, elapsed_s=elapsed, eta_s=eta, **clip)
             if step == total and self.current == "denoise":
                 self._begin("decode")
         return True
