@@ -191,6 +191,77 @@ def test_i2v_image_is_staged_and_removed(stack, tmp_path):
     assert leftovers(stack) == []
 
 
+def write_wav(path: Path, seconds: float) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(b"\0\0" * int(16000 * seconds))
+    return path
+
+
+TINY_MP4 = Path(__file__).parent / "standins" / "tiny.mp4"  # 8 frames, 64x48
+
+
+def animate_folder(root: Path, replace: bool = False) -> Path:
+    """What animate-prep writes: pose, face (and background, mask) videos of one length, the reference PNG."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in catalog.ANIMATE_SOURCE_FILES + (catalog.ANIMATE_REPLACE_FILES if replace else ()):
+        if name.endswith(".mp4"):
+            (root / name).write_bytes(TINY_MP4.read_bytes())
+    (root / "src_ref.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x40\0\0\0\x30" + b"\0" * 16)
+    (root / "video.mp4").write_bytes(b"the driving video: never copied in")
+    return root
+
+
+def test_s2v_runs_every_clip_its_audio_needs(stack, tmp_path):
+    """s2v-14B: image and audio staged, the clip frames as --infer_frames, one bar a clip followed
+    to the end, the sidecar naming the inputs and the clips."""
+    gpus(stack, f"1x80:9.0:{H100}")
+    image, audio = tmp_path / "face.png", write_wav(tmp_path / "my talk.wav", 7.0)
+    image.write_bytes(b"\x89PNG fake")
+    r = generate(stack, "--task", "s2v-14B", "--image", str(image), "--audio", str(audio), "--prompt", "she speaks",
+                 "--frame-num", "48", "--steps", "3", "--seed", "5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (call,) = calls(stack)
+    argv = call["argv"]
+    assert re.fullmatch(r"/opt/outputs/\.staging/[0-9a-f]+/audio/my_talk\.wav", argv[argv.index("--audio") + 1])
+    assert argv[argv.index("--infer_frames") + 1] == "48" and "--frame_num" not in argv
+    assert argv[argv.index("--offload_model") + 1] == "True" and "--convert_model_dtype" in argv
+    # 7 s of audio at 16 fps is 112 frames: three clips of 48 (WanS2V's own count)
+    assert "denoising clip 3 of 3" in r.stdout and "3/3 steps" in r.stdout
+    video = max(videos(stack), key=lambda p: p.stat().st_mtime)
+    assert video.name.startswith("s2v-14B_1024x704_she-speaks_")
+    side = json.loads(video.with_suffix(".json").read_text())
+    assert side["audio"]["source"] == str(audio) and side["image"]["source"] == str(image)
+    assert (side["frames_per_clip"], side["clips_expected"], side["clips_run"], side["num_clip"]) == (48, 3, 3, None)
+    assert side["negative_prompt"] == catalog.S2V_NEG_PROMPT and side["fps"] == 16 and side["guide_scale"] == 4.5
+    assert leftovers(stack) == []
+
+
+def test_animate_runs_the_prepared_folder_without_a_prompt(stack, tmp_path):
+    """animate-14B: only the files Wan-Animate opens are staged, --refert_num is always passed (its
+    default 77 fails upstream), no --prompt; the video is named after the folder."""
+    gpus(stack, f"1x141:9.0:NVIDIA H200")
+    folder = animate_folder(tmp_path / "dancer", replace=True)
+    r = generate(stack, "--task", "animate-14B", "--src-root", str(folder), "--replace", "--frame-num", "5",
+                 "--steps", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (call,) = calls(stack)
+    argv = call["argv"]
+    staged = argv[argv.index("--src_root_path") + 1]
+    assert re.fullmatch(r"/opt/outputs/\.staging/[0-9a-f]+/src_root/dancer", staged)
+    assert argv[argv.index("--refert_num") + 1] == "1" and "--replace_flag" in argv and "--prompt" not in argv
+    assert "denoising clip 2 of 2" in r.stdout  # 8 pose frames in clips of 5 overlapping by 1
+    video = max(videos(stack), key=lambda p: p.stat().st_mtime)
+    assert video.name.startswith("animate-14B_1280x720_dancer_")
+    side = json.loads(video.with_suffix(".json").read_text())
+    assert side["prompt"] == catalog.ANIMATE_PROMPT and side["fps"] == 30 and (side["width"], side["height"]) == (64, 48)
+    assert side["src_root"] == {"source": str(folder), "staged_as": staged}
+    assert (side["refert_num"], side["replace"], side["clips_run"]) == (1, True, 2)
+    assert leftovers(stack) == []
+
+
 # --------------------------------------------------------------------------- outputs are never lost
 
 

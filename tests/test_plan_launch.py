@@ -463,3 +463,39 @@ def test_prompt_file_lines(tmp_path):
     assert (jobs[1].request.sample_steps, jobs[1].request.seed, jobs[1].request.size) == (3, 9, "832*480")
     assert "4n+1" in jobs[2].error and "stpes" in jobs[3].error and "not valid JSON" in jobs[4].error
     assert jobs[5].request.image == str(tmp_path / "cat.jpg")
+
+
+def test_progress_tracker_follows_s2v_clips(capsys):
+    """S2V denoises once per clip: the bar restarts at 0 after each decode. Each clip's steps are
+    reported with the clip number, late redraws of a finished bar by other ranks are dropped, the
+    phases alternate and the sidecar's seconds are their sums."""
+    clock = iter(range(100)).__next__
+    t = upstream_progress.ProgressTracker(clock=clock, clips=2)
+    t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
+    for clip in range(2):
+        assert t.on_stderr("  0%|          | 0/4 [00:00<?, ?it/s]")
+        assert t.on_stderr(" 50%|█████     | 2/4 [00:10<00:10,  5.00s/it]")
+        assert t.on_stderr("100%|██████████| 4/4 [00:20<00:00,  5.00s/it]")
+        assert t.on_stderr(" 75%|███████▌  | 3/4 [00:15<00:05,  5.00s/it]")  # another rank, behind
+    assert t.on_stderr("100%|██████████| 4/4 [00:20<00:00,  5.00s/it]")  # another rank, late
+    t.on_stdout("[2026-01-01 10:01:00,000] INFO: Saving generated video to /opt/outputs/x.mp4")
+    t.on_stdout("[2026-01-01 10:01:00,000] INFO: Finished.")
+    events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
+    progress = [(e["clip"], e["clips"], e["step"], e["eta_s"]) for e in events if e["event"] == "progress"]
+    # clip 1's ETA counts clip 2 at clip 1's pace (20 s a clip)
+    assert progress == [(1, 2, 0, None), (1, 2, 2, 30), (1, 2, 4, 20), (2, 2, 0, None), (2, 2, 2, 10), (2, 2, 4, 0)]
+    ends = [e["name"] for e in events if e["event"] == "phase" and e["state"] == "end"]
+    assert ends == ["load", "text_encode", "denoise", "decode", "denoise", "decode", "save"]
+    assert t.clip == 2 and t.phases["denoise"] == sum(e["seconds"] for e in events if e.get("name") == "denoise"
+                                                       and e["state"] == "end")
+
+
+def test_one_video_tasks_never_see_a_second_clip(capsys):
+    t = upstream_progress.ProgressTracker(clock=iter(range(100)).__next__)
+    t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
+    for line in ("  0%|          | 0/2 [00:00<?, ?it/s]", "100%|██████████| 2/2 [00:02<00:00,  1.00s/it]",
+                 " 50%|█████     | 1/2 [00:01<00:01,  1.00s/it]"):
+        t.on_stderr(line)
+    events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
+    assert [e["step"] for e in events if e["event"] == "progress"] == [0, 2]
+    assert all("clip" not in e for e in events) and t.clip == 1

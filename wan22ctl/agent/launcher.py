@@ -125,7 +125,7 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
 
     req = plan.request
     task = catalog.TASKS[req["task"]]
-    width, height = _video_size(video, req["size"])
+    width, height = _video_size(video, req["size"]) if task.inputs else (int(x) for x in req["size"].split("*"))
     guide = req.get("guide_scale")
     return {
         "video": os.path.basename(video),
@@ -167,8 +167,8 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
 
 
 def _video_size(video: str, size: str) -> tuple[int, int]:
-    """The video's own width and height (s2v follows the image's aspect within the size's area;
-    animate the preprocessed folder's), else the requested size."""
+    """The video's own width and height (s2v follows the image's aspect within the size's area,
+    animate the preprocessed folder's size), else the requested size."""
     from wan22ctl import media
 
     try:

@@ -133,7 +133,7 @@ class RunView:
         )
         self.task = self.progress.add_task(f"{self.label}: starting", total=None, eta="?")
         self._server_phase: str | None = None
-        self._clip = 1  # the clip being denoised (s2v / animate run one bar a clip)
+        self._clip = 0  # the clip being denoised (s2v / animate run one bar a clip)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -165,7 +165,7 @@ class RunView:
         elif kind == "progress":
             if event.get("clip") and event["clip"] != self._clip:
                 self._clip = event["clip"]
-                self._describe(f"denoising clip {self._clip} of {event.get('clips') or '?'}")
+                self.say(f"denoising clip {self._clip} of {event.get('clips') or '?'}")
             self.progress.update(self.task, total=event["total"], completed=event["step"],
                                  eta=fmt_duration(event.get("eta_s")))
         elif kind == "waiting":

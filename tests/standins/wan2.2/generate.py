@@ -17,6 +17,10 @@ Behaviour on request, by a marker in the prompt:
   @@nosave   log upstream's "save_video failed" and exit 0 without writing (upstream swallows it)
   @@badsave  write half an MP4 (a cut-short write) and exit 0
   @@slow     0.25 s per denoising step (default WAN22_STANDIN_STEP_S or 0.005 s)
+s2v-14B and animate-14B run their clips as upstream does: one bar a clip, the clip count from the
+audio's length (WAV, read with the standard library; other formats make one clip) or from
+src_pose.mp4's frame count; the audio, pose video and source folder are opened where upstream
+opens them, and animate's refert_num is asserted after the "load", as WanAnimate.generate does.
 Every process appends one JSON line (argv, RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES, pid) to
 WAN22_STANDIN_LOG (default /tmp/wan22-standin-calls.jsonl).
 """
@@ -221,6 +225,48 @@ def _record(args):
         f.write(json.dumps(entry) + "\n")
 
 
+def _wav_seconds(path):
+    import wave
+
+    try:
+        with wave.open(path) as w:
+            return w.getnframes() / w.getframerate()
+    except (wave.Error, EOFError):
+        return None
+
+
+def _mp4_frames(path):
+    """The first stsz box's sample count (the stand-in's pose videos have one track)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    at = data.find(b"stsz")
+    return int.from_bytes(data[at + 12:at + 16], "big") if at >= 0 else 1
+
+
+def _clips(args):
+    """How many clips upstream's loops run (speech2video.py / animate.py), the inputs opened where they are."""
+    if args.task == "s2v-14B":
+        with open(args.image, "rb"), open(args.audio, "rb"):  # PIL and librosa raise FileNotFoundError alike
+            pass
+        if args.pose_video is not None:
+            open(args.pose_video, "rb").close()
+        seconds = _wav_seconds(args.audio) or 0
+        clips = int(int(seconds * 30) / (args.infer_frames * 30 / 16)) + 1  # AudioEncoder.get_audio_embed_bucket_fps
+        return clips if args.num_clip is None or args.num_clip > clips else args.num_clip
+    if args.task == "animate-14B":
+        assert args.refert_num == 1 or args.refert_num == 5, "refert_num should be 1 or 5."
+        names = ["src_pose.mp4", "src_face.mp4", "src_ref.png"] + (["src_bg.mp4", "src_mask.mp4"] if args.replace_flag else [])
+        for name in names:
+            open(os.path.join(args.src_root_path, name), "rb").close()
+        frames, step = _mp4_frames(os.path.join(args.src_root_path, "src_pose.mp4")), args.frame_num - args.refert_num
+        rest = (frames - args.refert_num) % step
+        target, start, clips = frames + (step - rest if rest else 0), 0, 0
+        while start + args.refert_num < target:  # WanAnimate.generate's window loop
+            clips, start = clips + 1, start + step
+        return clips
+    return 1
+
+
 def _fixture():
     here = os.path.dirname(os.path.abspath(__file__))
     return os.environ.get("WAN22_STANDIN_MP4") or next(
@@ -256,13 +302,15 @@ def generate(args):
     time.sleep(float(os.environ.get("WAN22_STANDIN_LOAD_S", "0.05")))
     logging.info(f"Creating WanModel from {args.ckpt_dir}")
     logging.info("Generating video ...")
+    clips = _clips(args)
     time.sleep(0.2)  # "text encoding": long enough that stdout and stderr arrive in order
     prompt = args.prompt
     step_s = 0.25 if "@@slow" in prompt else float(os.environ.get("WAN22_STANDIN_STEP_S", "0.005"))
-    _tqdm(args.sample_steps, step_s,
-          hang_at=2 if "@@hang" in prompt else None,
-          fail_at=args.sample_steps // 2 if "@@fail" in prompt else None)
-    time.sleep(0.1)  # "VAE decode"
+    for clip in range(clips):
+        _tqdm(args.sample_steps, step_s,
+              hang_at=2 if "@@hang" in prompt and clip == clips - 1 else None,
+              fail_at=args.sample_steps // 2 if "@@fail" in prompt and clip == clips - 1 else None)
+        time.sleep(0.1)  # "VAE decode"
     if rank == 0:
         if args.save_file is None:
             formatted_time = datetime.now().strftime("%Y%m%d_%H%M%S")
