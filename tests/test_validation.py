@@ -19,6 +19,9 @@ from tests.conftest import clean_environ
 from wan22ctl.agent.server.requests import RequestInvalid, validate
 
 HERE = str(Path(__file__).resolve())
+INPUTS = Path(__file__).resolve().parent / "inputs"  # media made once for this table (see _make_inputs)
+WAV, TRUNCATED_WAV = str(INPUTS / "talk.wav"), str(INPUTS / "cut.wav")
+ANIMATE, ANIMATE_UNEVEN = str(INPUTS / "process_results"), str(INPUTS / "uneven")
 ENTRY_POINTS = (["plan"], ["generate", "--dry-run"], ["generate"])
 
 # (CLI arguments, (server task, body) or None where the input has no server form, the one line)
@@ -42,7 +45,44 @@ BAD_INPUTS = [
     (["--task", "t2v-A14B", "--seed", "-5"], None, "--seed -5 must be between 0 and 2**63-1"),
     (["--task", "t2v-A14B", "--offload", "maybe"], None, "--offload 'maybe'; choose auto, on or off"),
     (["--task", "t2v-A14B", "--gpus", "x"], None, "--gpus 'x': must be all, a count (e.g. 2) or indices (e.g. 0,2 or device=1)"),
-    (["--task", "wan"], None, "unknown task 'wan'; choose one of t2v-A14B, i2v-A14B, ti2v-5B"),
+    (["--task", "wan"], None, "unknown task 'wan'; choose one of t2v-A14B, i2v-A14B, ti2v-5B, s2v-14B, animate-14B"),
+    # s2v-14B: image and audio both required, the audio must decode, frames a clip are a multiple of 4
+    (["--task", "s2v-14B", "--audio", WAV], None, "s2v-14B needs --image PATH (upstream would silently use its example image)"),
+    (["--task", "s2v-14B", "--image", HERE], None,
+     "s2v-14B needs --audio PATH (upstream would silently use its example talk.wav)"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", "/nonexistent/talk.wav"], None,
+     "audio /nonexistent/talk.wav: does not exist"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", HERE], None,
+     f"audio {HERE}: not audio that can be decoded (WAV, FLAC, MP3, Ogg or M4A, checked by its header)"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", TRUNCATED_WAV], None, f"audio {TRUNCATED_WAV}: WAV without audio data"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--frame-num", "81"], None,
+     "--frame-num 81 is not a multiple of 4 for s2v-14B (frames a clip, generate.py's --infer_frames); use 80 or 84"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--num-clip", "0"], None, "--num-clip 0 must be at least 1"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--pose-video", HERE], None,
+     f"pose video {HERE}: not a video (MP4, MOV, MKV/WebM or AVI, checked by its header)"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--size", "1280*960"], None,
+     "size 1280*960 is not supported by s2v-14B; choose one of 720*1280, 1280*720, 480*832, 832*480, 1024*704, "
+     "704*1024, 704*1280, 1280*704"),
+    (["--task", "t2v-A14B", "--audio", WAV], None, "--audio is for s2v-14B, not t2v-A14B"),
+    # animate-14B: the prepared folder, its files and lengths, refert 1 or 5, no prompt, no size
+    (["--task", "animate-14B"], None,
+     "animate-14B needs --src-root FOLDER: what `wan22ctl animate-prep` wrote (src_pose.mp4, src_face.mp4, src_ref.png)"),
+    (["--task", "animate-14B", "--src-root", ANIMATE, "--refert-num", "77"], None,
+     "--refert-num 77 must be 1 or 5 (Wan-Animate asserts it after the 14B model has loaded; generate.py's own "
+     "default, 77, fails there)"),
+    (["--task", "animate-14B", "--src-root", "/nonexistent/out"], None,
+     "--src-root /nonexistent/out is not a folder; make it with `wan22ctl animate-prep`"),
+    (["--task", "animate-14B", "--src-root", ANIMATE, "--replace"], None,
+     f"--src-root {ANIMATE} lacks src_bg.mp4, src_mask.mp4 for replacement mode (run animate-prep with --replace)"),
+    (["--task", "animate-14B", "--src-root", ANIMATE_UNEVEN], None,
+     f"--src-root {ANIMATE_UNEVEN}: the videos differ in length (src_pose.mp4 8, src_face.mp4 4 frames); "
+     "run animate-prep again"),
+    (["--task", "animate-14B", "--src-root", ANIMATE, "--prompt", "a dancer"], None,
+     "animate-14B takes no prompt: generate.py never passes it on (Wan-Animate uses its own); leave --prompt out"),
+    (["--task", "animate-14B", "--src-root", ANIMATE, "--size", "1280*720"], None,
+     "animate-14B takes its size from the preprocessed folder; set it with `wan22ctl animate-prep --size`, not --size"),
+    (["--task", "animate-14B", "--src-root", ANIMATE, "--frame-num", "76"], None,
+     "--frame-num 76 is not of the form 4n+1; use 73 or 77"),
     (["--task", "t2v-A14B", "--prompt", "x", "--prompt-file", "p.txt"], None, "give --prompt or --prompt-file, not both"),
     (["--task", "t2v-A14B", "--prompt-file", "missing.txt"], None, "prompt file missing.txt does not exist"),
 ]
@@ -56,9 +96,42 @@ def _cli(tmp_path, *args):
                           text=True, timeout=60)
 
 
+def _mp4_with_frames(frames: int) -> bytes:
+    """tests/standins/tiny.mp4 (8 frames) with its video track's sample count set to `frames`."""
+    data = bytearray((Path(__file__).parent / "standins" / "tiny.mp4").read_bytes())
+    at = data.index(b"stsz")
+    data[at + 12:at + 16] = frames.to_bytes(4, "big")
+    return bytes(data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _make_inputs(tmp_path_factory):
+    """The table's media, under tests/inputs/ (ignored by git): a 3 s WAV, one cut short, a prepared
+    animate folder and one whose face video is shorter than its pose video."""
+    import shutil
+    import wave
+
+    shutil.rmtree(INPUTS, ignore_errors=True)
+    INPUTS.mkdir()
+    with wave.open(WAV, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(b"\0\0" * 48000)
+    Path(TRUNCATED_WAV).write_bytes(Path(WAV).read_bytes()[:44])
+    png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x40\0\0\0\x30" + b"\0" * 16
+    for folder, face in ((ANIMATE, 8), (ANIMATE_UNEVEN, 4)):
+        Path(folder).mkdir()
+        Path(folder, "src_pose.mp4").write_bytes(_mp4_with_frames(8))
+        Path(folder, "src_face.mp4").write_bytes(_mp4_with_frames(face))
+        Path(folder, "src_ref.png").write_bytes(png)
+    yield
+    shutil.rmtree(INPUTS, ignore_errors=True)
+
+
 @pytest.mark.parametrize("args, server, message", BAD_INPUTS, ids=[" ".join(row[0]) for row in BAD_INPUTS])
 def test_every_entry_point_refuses_the_same_input_the_same_way(tmp_path, args, server, message):
-    if "--prompt" not in args and "--prompt-file" not in args:
+    if args[:2] == ["--task", "animate-14B"]:
+        pass  # it takes no prompt
+    elif "--prompt" not in args and "--prompt-file" not in args:
         args = [*args, "--prompt", "a red fox"]
     for entry in ENTRY_POINTS:
         r = _cli(tmp_path, *entry, *args)
@@ -195,3 +268,18 @@ def test_user_text_reaches_the_terminal_inert(tmp_path):
     assert r.returncode == 2 and r.stderr == "error: image /nowhere/\\x1b[2J[red]x.jpg does not exist or is not a file\n"
     for output in (r.stdout, r.stderr):
         assert "\x1b" not in output and "\x07" not in output
+
+
+def test_s2v_and_animate_plan_without_docker(tmp_path):
+    """The clip counts come from the inputs themselves: 3 s of audio in 48-frame clips at 16 fps is
+    1 clip; 8 pose frames in 5-frame clips overlapping by 1 are 2."""
+    r = _cli(tmp_path, "plan", "--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--prompt", "hi",
+             "--frame-num", "48", "--gpu-count", "1", "--gpu-mem-gb", "80", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)["plans"][0]["plan"]
+    assert p["request"]["clips"] == 1 and p["offload_model"] and "--infer_frames" in p["argv"]
+    r = _cli(tmp_path, "plan", "--task", "animate-14B", "--src-root", ANIMATE, "--frame-num", "5", "--gpu-count", "1",
+             "--gpu-mem-gb", "141")
+    assert r.returncode == 0, r.stderr
+    assert "animate-14B 1280*720 5 frames a clip, 2 clip(s)" in r.stdout and "--prompt" not in r.stdout
+    assert "wan22ctl download animate" in r.stderr

@@ -104,11 +104,13 @@ def driver_verdict(driver: str, cuda: str) -> Verdict:
 
 
 def doctor_request(task: str):
-    """A representative request for `task`: its default size and frames (an i2v image is assumed)."""
-    from wan22ctl.plan.launch import build_request
+    """A representative request for `task`: its default size and frames (an i2v image, s2v's audio and
+    animate's folder are assumed)."""
+    from wan22ctl.plan.launch import build_request, placeholder_inputs
 
-    image = "input.png" if catalog.TASKS[task].needs_image else None
-    return build_request(task, "doctor", seed=0, image=image, file_exists=lambda _path: True)
+    prompt = "doctor" if catalog.TASKS[task].takes_prompt else None
+    return build_request(task, prompt, seed=0, file_exists=lambda _path: True, probe_inputs=False,
+                         **placeholder_inputs(task))
 
 
 def launch_plan(task: str, gpus: list[Gpu], host_ram_gb: float | None):
