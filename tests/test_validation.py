@@ -271,13 +271,14 @@ def test_user_text_reaches_the_terminal_inert(tmp_path):
 
 
 def test_s2v_and_animate_plan_without_docker(tmp_path):
-    """The clip counts come from the inputs themselves: 3 s of audio in 48-frame clips at 16 fps is
-    1 clip; 8 pose frames in 5-frame clips overlapping by 1 are 2."""
+    """The clip counts come from the inputs themselves, as upstream counts them: 3 s of audio in
+    48-frame clips at 16 fps is 2 (WanS2V's int(...) + 1); 8 pose frames in 5-frame clips
+    overlapping by 1 are 2."""
     r = _cli(tmp_path, "plan", "--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--prompt", "hi",
              "--frame-num", "48", "--gpu-count", "1", "--gpu-mem-gb", "80", "--json")
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)["plans"][0]["plan"]
-    assert p["request"]["clips"] == 1 and p["offload_model"] and "--infer_frames" in p["argv"]
+    assert p["request"]["clips"] == 2 and p["offload_model"] and "--infer_frames" in p["argv"]
     r = _cli(tmp_path, "plan", "--task", "animate-14B", "--src-root", ANIMATE, "--frame-num", "5", "--gpu-count", "1",
              "--gpu-mem-gb", "141")
     assert r.returncode == 0, r.stderr
