@@ -283,4 +283,4 @@ def test_s2v_and_animate_plan_without_docker(tmp_path):
              "--gpu-mem-gb", "141")
     assert r.returncode == 0, r.stderr
     assert "animate-14B 1280*720 5 frames a clip, 2 clip(s)" in r.stdout and "--prompt" not in r.stdout
-    assert "wan22ctl download animate" in r.stderr
+    assert "wan22ctl download animate" in r.stdout + r.stderr
