@@ -46,6 +46,7 @@ from pathlib import Path
 import pytest
 
 from tests.ports import free_port  # noqa: F401 (also imported from here by other tests)
+from wan22ctl import catalog
 
 OLAH_CLI = os.environ.get("WAN22CTL_OLAH_CLI", "/opt/wan22ctl-ci/olah/bin/olah-cli")
 def docker_gateway() -> str:
@@ -61,7 +62,7 @@ def docker_gateway() -> str:
         return "172.17.0.1"
 
 # Files whose payload goes to LFS, as on the Hub (.gitattributes tracks these suffixes).
-LFS_SUFFIXES = (".pth", ".safetensors", ".model", ".bin")
+LFS_SUFFIXES = (".pth", ".safetensors", ".model", ".bin", ".onnx", ".pt", ".ckpt")
 
 
 
@@ -145,7 +146,25 @@ def fixture_repos() -> dict[str, dict[str, bytes]]:
         "tokenizer/tokenizer_config.json": _json({}),
         "scheduler/scheduler_config.json": _json({}),
     }
+    s2v = {**_common("Wan2.1_VAE.pth"), **_dit("", 4, 4096, "s2v"),
+           "wav2vec2-large-xlsr-53-english/config.json": _json({"model_type": "wav2vec2"}),
+           "wav2vec2-large-xlsr-53-english/preprocessor_config.json": _json({"sampling_rate": 16000}),
+           "wav2vec2-large-xlsr-53-english/vocab.json": _json({"a": 1}),
+           "wav2vec2-large-xlsr-53-english/model.safetensors": _payload("wav2vec", 8192)}
+    animate = {**_common("Wan2.1_VAE.pth"), **_dit("", 4, 4096, "animate"),
+               "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth": _payload("clip", 16 * 1024),
+               "xlm-roberta-large/tokenizer.json": _json({"model": {"type": "Unigram"}}),
+               "xlm-roberta-large/sentencepiece.bpe.model": _payload("xlmr-spm", 4096),
+               "relighting_lora.ckpt": _payload("lora", 4096),
+               **{name: _payload(name, 4096) for name in catalog.ANIMATE_PROCESS_CHECKPOINTS}}
+    fun_a14b = lambda seed: {**_common("Wan2.1_VAE.pth"), **_dit("high_noise_model/", 1, 4096, seed),  # noqa: E731
+                             **_dit("low_noise_model/", 1, 4096, seed)}
     return {
+        "Wan-AI/Wan2.2-S2V-14B": s2v,
+        "Wan-AI/Wan2.2-Animate-14B": animate,
+        **{m.repo_id: fun_a14b(m.key) for m in catalog.FAMILY_MODELS if "a14b" in m.key},
+        **{m.repo_id: {**_common("Wan2.2_VAE.pth"), **_dit("", 1, 8192, m.key)}
+           for m in catalog.FAMILY_MODELS if "-5b-" in m.key},
         "Wan-AI/Wan2.2-T2V-A14B": a14b("t2v"),
         "Wan-AI/Wan2.2-I2V-A14B": a14b("i2v"),
         "Wan-AI/Wan2.2-TI2V-5B": ti2v,
