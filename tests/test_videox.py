@@ -67,6 +67,32 @@ def test_ui_launch_plan_host_mode_loads_the_control_model():
         plan_ui_launch({**env, "VIDEOX_UI_MODE": "host"}, None, model_present=False)
 
 
+@pytest.mark.parametrize("mib, mode", [
+    (143771, "model_full_load"),  # H200: both bf16 experts, T5 and activations
+    (81559, "model_cpu_offload"),  # H100 80GB: one expert at a time
+    (46068, "model_cpu_offload_and_qfloat8"),  # L40S
+    (24564, "sequential_cpu_offload"),  # RTX 4090
+])
+def test_the_a14b_fun_models_get_a_mode_for_two_experts(mib, mode):
+    env = {"VIDEOX_DIR": "/vx", "VIDEOX_MODEL": "Wan2.2-Fun-A14B-InP"}
+    launch = plan_ui_launch(env, mib, model_present=True)
+    assert (launch.gpu_memory_mode, launch.model_type, launch.config_path) == \
+        (mode, "Inpaint", "config/wan2.2/wan_civitai_i2v.yaml")
+    assert launch.ui_module == "videox_fun.ui.wan2_2_fun_ui" and "two 14B experts" in launch.gpu_memory_reason
+    control = plan_ui_launch({**env, "VIDEOX_MODEL": "Wan2.2-Fun-A14B-Control"}, mib, model_present=True)
+    assert (control.model_type, control.gpu_memory_mode) == ("Control", mode)
+
+
+def test_models_the_ui_cannot_drive_name_their_example_script():
+    for model, script in (("Wan2.2-VACE-Fun-A14B", "examples/wan2.2_vace_fun/predict_v2v_control.py"),
+                          ("Wan2.2-Fun-A14B-Control-Camera", "examples/wan2.2_fun/predict_v2v_control_camera.py"),
+                          ("Wan2.2-Fun-5B-Control-Camera", "examples/wan2.2_fun/predict_v2v_control_camera_5b.py")):
+        with pytest.raises(ValueError, match=f"python {script}"):
+            plan_ui_launch({"VIDEOX_MODEL": model}, 81559, model_present=True)
+    with pytest.raises(ValueError, match="wan22ctl download fun-a14b-inp"):
+        plan_ui_launch({"VIDEOX_MODEL": "Wan2.2-Fun-A14B-InP", "VIDEOX_UI_MODE": "host"}, None, model_present=False)
+
+
 def test_spec_networking_and_no_secrets():
     host = plan_videox_container(load_settings(None, environ={"HF_TOKEN": "hf_secret123"}))
     assert host.network_mode == "host" and host.ports == {}

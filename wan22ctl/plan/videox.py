@@ -47,6 +47,15 @@ GPU_MEMORY_THRESHOLDS_MIB: tuple[tuple[int, str], ...] = (
     (14_000, "model_cpu_offload_and_qfloat8"),  # 16 GB cards (V100 16G, 4080)
 )
 FALLBACK_GPU_MEMORY_MODE = "sequential_cpu_offload"
+# The A14B Fun models hold two 14B experts in bf16 (about 28.6 GB each; 64 GB on disk with T5 and
+# the VAE, VideoX-Fun's README). Full load keeps both experts, T5 and 720p activations (~20 GB)
+# on the GPU; model_cpu_offload one expert at a time; qfloat8 halves the expert. Estimates from
+# those sizes, not measured.
+A14B_GPU_MEMORY_THRESHOLDS_MIB: tuple[tuple[int, str], ...] = (
+    (120_000, "model_full_load"),  # H200 141 GB, B200
+    (70_000, "model_cpu_offload"),  # A100/H100 80 GB
+    (40_000, "model_cpu_offload_and_qfloat8"),  # 48 GB cards (L40S, A6000)
+)
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,22 @@ class VideoXUi:
     ui_module: str  # module exposing ui(...) and ui_host(...)
     scheduler_dict: str  # name in videox_fun.ui.controller
     config_path: str | None  # relative to the VideoX-Fun checkout; None: the UI takes no config
+    # Set for models VideoX-Fun's UIs cannot drive at VIDEOX_REF (no camera or VACE inputs): the
+    # example script that runs them instead, in the container.
+    predict_script: str | None = None
 
 
 # Longest prefix first. Wan2.2-Fun 5B models use the 5B config (Wan2.2 VAE, single DiT);
 # examples/wan2.2_fun/app.py and predict_v2v_control_5b.py at VIDEOX_REF.
+# The A14B Fun models use the i2v config (Wan2.1 VAE, experts in low_noise_model/ and
+# high_noise_model/, boundary 0.900; examples/wan2.2_fun/app.py); VACE-Fun A14B the t2v config.
 VIDEOX_UIS: tuple[VideoXUi, ...] = (
+    VideoXUi("Wan2.2-Fun-5B-Control-Camera", "", "flow_scheduler_dict", "config/wan2.2/wan_civitai_5b.yaml",
+             "examples/wan2.2_fun/predict_v2v_control_camera_5b.py"),
+    VideoXUi("Wan2.2-Fun-A14B-Control-Camera", "", "flow_scheduler_dict", "config/wan2.2/wan_civitai_i2v.yaml",
+             "examples/wan2.2_fun/predict_v2v_control_camera.py"),
+    VideoXUi("Wan2.2-VACE-Fun-A14B", "", "flow_scheduler_dict", "config/wan2.2/wan_civitai_t2v.yaml",
+             "examples/wan2.2_vace_fun/predict_v2v_control.py"),
     VideoXUi("Wan2.2-Fun-5B", "videox_fun.ui.wan2_2_fun_ui", "flow_scheduler_dict", "config/wan2.2/wan_civitai_5b.yaml"),
     VideoXUi("Wan2.2-Fun-A14B", "videox_fun.ui.wan2_2_fun_ui", "flow_scheduler_dict", "config/wan2.2/wan_civitai_i2v.yaml"),
     VideoXUi("CogVideoX-Fun", "videox_fun.ui.cogvideox_fun_ui", "ddpm_scheduler_dict", None),
@@ -82,11 +102,15 @@ def model_type_for(model: str) -> str:
     return "Control" if "control" in os.path.basename(model.rstrip("/")).lower() else "Inpaint"
 
 
-def choose_gpu_memory_mode(total_mib: int | None) -> str:
-    """The GPU memory mode for a GPU with `total_mib` MiB (None: unknown, the safest mode)."""
+def is_a14b(model: str) -> bool:
+    return "a14b" in os.path.basename(model.rstrip("/")).lower()
+
+
+def choose_gpu_memory_mode(total_mib: int | None, model: str = "") -> str:
+    """The GPU memory mode for `model` on a GPU with `total_mib` MiB (None: unknown, the safest mode)."""
     if total_mib is None:
         return FALLBACK_GPU_MEMORY_MODE
-    for threshold, mode in GPU_MEMORY_THRESHOLDS_MIB:
+    for threshold, mode in A14B_GPU_MEMORY_THRESHOLDS_MIB if is_a14b(model) else GPU_MEMORY_THRESHOLDS_MIB:
         if total_mib >= threshold:
             return mode
     return FALLBACK_GPU_MEMORY_MODE
@@ -242,6 +266,15 @@ def model_dir(env: Mapping[str, str]) -> str:
     return os.path.join(videox_dir, "models", "Diffusion_Transformer", model)
 
 
+def _selector(path: str) -> str:
+    """The `download` selector of the catalog model in folder `path` (fun-control when none is)."""
+    from wan22ctl import catalog
+
+    base = os.path.basename(path.rstrip("/"))
+    return next((m.key for m in catalog.MODELS if m.mount == "videox" and os.path.basename(m.subdir) == base),
+                "fun-control")
+
+
 def plan_ui_launch(env: Mapping[str, str], gpu_total_mib: int | None, model_present: bool) -> UiLaunch:
     """The UI launch from the container's environment, the first GPU's memory and whether the model is there.
 
@@ -250,16 +283,21 @@ def plan_ui_launch(env: Mapping[str, str], gpu_total_mib: int | None, model_pres
     videox_dir = env.get("VIDEOX_DIR", paths.CONTAINER_VIDEOX_DIR)
     path = model_dir(env)
     entry = ui_for_model(path)
+    if entry.predict_script:
+        raise ValueError(f"VideoX-Fun's UI cannot drive {os.path.basename(path)} (no camera or VACE inputs at "
+                         f"VIDEOX_REF); set VIDEOX_MODEL to a Fun InP/Control model, or run its example in the "
+                         f"container: python {entry.predict_script} (model_name = {path})")
     ui_mode = env.get("VIDEOX_UI_MODE", "auto")
     if ui_mode == "auto":
         ui_mode = "host" if model_present else "normal"
     elif ui_mode == "host" and not model_present:
         raise ValueError(f"VIDEOX_UI_MODE=host but {path} is missing or empty; download it "
-                         f"(`wan22ctl download fun-control`) or set VIDEOX_UI_MODE=normal")
+                         f"(`wan22ctl download {_selector(path)}`) or set VIDEOX_UI_MODE=normal")
     mode = env.get("VIDEOX_GPU_MEMORY_MODE", "auto")
     if mode == "auto":
-        mode = choose_gpu_memory_mode(gpu_total_mib)
-        reason = (f"auto: first GPU has {gpu_total_mib} MiB" if gpu_total_mib is not None
+        mode = choose_gpu_memory_mode(gpu_total_mib, path)
+        size = "two 14B experts" if is_a14b(path) else "a 5B model"
+        reason = (f"auto: first GPU has {gpu_total_mib} MiB for {size}" if gpu_total_mib is not None
                   else "auto: GPU memory unknown (nvidia-smi failed), the safest mode")
     elif mode in GPU_MEMORY_MODES:
         reason = "VIDEOX_GPU_MEMORY_MODE"
