@@ -262,6 +262,42 @@ def test_animate_runs_the_prepared_folder_without_a_prompt(stack, tmp_path):
     assert leftovers(stack) == []
 
 
+def test_animate_prep_publishes_a_whole_folder_that_generate_reads(stack, tmp_path):
+    """Upstream's preprocessing (a stand-in with its flags) runs in the container on staged inputs;
+    the folder appears complete under OUTPUT_DIR/animate-prep, a second one never replaces it, and
+    animate-14B runs from it. A failed run publishes nothing and leaves nothing behind."""
+    gpus(stack, f"1x80:9.0:{H100}")
+    video, image = tmp_path / "dance.mp4", tmp_path / "me.png"
+    video.write_bytes(TINY_MP4.read_bytes())
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 24)
+    first = stack.cli("animate-prep", "--video", str(video), "--image", str(image), "--replace", "--json", timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    folder = Path(json.loads(first.stdout)["folder"])
+    assert folder == stack.out / "animate-prep" / "dance"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*catalog.ANIMATE_SOURCE_FILES, *catalog.ANIMATE_REPLACE_FILES, "prep.json"])
+    assert (folder / "src_ref.png").read_bytes() == image.read_bytes()
+    argv = json.loads((folder / "prep.json").read_text())["argv"]
+    assert argv[1] == "/workspace/wan2.2/wan/modules/animate/preprocess/preprocess_data.py"
+    assert argv[argv.index("--resolution_area") + 1:argv.index("--resolution_area") + 3] == ["1280", "720"]
+    assert "--replace_flag" in argv and argv[argv.index("--k") + 1] == "7"
+    second = stack.cli("animate-prep", "--video", str(video), "--image", str(image), "--json", timeout=120)
+    assert second.returncode == 0 and json.loads(second.stdout)["folder"].endswith("/animate-prep/dance-2")
+    r = generate(stack, "--task", "animate-14B", "--src-root", str(folder), "--replace", "--steps", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    broken = tmp_path / "standin-fail.mp4"
+    broken.write_bytes(TINY_MP4.read_bytes())
+    r = stack.cli("animate-prep", "--video", str(broken), "--image", str(image), timeout=120)
+    assert r.returncode == 1 and "preprocess_data.py exited with code 1" in r.stderr, r.stdout + r.stderr
+    short = tmp_path / "standin-short.mp4"
+    short.write_bytes(TINY_MP4.read_bytes())
+    r = stack.cli("animate-prep", "--video", str(short), "--image", str(image), timeout=120)
+    assert r.returncode == 1 and "src_face.mp4: box" in r.stderr and "the folder is incomplete" in r.stderr, r.stderr
+    assert sorted(p.name for p in (stack.out / "animate-prep").iterdir()) == ["dance", "dance-2"]
+    assert leftovers(stack) == []
+
+
 # --------------------------------------------------------------------------- outputs are never lost
 
 

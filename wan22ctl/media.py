@@ -8,7 +8,7 @@ ends in a traceback. These readers parse the containers' own headers with the st
   track's mdhd) — each yields a duration, or the reason it cannot;
 - video: MP4/MOV (the video track's sample count, size and duration), the container
   preprocessing and most tools write; Matroska/WebM and AVI are recognised, not counted;
-- PNG: its IHDR size.
+- images: PNG, JPEG, WebP or BMP by their first bytes.
 Used on the host (`plan.launch.build_request`) and in the container (the agent records what it read).
 """
 
@@ -262,10 +262,17 @@ def video_info(path: str) -> VideoInfo:
     return VideoInfo("mp4", frames, track.get("width"), track.get("height"), _track_seconds(track))
 
 
-def png_size(path: str) -> tuple[int, int]:
-    """(width, height) of a PNG; MediaError otherwise."""
-    data = _read(path)[:24]
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
-        raise MediaError("not a PNG image")
-    return struct.unpack(">II", data[16:24])
+def image_kind(path: str) -> str:
+    """png, jpeg, webp or bmp by the file's first bytes (animate's src_ref.png is a copy of whatever
+    the reference image was); MediaError otherwise."""
+    data = _read(path)[:16]
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    raise MediaError("not an image (PNG, JPEG, WebP or BMP, checked by its first bytes)")
 

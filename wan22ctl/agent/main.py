@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (health,):
         module.add_parser(sub)
-    for name in ("downloads", "launcher", "server", "videox", "inventory"):
+    for name in ("downloads", "launcher", "animate_prep", "server", "videox", "inventory"):
         try:
             module = __import__(f"wan22ctl.agent.{name}", fromlist=["add_parser"])
         except ModuleNotFoundError as exc:

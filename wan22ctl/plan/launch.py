@@ -273,7 +273,7 @@ def _animate_source_frames(folder: str, replace: bool) -> int:
         mode = "replacement" if replace else "animation"
         hint = " (run animate-prep with --replace)" if replace and set(missing) <= set(catalog.ANIMATE_REPLACE_FILES) else ""
         raise UserError(f"--src-root {folder} lacks {', '.join(missing)} for {mode} mode{hint}")
-    _probe(media.png_size, "reference image", os.path.join(folder, "src_ref.png"))
+    _probe(media.image_kind, "reference image", os.path.join(folder, "src_ref.png"))
     frames = {}
     for name in names:
         if name.endswith(".mp4"):
