@@ -59,6 +59,14 @@ COPY --from=wan22-source /opt/wan22ctl-source.requirements.txt /tmp/wan22ctl-bui
 COPY docker/gpu-stack/wan-requirements.sh /tmp/wan22ctl-build/
 RUN if [ "$GPU_STACK" = "true" ]; then bash /tmp/wan22ctl-build/wan-requirements.sh; fi && rm -rf /tmp/wan22ctl-build
 
+# Wan2.2's requirements_animate.txt (animate-prep) and, on request, requirements_s2v.txt (TTS).
+ARG WAN_ANIMATE_PREP=true
+ARG WAN_S2V_TTS=false
+COPY --from=wan22-source /opt/wan22ctl-source.requirements_animate.txt /tmp/wan22ctl-build/requirements_animate.txt
+COPY --from=wan22-source /opt/wan22ctl-source.requirements_s2v.txt /tmp/wan22ctl-build/requirements_s2v.txt
+COPY docker/gpu-stack/family-requirements.sh /tmp/wan22ctl-build/
+RUN if [ "$GPU_STACK" = "true" ]; then bash /tmp/wan22ctl-build/family-requirements.sh; fi && rm -rf /tmp/wan22ctl-build
+
 # Attention kernels: flash-attn 2 (optional: the kit's default backends need none of it) and
 # FlashAttention-4 (CuTe DSL wheels, the fastest backend measured on Hopper).
 #   FLASH_ATTN=auto: the prebuilt wheel matching torch/CUDA/Python/ABI when one exists, else none;

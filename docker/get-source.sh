@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Put an upstream source tree at /opt/wan22ctl-source (and its requirements.txt beside it), for the
+# Put an upstream source tree at /opt/wan22ctl-source (and its requirements files beside it), for the
 # Dockerfile's *-source stages:
 #   get-source.sh NAME MARKER LOCAL REPO REF
 # LOCAL (WAN22_SOURCE / VIDEOX_SOURCE) non-empty: the folder or tarball the Dockerfile ADDed to
@@ -33,4 +33,6 @@ else
     mkdir -p "$dest"
 fi
 rm -rf /tmp/local-source
-if [ -f "$dest/requirements.txt" ]; then cp "$dest/requirements.txt" /opt/wan22ctl-source.requirements.txt; else : > /opt/wan22ctl-source.requirements.txt; fi
+for req in requirements requirements_animate requirements_s2v; do  # an absent file is left empty
+    if [ -f "$dest/$req.txt" ]; then cp "$dest/$req.txt" "/opt/wan22ctl-source.$req.txt"; else : > "/opt/wan22ctl-source.$req.txt"; fi
+done

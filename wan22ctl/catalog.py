@@ -33,7 +33,7 @@ class Stack:
 
 
 _BUILD_ARGS = ("BASE_IMAGE", "GPU_STACK", "TORCH_CUDA_ARCH_LIST", "TORCH_INDEX_URL", "WAN22_REPO", "WAN22_REF",
-               "WAN22_SOURCE")
+               "WAN22_SOURCE", "WAN_ANIMATE_PREP", "WAN_S2V_TTS")
 
 STACKS: dict[str, Stack] = {
     "main": Stack(

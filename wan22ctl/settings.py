@@ -221,6 +221,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("WAN22_REPO", "https://github.com/Wan-Video/Wan2.2.git", _nonempty, "Wan2.2 git repository cloned into the image", group="image"),
     SettingSpec("WAN22_REF", "42bf4cfaa384bc21833865abc2f9e6c0e67233dc", _git_ref, "Wan2.2 commit the image is pinned to", group="image"),
     SettingSpec("WAN22_SOURCE", "", _source_path, "Wan2.2 tree or .tar/.tar.gz inside the kit folder to build from instead of cloning WAN22_REPO (no GitHub needed; name its commit in WAN22_REF)", group="image"),
+    SettingSpec("WAN_ANIMATE_PREP", "true", _bool, "install Wan2.2's requirements_animate.txt (what `wan22ctl animate-prep` runs)", group="image", typed=_true),
+    SettingSpec("WAN_S2V_TTS", "false", _bool, "install Wan2.2's requirements_s2v.txt (CosyVoice text-to-speech for s2v; it downloads its model at run time)", group="image", typed=_true),
     SettingSpec("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu128", _nonempty, "pip index torch comes from (https://pypi.org/simple serves the same CUDA 12.8 build; or a mirror)", group="image"),
     SettingSpec("REGISTRY_USERNAME", "", _text, "user for `wan22ctl push`/`pull` to a private registry", group="image"),
     SettingSpec("REGISTRY_PASSWORD", "", _text, "password or token for that registry (never stored or logged)", secret=True, group="image"),
