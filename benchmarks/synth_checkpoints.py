@@ -20,6 +20,16 @@ tokens match.
 
     python3 benchmarks/synth_checkpoints.py --model ti2v-5b --out /tmp/ckpt/Wan2.2-TI2V-5B
     python3 benchmarks/synth_checkpoints.py --model t2v-a14b --out /tmp/ckpt/Wan2.2-T2V-A14B --link-experts
+    python3 benchmarks/synth_checkpoints.py --model s2v-14b --out /tmp/ckpt/Wan2.2-S2V-14B --reuse-t5 DIR
+    python3 benchmarks/synth_checkpoints.py --model animate-14b --out /tmp/ckpt/Wan2.2-Animate-14B --reuse-t5 DIR
+
+S2V-14B and Animate-14B: the DiT is upstream's own class built from upstream's config
+(`WanModel_S2V(**wan_s2v_14B.transformer)`, `WanAnimateModel()` whose defaults are the 14B
+model), in 4 bf16 shards at the top of the folder. S2V adds `wav2vec2-large-xlsr-53-english/`:
+a Wav2Vec2ForCTC of the large XLSR shape with random weights, its feature extractor and a small
+CTC vocabulary. Animate adds the open-clip XLM-RoBERTa ViT-H/14 (`wan.modules.animate.clip`),
+`xlm-roberta-large/` (the same synthetic tokenizer as T5's), and `relighting_lora.ckpt` (the
+rank-128 LoRA `get_loraconfig` describes, small random weights, in `{"state_dict": ...}`).
 """
 
 from __future__ import annotations
@@ -43,10 +53,15 @@ DIT = {
 }
 
 
+# s2v-14b / animate-14b: upstream's own classes and configs (see the module docstring).
+FAMILY = {"s2v-14b": dict(shards=4, vae="2.1"), "animate-14b": dict(shards=4, vae="2.1")}
+
+
 def bare_wan_packages(wan_dir: str) -> None:
     """Register `wan` and `wan.modules` as bare packages, so that upstream's module files import
     without running wan/__init__.py (which imports every pipeline)."""
-    for name, path in (("wan", os.path.join(wan_dir, "wan")), ("wan.modules", os.path.join(wan_dir, "wan", "modules"))):
+    for name, path in (("wan", os.path.join(wan_dir, "wan")), ("wan.modules", os.path.join(wan_dir, "wan", "modules")),
+                       ("wan.configs", os.path.join(wan_dir, "wan", "configs"))):
         if name not in sys.modules:
             m = types.ModuleType(name)
             m.__path__ = [path]
@@ -163,9 +178,77 @@ def write_tokenizer(folder: str) -> None:
     assert ids.input_ids.shape == (1, 512) and int(ids.attention_mask.sum()) > 2, ids
 
 
+def _tame(model) -> None:
+    """Keep activations bounded through 40 random blocks, as write_dit does."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith((".o", "ffn.2")):
+                module.weight.mul_(0.05)
+
+
+def write_family_dit(key: str, out: str):
+    """S2V's or Animate's DiT through upstream's class and config; returns the model (on the GPU)."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        torch.set_default_dtype(torch.bfloat16)
+        if key == "s2v-14b":
+            from wan.configs.wan_s2v_14B import s2v_14B
+            from wan.modules.s2v.model_s2v import WanModel_S2V
+
+            cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in s2v_14B.transformer.items()
+                   if not k.startswith("__")}
+            model = WanModel_S2V(**cfg).eval()
+        else:
+            from wan.modules.animate.model_animate import WanAnimateModel
+
+            model = WanAnimateModel().eval()
+        torch.set_default_dtype(torch.float32)
+    _tame(model)
+    os.makedirs(out, exist_ok=True)
+    model.save_config(out)
+    save_shards(model.state_dict(), out, FAMILY[key]["shards"])
+    return model
+
+
+def write_wav2vec(folder: str) -> None:
+    """wav2vec2-large-xlsr-53-english's shape (24 layers of 1024) with random weights, loadable offline."""
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    os.makedirs(folder, exist_ok=True)
+    letters = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("abcdefghijklmnopqrstuvwxyz'")
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump({c: i for i, c in enumerate(letters)}, f)
+    Wav2Vec2CTCTokenizer(os.path.join(folder, "vocab.json")).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(folder)
+    config = Wav2Vec2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                            feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                            vocab_size=len(letters))
+    torch.manual_seed(3)
+    Wav2Vec2ForCTC(config).save_pretrained(folder, safe_serialization=True)
+
+
+def write_animate_extras(model, out: str) -> None:
+    """CLIP ViT-H/14 (open-clip XLM-R), its tokenizer folder, and the relighting LoRA."""
+    from peft import get_peft_model_state_dict
+    from wan.modules.animate.animate_utils import get_loraconfig
+    from wan.modules.animate.clip import clip_xlm_roberta_vit_h_14
+
+    torch.manual_seed(4)
+    clip = clip_xlm_roberta_vit_h_14(pretrained=False, return_transforms=False, return_tokenizer=False,
+                                     dtype=torch.float16, device="cuda")
+    torch.save({k: v.cpu() for k, v in clip.state_dict().items()},
+               os.path.join(out, "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"))
+    del clip
+    write_tokenizer(os.path.join(out, "xlm-roberta-large"))
+    model.add_adapter(get_loraconfig(transformer=model, rank=128, alpha=128))
+    lora = {k: (v * 0.01).cpu() for k, v in get_peft_model_state_dict(model).items()}
+    torch.save({"state_dict": lora}, os.path.join(out, "relighting_lora.ckpt"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(DIT), required=True)
+    parser.add_argument("--model", choices=sorted([*DIT, *FAMILY]), required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--link-experts", action="store_true",
                         help="A14B: low_noise_model files are hard links to high_noise_model's (saves ~29 GB)")
@@ -176,7 +259,7 @@ def main() -> None:
     M, T5, V21, V22 = wan_modules(args.wan_dir)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    write_vae(V21, V22, DIT[args.model]["vae"], args.out)
+    write_vae(V21, V22, {**DIT, **FAMILY}[args.model]["vae"], args.out)
     if args.reuse_t5:
         os.makedirs(os.path.join(args.out, "google", "umt5-xxl"), exist_ok=True)
         for rel in ("models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl/tokenizer.json",
@@ -185,7 +268,15 @@ def main() -> None:
     else:
         write_tokenizer(os.path.join(args.out, "google", "umt5-xxl"))
         write_t5(T5, args.out)
-    if args.model == "ti2v-5b":
+    if args.model in FAMILY:
+        model = write_family_dit(args.model, args.out)
+        if args.model == "s2v-14b":
+            write_wav2vec(os.path.join(args.out, "wav2vec2-large-xlsr-53-english"))
+        else:
+            write_animate_extras(model, args.out)
+        del model
+        torch.cuda.empty_cache()
+    elif args.model == "ti2v-5b":
         write_dit(M, args.model, args.out)
     else:
         high, low = os.path.join(args.out, "high_noise_model"), os.path.join(args.out, "low_noise_model")
