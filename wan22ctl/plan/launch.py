@@ -224,7 +224,7 @@ def task_inputs(task: catalog.Task, frame_num: int, *, audio=None, pose_video=No
         if not isinstance(given[name], bool):
             raise UserError(f"{INPUT_FLAGS[name]} must be true or false, not {given[name]!r}")
     for name, value in given.items():
-        if value not in (None, False) and name not in task.inputs:
+        if value is not None and value is not False and name not in task.inputs:
             raise UserError(f"{INPUT_FLAGS[name]} is for {_INPUT_TASKS[name]}, not {task.name}")
     out = {k: v for k, v in given.items() if k in task.inputs}
     if "audio" in task.inputs:
