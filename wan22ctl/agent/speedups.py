@@ -363,6 +363,10 @@ def _stage(pipe, free_bytes: int | None = None) -> str:
     """
     if not pipe.init_on_cpu:
         return "upstream"
+    from wan22ctl.agent import streaming
+
+    if streaming.requested():
+        return streaming.stage(pipe)
     offload = _run["offload"]
     if offload is None:  # generate.py's default: offload on one process
         offload = int(os.environ.get("WORLD_SIZE", "1")) == 1
@@ -402,6 +406,10 @@ def _patch_swap(cls) -> None:
             required, other = self.high_noise_model, self.low_noise_model
         else:
             required, other = self.low_noise_model, self.high_noise_model
+        if getattr(self, "_wan22_streamed", False):
+            from wan22ctl.agent import streaming
+
+            return streaming.prepare(self, required, other)
         if getattr(self, "_wan22_resident", False) and not offload_model:
             if not _on_gpu(required):  # a run with offload_model moved it off
                 required.to(self.device)
@@ -497,8 +505,13 @@ def uncompile_blocks(module) -> None:
 
 
 def _patch_pipeline_module(module) -> None:
-    if enabled("WAN22_FAST_SWAP"):
-        _patch_swap(getattr(module, SWAP_MODULES[module.__name__]))
+    from wan22ctl.agent import fp8, streaming
+
+    cls = getattr(module, SWAP_MODULES[module.__name__])
+    fp8.patch_pipeline(cls)  # WAN22_DTYPE=fp8: quantize each expert as it is built
+    # block streaming stages through the same patch, whatever WAN22_FAST_SWAP says
+    if enabled("WAN22_FAST_SWAP") or streaming.requested():
+        _patch_swap(cls)
 
 
 def _patcher(fullname: str):

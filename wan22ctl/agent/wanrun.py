@@ -6,8 +6,9 @@
 It runs inside Wan's own Python (system python3 with torch, not the kit's venv; the launcher puts
 only the kit's source folder on PYTHONPATH), so it imports the standard library and torch alone.
 Steps: validate WAN22_ATTENTION and the speedup switches (one line, exit 2, before anything
-loads); install the attention backend and speedups as import hooks; pick the backend for this
-rank's GPU and announce it as an `attention` event; then execute `generate.py` from WAN22_DIR
+loads); install the attention backend and speedups as import hooks; refuse WAN22_DTYPE=fp8 on a GPU
+without FP8 tensor cores (exit 3); pick the backend for this rank's GPU and announce it, with the
+weight dtype and offload mode, as an `attention` event; then execute `generate.py` from WAN22_DIR
 (default: the current folder) as `__main__` with the given arguments. On exit it reports this
 process's peak GPU memory as a `gpu_memory` event. Where no GPU is visible, upstream's first CUDA
 call (`import wan` evaluates `torch.cuda.current_device()`) ends the run with one line naming the
@@ -52,16 +53,22 @@ def _resolve_backend(attention_name: str) -> dict | None:
     this machine lacks."""
     import torch
 
-    from wan22ctl.agent import attention
+    from wan22ctl.agent import attention, fp8, streaming
 
     if not torch.cuda.is_available():
         return None
     # Under torchrun each rank owns GPU LOCAL_RANK: resolve there, never create a context on GPU 0.
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if fp8.requested():
+        problem = fp8.device_problem(device)
+        if problem:
+            raise RuntimeError(problem)
     backend = attention.resolve(attention_name, device)
     attention._resolved[device.index] = backend
     cap = torch.cuda.get_device_capability(device)
-    return {"backend": backend, "capability": f"sm_{cap[0]}{cap[1]}", "gpu": torch.cuda.get_device_name(device)}
+    return {"backend": backend, "capability": f"sm_{cap[0]}{cap[1]}", "gpu": torch.cuda.get_device_name(device),
+            "dtype": "fp8" if fp8.requested() else "bf16", "offload": "blocks" if streaming.requested() else None,
+            "resident_blocks": streaming.resident_blocks() if streaming.requested() else None}
 
 
 def peak_memory() -> dict | None:
@@ -109,9 +116,10 @@ def _offload_model(argv: list[str]) -> bool | None:
 def install(argv: list[str]) -> tuple[str, dict[str, bool]]:
     """Install the attention backend and speedups for the generate.py run `argv` describes; returns
     the requested backend and the speedup switches. ValueError: a bad switch (before anything loads)."""
-    from wan22ctl.agent import attention, speedups
+    from wan22ctl.agent import attention, fp8, speedups, streaming
 
     name = attention.install()
+    fp8.requested(), streaming.requested()  # validate WAN22_DTYPE / WAN22_OFFLOAD
     flags = speedups.install(steps=_sample_steps(argv), offload=_offload_model(argv))
     return name, flags
 
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(3)
     try:
         backend = _resolve_backend(name)
-    except RuntimeError as exc:  # an explicit backend that this machine lacks
+    except RuntimeError as exc:  # an explicit backend, or FP8 tensor cores, that this machine lacks
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(3)
     if backend is not None and _rank() == 0:
