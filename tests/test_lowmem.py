@@ -372,7 +372,6 @@ def test_gpu_streaming_matches_resident(resident):
     model = TinyDiT(layers=8, dim=512).eval().requires_grad_(False)
     model.load_state_dict(reference.state_dict())
     s = streaming.StreamedModel(model, torch.device("cuda", 0), resident)
-    assert all(layout.pinned for layout in s.layouts)
     x = torch.randn(2, 4096, 4, device="cuda")
     want = reference(x)
     for _ in range(3):
