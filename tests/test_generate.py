@@ -442,8 +442,17 @@ def test_bad_lines_are_skipped_by_number_and_do_not_fail_the_batch(stack, tmp_pa
     assert leftovers(stack) == []
 
 
-def test_plan_expecting_oom_needs_force(stack):
+def test_fp8_and_block_streaming_need_the_kits_bootstrap(stack):
+    # the stand-in image runs generate.py as is (WAN22_BOOTSTRAP=0): nothing there could quantize or
+    # stream, so asking for it is one line before anything runs, and `auto` keeps upstream's flags
     gpus(stack, "1x24:8.9:NVIDIA GeForce RTX 4090")
+    for flag in (["--dtype", "fp8"], ["--offload", "blocks"]):
+        r = generate(stack, "--task", "t2v-A14B", "--prompt", "a fox on a 4090", *flag)
+        assert r.returncode == 2 and "need the kit's bootstrap" in r.stderr and calls(stack) == [], r.stderr
+
+
+def test_plan_expecting_oom_needs_force(stack):
+    gpus(stack, "1x16:8.9:NVIDIA RTX 4060 Ti 16GB")  # 720P A14B needs ~21 GB even with the blocks streamed
     r = generate(stack, "--task", "t2v-A14B", "--prompt", "too big")
     assert r.returncode == 2 and "pass --force" in r.stderr and calls(stack) == []
     gpus(stack, "")

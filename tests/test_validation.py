@@ -43,7 +43,7 @@ BAD_INPUTS = [
      "t2v-A14B takes no image; use i2v-A14B or ti2v-5B for image-to-video"),
     (["--task", "i2v-A14B", "--image", "/nonexistent/x.jpg"], None, "image /nonexistent/x.jpg does not exist or is not a file"),
     (["--task", "t2v-A14B", "--seed", "-5"], None, "--seed -5 must be between 0 and 2**63-1"),
-    (["--task", "t2v-A14B", "--offload", "maybe"], None, "--offload 'maybe'; choose auto, on or off"),
+    (["--task", "t2v-A14B", "--offload", "maybe"], None, "--offload 'maybe'; choose auto, on, off or blocks"),
     (["--task", "t2v-A14B", "--gpus", "x"], None, "--gpus 'x': must be all, a count (e.g. 2) or indices (e.g. 0,2 or device=1)"),
     (["--task", "wan"], None, "unknown task 'wan'; choose one of t2v-A14B, i2v-A14B, ti2v-5B, s2v-14B, animate-14B"),
     # s2v-14B: image and audio both required, the audio must decode, frames a clip are a multiple of 4

@@ -25,7 +25,7 @@ from wan22ctl.settings import Settings, read_user_text
 
 # What a JSONL line may set, besides "prompt": generate's options under their JSON names.
 LINE_KEYS = ("task", "size", "frame_num", "steps", "sample_steps", "shift", "guide_scale", "seed", "solver", "image",
-             "offload", "gpus")
+             "offload", "gpus", "dtype")
 # s2v-14B and animate-14B's inputs, under the same names; their paths are relative to the prompt file.
 INPUT_LINE_KEYS = ("audio", "pose_video", "num_clip", "start_from_ref", "src_root", "refert_num", "replace",
                    "relighting_lora")
@@ -55,16 +55,22 @@ class RequestOptions:
     refert_num: Any = None
     replace: Any = False
     relighting_lora: Any = False
+    dtype: Any = None  # None: dtype_default for the A14B tasks, bf16 for the others
+    dtype_default: str = "bf16"  # the WAN22_DTYPE setting
 
     def request(self, prompt, check_image: bool = True) -> GenerationRequest:
         """The validated request (a seed drawn when none was given, and recorded); UserError."""
         seed = random.randint(0, 2**32 - 1) if self.seed is None else self.seed
+        dtype = self.dtype
+        if dtype is None:  # WAN22_DTYPE is about the A14B experts: other tasks keep bf16
+            task = catalog.TASKS.get(self.task) if isinstance(self.task, str) else None
+            dtype = self.dtype_default if task is not None and task.moe else "bf16"
         paths = {k: str(v) if isinstance(v, Path) else v
                  for k, v in ((k, getattr(self, k)) for k in PATH_KEYS)}
         return build_request(
             self.task, prompt, size=self.size, frame_num=self.frame_num, sample_steps=self.steps,
             sample_shift=self.shift, guide_scale=self.guide_scale, seed=seed, solver=self.solver, image=paths["image"],
-            offload=self.offload, gpus=self.gpus, audio=paths["audio"], pose_video=paths["pose_video"],
+            offload=self.offload, gpus=self.gpus, dtype=dtype, audio=paths["audio"], pose_video=paths["pose_video"],
             num_clip=self.num_clip, start_from_ref=self.start_from_ref, src_root=paths["src_root"],
             refert_num=self.refert_num, replace=self.replace, relighting_lora=self.relighting_lora,
             **({} if check_image else {"file_exists": lambda _: True, "probe_inputs": False}),

@@ -238,6 +238,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("HF_HOME", "/opt/hf-home", _abs_path, "host folder mounted as the container's Hugging Face cache", group="container"),
     SettingSpec("WAN22_ATTENTION", "auto", _choice(*ATTENTION_CHOICES), "attention backend of Wan2.2's DiT: auto (fastest measured for the GPU), flash4, sdpa (cuDNN first), flash3, flash2, sdpa-cudnn, sdpa-flash, sdpa-efficient, sdpa-math", group="container"),
     SettingSpec("WAN22_COMPILE", "auto", _choice("auto", "1", "0"), "torch.compile of the DiT block: auto (one-GPU runs of >= 20 steps and the server), 1, 0", group="container"),
+    SettingSpec("WAN22_DTYPE", "bf16", _choice("bf16", "fp8"), "A14B DiT weights: bf16, or fp8 (float8 linears quantized at load; sm_89/sm_90 GPUs; default of --dtype and the server's)", group="container"),
     # -- hub
     SettingSpec("HF_TOKEN", "", _text, "Hugging Face token, passed to downloads at exec time only", secret=True, group="hub"),
     SettingSpec("HF_ENDPOINT", "https://huggingface.co", _nonempty, "Hugging Face endpoint (a mirror such as https://hf-mirror.com)", group="hub"),

@@ -155,6 +155,11 @@ def sidecar_data(plan: LaunchPlan, tracker: ProgressTracker, exit_code: int, *,
         "attention": tracker.attention,
         "gpu_memory": tracker.gpu_memory,
         "weights": tracker.weights,
+        # DiT weight dtype and offload mode (off, model, blocks) as planned; `weights` is where the
+        # container put them (resident, pinned, streamed)
+        "dtype": plan.dtype,
+        "offload": plan.offload_mode,
+        "resident_blocks": plan.resident_blocks,
         "gpus": list(plan.gpu_names),
         "gpu_indices": list(plan.gpus),
         "docker_image_digest": image_digest,

@@ -19,6 +19,7 @@ instead and followed with the same progress, lines and summary.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -92,6 +93,9 @@ def _render_plans(out: Output, data: dict) -> None:
         out.say(f"  GPUs: {p['nproc']} x {p['gpu_memory_gb']:g} GB ({gpus}) via {p['launcher']}")
         out.say(f"  peak GPU memory about {p['est_peak_gpu_gb']:g} GB per GPU; host RAM for loading about "
                 f"{p['host_ram_need_gb']:g} GB" + (f" of {p['host_ram_gb']:g} GB free" if p.get("host_ram_gb") else ""))
+        resident = f", {p['resident_blocks']} of 40 blocks resident" if p.get("resident_blocks") is not None else ""
+        out.say(f"  weights {p['dtype']}, offload {p['offload_mode']}{resident}; "
+                f"page-locked host copies about {p['pinned_host_gb']:g} GB")
         for reason in p["reasons"]:
             out.say(f"  - {reason}")
         for warning in p["warnings"]:
@@ -104,6 +108,7 @@ def _render_plans(out: Output, data: dict) -> None:
 def _show_plans(out: Output, settings, options: RequestOptions, prompt, prompt_file, machine: OfflineGpus,
                 placeholder: str | None) -> None:
     """What `plan` and `generate --dry-run` share: the same checks, the same plans, the same output."""
+    options = replace(options, dtype_default=settings.wan22_dtype)
     jobs, batch_given = batch.collect(options, prompt, prompt_file, placeholder_prompt=placeholder)
     batch.raise_single(jobs, batch_given)
     _refuse_when_none_valid(out, settings, jobs, batch_given)
@@ -209,6 +214,7 @@ def _generate(out: Output, options: RequestOptions, prompt, prompt_file, machine
     if dry_run:
         _show_plans(out, settings, options, prompt, prompt_file, machine, placeholder=None)
         return
+    options = replace(options, dtype_default=settings.wan22_dtype)
     jobs, batch_given = batch.collect(options, prompt, prompt_file)
     batch.raise_single(jobs, batch_given)
     problems = batch.checkpoint_problems(settings, jobs)

@@ -49,7 +49,8 @@ REQUEST_OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (Annotated[Optional[int], typer.Option("--seed", help="Seed (default: drawn at random and recorded in the sidecar).")], None),
     "solver": (Annotated[str, typer.Option("--solver", help="unipc or dpm++.")], "unipc"),
     "gpus": (Annotated[Optional[str], typer.Option("--gpus", help="GPUs to use: all (default), a count, or indices such as 0,1.")], None),
-    "offload": (Annotated[str, typer.Option("--offload", help="--offload_model: auto (from GPU memory), on or off.")], "auto"),
+    "offload": (Annotated[str, typer.Option("--offload", help="auto (from GPU memory), on or off (--offload_model), or blocks (A14B: stream the DiT blocks from host memory).")], "auto"),
+    "dtype": (Annotated[Optional[str], typer.Option("--dtype", help="A14B DiT weights: bf16 or fp8 (sm_89/sm_90; default: WAN22_DTYPE).")], None),
     # s2v-14B
     "audio": (Annotated[Optional[Path], typer.Option("--audio", help="s2v-14B: the speech or song (WAV, FLAC, MP3, Ogg, M4A); its length sets the clips.")], None),
     "pose_video": (Annotated[Optional[Path], typer.Option("--pose-video", help="s2v-14B: a DW-pose video that drives the body.")], None),

@@ -148,7 +148,8 @@ class Context:
         if not self.task or not gpus:
             return None
         mem = self.host_memory()
-        return self._once("plan", lambda: rules.launch_plan(self.task, gpus, mem[1] if mem else None))
+        return self._once("plan", lambda: rules.launch_plan(self.task, gpus, mem[1] if mem else None,
+                                                            self.settings.wan22_dtype))
 
 
 def _first_line(text: str) -> str:
@@ -404,6 +405,21 @@ def check_host_ram(ctx: Context) -> CheckResult:
                    total_gb=round(total, 1), available_gb=round(available, 1), need_gb=plan.host_ram_need_gb)
 
 
+def check_pinned_ram(ctx: Context) -> CheckResult:
+    name = "page-locked host RAM"
+    if not ctx.task:
+        return _skip("host.pinned", name, "no --task given", "the page-locked copies of the task's weights",
+                     "rerun with --task T")
+    mem, plan = ctx.host_memory(), ctx.memory_plan()
+    if mem is None or plan is None:
+        return _skip("host.pinned", name, "cannot read host memory" if mem is None else "no GPU seen",
+                     "the page-locked copies of the task's weights")
+    total, available = mem
+    verdict = rules.pinned_ram_verdict(plan, total, available)
+    return _result("host.pinned", name, verdict, f"{_gb(total)} total, {_gb(available)} available",
+                   pinned_gb=plan.pinned_host_gb, offload=plan.offload_mode, dtype=plan.dtype)
+
+
 def _still_needed_gb(model: catalog.Model, root: str) -> tuple[float, str]:
     """GB a model still needs on disk: the catalog size minus what its folder already holds."""
     from wan22ctl.hub.state import model_dir, model_state
@@ -553,7 +569,7 @@ def check_hf_repo(ctx: Context) -> CheckResult:
 
 ALL_CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
     check_docker, check_host_folders, check_image, check_nvidia_runtime, check_gpus_visible, check_gpu_arch,
-    check_driver, check_vram, check_host_ram, check_disk, check_shm, check_memlock,
+    check_driver, check_vram, check_host_ram, check_pinned_ram, check_disk, check_shm, check_memlock,
     check_hf_endpoint, check_hf_token, check_hf_repo, check_container,
 )
 

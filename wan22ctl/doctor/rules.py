@@ -103,21 +103,22 @@ def driver_verdict(driver: str, cuda: str) -> Verdict:
 # Judged against the launch plan `generate` would use (`wan22ctl.plan.launch`), not a rule of our own.
 
 
-def doctor_request(task: str):
+def doctor_request(task: str, dtype: str = "bf16"):
     """A representative request for `task`: its default size and frames (an i2v image, s2v's audio and
     animate's folder are assumed)."""
     from wan22ctl.plan.launch import build_request, placeholder_inputs
 
     prompt = "doctor" if catalog.TASKS[task].takes_prompt else None
-    return build_request(task, prompt, seed=0, file_exists=lambda _path: True, probe_inputs=False,
+    dtype = dtype if catalog.TASKS[task].moe else "bf16"
+    return build_request(task, prompt, seed=0, dtype=dtype, file_exists=lambda _path: True, probe_inputs=False,
                          **placeholder_inputs(task))
 
 
-def launch_plan(task: str, gpus: list[Gpu], host_ram_gb: float | None):
+def launch_plan(task: str, gpus: list[Gpu], host_ram_gb: float | None, dtype: str = "bf16"):
     """The plan `generate --task T` would make on these GPUs and this much free host RAM."""
     from wan22ctl.plan.launch import plan_launch
 
-    return plan_launch(doctor_request(task), gpus, host_ram_gb, run_id="doctor")
+    return plan_launch(doctor_request(task, dtype), gpus, host_ram_gb, run_id="doctor")
 
 
 def _same_card(gpu: Gpu, count: int) -> list[Gpu]:
@@ -140,8 +141,13 @@ def vram_verdict(plan) -> Verdict:
             fix = (f"run it on several GPUs: {n} x {card.name} (about {bigger.est_peak_gpu_gb:g} GB each) fits "
                    "(torchrun --dit_fsdp --t5_fsdp --ulysses_size N; GPUS=all)")
             break
-    if catalog.TASKS[plan.task].moe and launch_plan("ti2v-5B", [card], None).fits:
-        fix += "; or --task ti2v-5B, which fits this GPU"
+    if catalog.TASKS[plan.task].moe:
+        from wan22ctl.plan import lowmem
+
+        if lowmem.placement(card.memory_gb, "832*480", plan.dtype).fits:
+            fix += "; or a 480P size (--size 832*480), which fits this GPU with the DiT blocks streamed"
+        if launch_plan("ti2v-5B", [card], None).fits:
+            fix += "; or --task ti2v-5B, which fits this GPU"
     return Verdict(FAIL, requirement, fix)
 
 
@@ -153,6 +159,25 @@ def host_ram_verdict(plan, total_gb: float, available_gb: float) -> Verdict:
         fix = "add host RAM (or swap), use fewer GPUs (--gpus N), or a smaller task (ti2v-5B)"
         return Verdict(FAIL, requirement, fix)
     if available_gb < plan.host_ram_need_gb:
+        return Verdict(WARN, requirement, "stop other memory users before generating")
+    return Verdict(PASS, requirement)
+
+
+# Left beside the page-locked copies for the OS, the Python processes and the page cache.
+PINNED_SPARE_GB = 8.0
+
+
+def pinned_ram_verdict(plan, total_gb: float, available_gb: float) -> Verdict:
+    """The plan's page-locked host copies (experts, T5; they cannot be swapped out) against host RAM."""
+    need = getattr(plan, "pinned_host_gb", 0.0) or 0.0
+    if not need:
+        return Verdict(PASS, f"none: {plan.task}'s weights stay on the GPU(s)")
+    requirement = (f"about {need:g} GB page-locked for the run ({plan.dtype} experts, "
+                   f"offload {plan.offload_mode}) + {PINNED_SPARE_GB:g} GB spare; memlock unlimited")
+    if total_gb < need + PINNED_SPARE_GB:
+        fix = "add host RAM" + (", or --dtype fp8 (halves the expert copies; sm_89/sm_90)" if plan.dtype == "bf16" else "")
+        return Verdict(FAIL, requirement, fix)
+    if available_gb < need:
         return Verdict(WARN, requirement, "stop other memory users before generating")
     return Verdict(PASS, requirement)
 

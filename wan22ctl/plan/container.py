@@ -105,7 +105,8 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
     command += ["--api-key-file", SERVER_KEY_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
     # generate passes these per run (the launch plan's env); the server reads them once at start
-    run_env = {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"]}
+    run_env = {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"],
+               "WAN22_DTYPE": settings["WAN22_DTYPE"]}
     return replace(base, command=tuple(command), ports={f"{SERVER_CONTAINER_PORT}/tcp": port},
                    environment={**base.environment, "PYTHONPATH": paths.CONTAINER_KIT_DIR, **run_env}, tty=False,
                    stdin_open=False)

@@ -12,7 +12,9 @@ Memory figures come from the official efficiency table and README (wan22-upstrea
 §9.5): peak GPU memory per process is modelled as resident DiT weights + T5 (when on the GPU)
 + activations, with the activation terms fitted to the table (A14B 720P: 59.8 GB on 1 GPU,
 51.7 GB on 4, 37.0 GB on 8; TI2V-5B: 22.9 GB on a 4090). Estimates, not guarantees; each
-is printed with the plan.
+is printed with the plan. A14B on one GPU below 80 GB (and `--offload blocks`, `--dtype fp8`)
+is placed by `plan/lowmem.py`'s model of the kit's own measured peaks: whole experts swapped
+through page-locked host copies where one fits, else DiT blocks streamed with N resident.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ from typing import Callable, Sequence
 
 from wan22ctl import catalog
 from wan22ctl.errors import UserError
+from wan22ctl.plan import lowmem
 from wan22ctl.plan.inventory import Gpu, Runtime
 from wan22ctl.settings import GpuSelection, parse_gpu_selection
 
-OFFLOAD_CHOICES = ("auto", "on", "off")
+# auto: from GPU memory; on/off: --offload_model; blocks: stream the A14B DiT blocks (plan/lowmem.py)
+OFFLOAD_CHOICES = ("auto", "on", "off", "blocks")
+DTYPE_CHOICES = lowmem.DTYPES  # DiT weights: bf16, or fp8 (agent/fp8.py) on FP8 tensor cores
+FP8_COMPUTE_CAPS = ("8.9", "9.0")
 ATTENTION_DEFAULT = "auto"
 COMPILE_DEFAULT = "auto"  # WAN22_COMPILE: torch.compile of the DiT block (agent.speedups decides `auto`)
 BOOTSTRAP_MODULE = "wan22ctl.agent.wanrun"
@@ -71,6 +77,7 @@ class GenerationRequest:
     replace: bool = False
     relighting_lora: bool = False
     clips: int | None = None  # clips upstream will run, read from the inputs (None: not read)
+    dtype: str = "bf16"  # the A14B experts' weights (WAN22_DTYPE)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +121,7 @@ def build_request(
     image: str | None = None,
     offload: str = "auto",
     gpus: str | None = None,
+    dtype: str = "bf16",
     file_exists: Callable[[str], bool] = os.path.isfile,
     audio: str | None = None,
     pose_video: str | None = None,
@@ -134,7 +142,7 @@ def build_request(
     read (audio length, video frames), else taken as given (the server, doctor's sample plans).
     """
     _check_types(text={"--task": task, "the prompt": prompt, "--size": size, "--solver": solver, "--image": image,
-                       "--offload": offload, "--gpus": gpus},
+                       "--offload": offload, "--gpus": gpus, "--dtype": dtype},
                  whole={"--frame-num": frame_num, "--steps": sample_steps, "--seed": seed},
                  number={"--shift": sample_shift, "--guide-scale": guide_scale})
     if task not in catalog.TASKS:
@@ -161,7 +169,12 @@ def build_request(
     if solver not in catalog.SOLVERS:
         raise UserError(f"unknown solver {solver!r}; choose one of {', '.join(catalog.SOLVERS)}")
     if offload not in OFFLOAD_CHOICES:
-        raise UserError(f"--offload {offload!r}; choose auto, on or off")
+        raise UserError(f"--offload {offload!r}; choose auto, on, off or blocks")
+    if dtype not in DTYPE_CHOICES:
+        raise UserError(f"--dtype {dtype!r}; choose bf16 or fp8")
+    for value, flag in ((dtype == "fp8", "--dtype fp8"), (offload == "blocks", "--offload blocks")):
+        if value and not t.moe:
+            raise UserError(f"{flag} applies to the A14B tasks (t2v-A14B, i2v-A14B); {task} runs in bf16")
     if not t.takes_prompt:
         if prompt is not None and prompt.strip():
             raise UserError(f"{task} takes no prompt: generate.py never passes it on (Wan-Animate uses its own); "
@@ -182,7 +195,7 @@ def build_request(
     return GenerationRequest(
         task=task, prompt=prompt.strip(), size=size, frame_num=frame_num, sample_steps=sample_steps,
         sample_shift=float(sample_shift), guide_scale=None if guide_scale is None else float(guide_scale),
-        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus, **extra,
+        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus, dtype=dtype, **extra,
     )
 
 
@@ -324,20 +337,25 @@ def _activations_gb(task: catalog.Task, size: str, multi: bool) -> float:
     return 12.6 if multi else 12.9
 
 
-def _expert_gb(task: catalog.Task, bf16: bool) -> float:
-    # Official DiT weights are stored in fp32; --convert_model_dtype (or FSDP's bf16 compute) halves them.
+def _expert_gb(task: catalog.Task, bf16: bool, dtype: str = "bf16") -> float:
+    # Official DiT weights are stored in fp32; --convert_model_dtype (or FSDP's bf16 compute) halves them;
+    # fp8 halves the block linears again (the rest of the expert stays bf16: lowmem.expert_gib).
+    if dtype == "fp8":
+        return round(task.dit_params_b * 2 * lowmem.expert_gib("fp8") / lowmem.expert_gib("bf16"), 1)
     return task.dit_params_b * (2 if bf16 else 4)
 
 
-def resident_experts(task: catalog.Task, mem: float, *, offload: bool, convert: bool, t5_cpu: bool) -> bool:
+def resident_experts(task: catalog.Task, mem: float, *, offload: bool, convert: bool, t5_cpu: bool,
+                     dtype: str = "bf16") -> bool:
     """Whether one process on a GPU of `mem` GB keeps both MoE experts (and T5) resident."""
     if not task.moe or offload:
         return False
-    return mem - 2 * _expert_gb(task, convert) - (0.0 if t5_cpu else catalog.T5_GB) >= RESIDENT_FREE_GB
+    return mem - 2 * _expert_gb(task, convert, dtype) - (0.0 if t5_cpu else catalog.T5_GB) >= RESIDENT_FREE_GB
 
 
 def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: bool, offload: bool,
-                         convert: bool, t5_cpu: bool, resident: bool = False, frames: int | None = None) -> float:
+                         convert: bool, t5_cpu: bool, resident: bool = False, frames: int | None = None,
+                         dtype: str = "bf16") -> float:
     """Peak GPU memory of one process (GB) for a flag set; see the module docstring.
 
     resident: one process keeps both experts on the GPU (`resident_experts`)."""
@@ -348,7 +366,7 @@ def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: boo
     if nproc == 1:
         # Single process: upstream keeps only the active expert on the GPU (init_on_cpu); the kit's
         # speedups keep both where they fit.
-        dit = _expert_gb(task, convert) * (2 if resident else 1)
+        dit = _expert_gb(task, convert, dtype) * (2 if resident else 1)
         t5 = 0.0 if (offload or t5_cpu) else catalog.T5_GB
     elif fsdp:
         experts = 2 if (task.moe and not offload) else 1
@@ -361,15 +379,16 @@ def estimate_peak_gpu_gb(task: catalog.Task, size: str, nproc: int, *, fsdp: boo
 
 
 def estimate_host_ram_gb(task: catalog.Task, nproc: int, *, fsdp: bool, t5_fsdp: bool, convert: bool,
-                         t5_cpu: bool) -> float:
+                         t5_cpu: bool, dtype: str = "bf16") -> float:
     """Host RAM the load needs (GB): every rank reads the full fp32 DiT on the CPU first."""
     if task.dit_dtype == "bf16":
         return _bf16_dit_host_ram_gb(task, nproc, fsdp=fsdp)
     expert_fp32 = _expert_gb(task, bf16=False)
     if nproc == 1:
         if task.moe:
-            # Both experts stay on the CPU between switches; the second loads in fp32 beside the first.
-            resident = _expert_gb(task, convert) + expert_fp32
+            # Both experts stay on the CPU between switches; the second loads in fp32 beside the first
+            # (already quantized with fp8: each expert is quantized as it is built).
+            resident = _expert_gb(task, convert, dtype) + expert_fp32
         else:
             resident = expert_fp32
         return round(resident + catalog.T5_GB, 1)
@@ -486,6 +505,10 @@ class LaunchPlan:
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
     runtime: Runtime
+    dtype: str = "bf16"  # DiT weights (WAN22_DTYPE)
+    offload_mode: str = "off"  # off, model (whole experts swap through host copies), blocks (streamed)
+    resident_blocks: int | None = None  # with offload_mode blocks: blocks kept on the GPU
+    pinned_host_gb: float = 0.0  # page-locked host copies the run keeps (experts, T5)
     # rendered from the above for `runtime`
     ckpt_dir: str = ""
     output_dir: str = ""
@@ -555,6 +578,10 @@ class LaunchPlan:
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in self.gpus),
             "WAN22_ATTENTION": self.attention,
             "WAN22_COMPILE": self.compile_mode,
+            "WAN22_DTYPE": self.dtype,
+            # read by agent.streaming: blocks streams the DiT; empty leaves the weight placement to agent.speedups
+            "WAN22_OFFLOAD": "blocks" if self.offload_mode == "blocks" else "",
+            "WAN22_RESIDENT_BLOCKS": str(self.resident_blocks or 0),
             "PYTHONUNBUFFERED": "1",
         }
         reasons = [r for r in self.reasons if not r.startswith(_BOOTSTRAP_REASON)]
@@ -639,19 +666,45 @@ def _select_gpus(request: GenerationRequest, inventory: Sequence[Gpu]) -> tuple[
     return [by_index[i] for i in selection.ids], True
 
 
-def _memory_flags(task: catalog.Task, request: GenerationRequest, nproc: int, mem: float):
-    """(fsdp, offload, convert, t5_cpu, reasons) for `nproc` processes on GPUs of `mem` GB."""
+def low_memory_placement(task: catalog.Task, request: GenerationRequest, mem: float,
+                         kit: bool = True) -> lowmem.Placement | None:
+    """How one GPU of `mem` GB below the README's 80 GB holds the active A14B expert (whole, or
+    streamed block by block; plan/lowmem.py), or None where the README's own flags apply.
+
+    kit: Wan starts through the kit's bootstrap, whose speedups place the weights (else upstream's
+    generate.py runs as is and only its own flags exist)."""
+    if not task.moe or request.offload in ("on", "off") or not kit:
+        return None
+    if request.offload == "blocks" or mem < CLASS_80GB:
+        return lowmem.placement(mem, request.size, request.dtype, force_blocks=request.offload == "blocks")
+    return None
+
+
+def _memory_flags(task: catalog.Task, request: GenerationRequest, nproc: int, mem: float, kit: bool = True):
+    """(fsdp, offload, convert, t5_cpu, reasons, low-memory placement) for `nproc` processes on GPUs of `mem` GB."""
     reasons: list[str] = []
     forced = {"on": True, "off": False}.get(request.offload)
     budget = mem * OFFLOAD_HEADROOM
+    low = None
     if nproc == 1:
         fsdp = False
         if task.moe:
             convert = True
             reasons.append("--convert_model_dtype: bf16 DiT on one GPU, as in the README's single-GPU command")
-            if mem >= BIG_SINGLE_GPU:
+            if request.dtype == "fp8":
+                reasons.append("--dtype fp8: the block linears in float8 e4m3 (per-channel weight, per-token "
+                               f"activation scales), quantized at load: an expert is {lowmem.expert_gib('fp8'):.1f} GB "
+                               f"instead of {lowmem.expert_gib('bf16'):.1f} GB")
+            low = low_memory_placement(task, request, mem, kit)
+            if low is not None:
+                offload, t5_cpu = True, False
+                reasons.append(low.reason)
+                reasons.append("--offload_model True without --t5_cpu: T5 visits the GPU only to encode and the "
+                               "experts only to denoise, each through its page-locked host copy (T5 on the CPU "
+                               "is very slow, issue #282)")
+            elif mem >= BIG_SINGLE_GPU:
                 offload, t5_cpu = False, False
-                if resident_experts(task, mem, offload=False, convert=True, t5_cpu=False):
+                if resident_experts(task, mem, offload=False, convert=True, t5_cpu=False, dtype=request.dtype):
                     reasons.append(f"--offload_model False: {mem:.0f} GB holds T5 and both bf16 experts; they stay "
                                    "on the GPU from the load on (WAN22_FAST_SWAP), no swap at the expert switch")
                 else:
@@ -695,7 +748,7 @@ def _memory_flags(task: catalog.Task, request: GenerationRequest, nproc: int, me
     if forced is not None and forced != offload:
         offload = forced
         reasons.append(f"--offload_model {forced}: set by --offload {request.offload}")
-    return fsdp, offload, convert, t5_cpu, reasons
+    return fsdp, offload, convert, t5_cpu, reasons, low
 
 
 def _container_image_path(output_dir: str, run_id: str, host_image: str) -> str:
@@ -721,6 +774,9 @@ def plan_launch(
     is imported; without it upstream's generate.py runs as is (flash-attn required).
     """
     task = catalog.TASKS[request.task]
+    if not runtime.bootstrap and (request.dtype == "fp8" or request.offload == "blocks"):
+        raise UserError("--dtype fp8 and --offload blocks need the kit's bootstrap (wan22ctl.agent.wanrun), "
+                        "which this container's WAN22_BOOTSTRAP=0 leaves out")
     allowed, fixed = _select_gpus(request, inventory)
     heads = task.num_heads
     reasons: list[str] = []
@@ -739,14 +795,39 @@ def plan_launch(
     def flags_for(n: int):
         chosen = sorted(allowed, key=lambda g: -g.memory_gb)[:n] if n < len(allowed) else list(allowed)
         mem = min(g.memory_gb for g in chosen)
-        choose = _bf16_dit_flags if task.dit_dtype == "bf16" else _memory_flags
-        fsdp, offload, convert, t5_cpu, why = choose(task, request, n, mem)
-        ram = estimate_host_ram_gb(task, n, fsdp=fsdp, t5_fsdp=fsdp, convert=convert, t5_cpu=t5_cpu)
-        return chosen, mem, fsdp, offload, convert, t5_cpu, why, ram
+        if task.dit_dtype == "bf16":
+            fsdp, offload, convert, t5_cpu, why = _bf16_dit_flags(task, request, n, mem)
+            low = None
+        else:
+            fsdp, offload, convert, t5_cpu, why, low = _memory_flags(task, request, n, mem, runtime.bootstrap)
+        ram = estimate_host_ram_gb(task, n, fsdp=fsdp, t5_fsdp=fsdp, convert=convert, t5_cpu=t5_cpu,
+                                   dtype=request.dtype)
+        return chosen, mem, fsdp, offload, convert, t5_cpu, why, ram, low
 
+    def outcome(n: int, c) -> tuple[bool, float, bool]:
+        """(both experts resident, peak GB per GPU, fits) of plan choice `c` on `n` GPUs."""
+        _, mem, fsdp, offload, convert, t5_cpu, _, _, low = c
+        if low is not None:
+            return False, low.peak_gib, low.fits
+        resident = n == 1 and resident_experts(task, mem, offload=offload, convert=convert, t5_cpu=t5_cpu,
+                                               dtype=request.dtype)
+        peak = estimate_peak_gpu_gb(task, request.size, n, fsdp=fsdp, offload=offload, convert=convert,
+                                    t5_cpu=t5_cpu, resident=resident, frames=request.frame_num, dtype=request.dtype)
+        # The table's peaks were measured on these very cards (22.9 GB on a 24 GB 4090): no extra margin.
+        return resident, peak, peak <= mem
+
+    one_process = [flag for flag, on in (("--dtype fp8", request.dtype == "fp8"),
+                                         ("--offload blocks", request.offload == "blocks")) if on]
+    if one_process and nproc > 1:
+        if fixed:
+            raise UserError(f"{' and '.join(one_process)} run(s) on one GPU (float8 weights and streamed blocks are "
+                            f"not FSDP-sharded); use --gpus 1 or drop --gpus {request.gpus}")
+        reasons.append(f"1 of {nproc} GPUs: {' and '.join(one_process)} run(s) in one process (float8 weights and "
+                       "streamed blocks are not FSDP-sharded)")
+        nproc = 1
     choice = flags_for(nproc)
     if host_ram_gb is not None and choice[7] > host_ram_gb and not fixed:
-        for n in candidates[1:]:
+        for n in [c for c in candidates[1:] if c < nproc]:
             smaller = flags_for(n)
             if smaller[7] <= host_ram_gb:
                 reasons.append(f"{n} GPU(s) instead of {nproc}: every rank loads the full weights on the CPU "
@@ -754,7 +835,15 @@ def plan_launch(
                                f"{host_ram_gb:.0f} GB is available")
                 nproc, choice = n, smaller
                 break
-    chosen, mem, fsdp, offload, convert, t5_cpu, why, ram_need = choice
+    if nproc > 1 and task.moe and not fixed and not outcome(nproc, choice)[2]:
+        # the sharded experts do not fit these cards; one of them streams or swaps within its memory
+        single = flags_for(1)
+        if single[8] is not None and outcome(1, single)[2]:
+            reasons.append(f"1 GPU instead of {nproc}: {nproc} x {choice[1]:.0f} GB cannot hold the FSDP-sharded "
+                           f"experts (about {outcome(nproc, choice)[1]:.0f} GB per GPU); one GPU runs A14B in "
+                           f"{choice[1]:.0f} GB with the low-memory placement below")
+            nproc, choice = 1, single
+    chosen, mem, fsdp, offload, convert, t5_cpu, why, ram_need, low = choice
     chosen = sorted(chosen, key=lambda g: g.index)
     if nproc == 1:
         reasons.insert(0, "python generate.py: one GPU, one process")
@@ -762,19 +851,28 @@ def plan_launch(
         reasons.insert(0, f"torchrun --nproc_per_node={nproc} with --ulysses_size {nproc}: {nproc} GPUs, "
                           f"{heads} heads divisible by {nproc}")
     reasons += why
-    resident = nproc == 1 and resident_experts(task, mem, offload=offload, convert=convert, t5_cpu=t5_cpu)
-    peak = estimate_peak_gpu_gb(task, request.size, nproc, fsdp=fsdp, offload=offload, convert=convert, t5_cpu=t5_cpu,
-                                resident=resident, frames=request.frame_num)
-    # The table's peaks were measured on these very cards (22.9 GB on a 24 GB 4090): no extra margin.
-    fits = peak <= mem
+    if request.dtype == "fp8":
+        reasons.append(_fp8_gpu_check(chosen))
+    resident, peak, fits = outcome(nproc, choice)
     if not fits:
-        warnings.append(f"{request.task} at {request.size} on {nproc} x {mem:.0f} GB needs about {peak:.0f} GB per GPU "
-                        "(official table); expect CUDA out of memory: use more GPUs, a 480P size, or ti2v-5B")
+        if low is not None:
+            warnings.append(f"{request.task} at {request.size} on 1 x {mem:.0f} GB needs about {peak + lowmem.MARGIN_GIB:.0f} GB "
+                            "even with the DiT blocks streamed; expect CUDA out of memory: use a 480P size, "
+                            "--dtype fp8, a bigger GPU, or ti2v-5B")
+        else:
+            warnings.append(f"{request.task} at {request.size} on {nproc} x {mem:.0f} GB needs about {peak:.0f} GB "
+                            "per GPU (official table); expect CUDA out of memory: use more GPUs, a 480P size, or ti2v-5B")
+    pinned = 0.0
+    if nproc == 1 and task.moe and not resident:
+        pinned = lowmem.pinned_host_gib(request.dtype, t5_pinned=offload and not t5_cpu)
+        reasons.append(f"page-locked host copies: about {pinned:.0f} GB of host RAM stay pinned for the run "
+                       f"(each {request.dtype} expert{' and T5' if offload and not t5_cpu else ''})")
     if host_ram_gb is not None and ram_need > host_ram_gb:
         warnings.append(f"loading needs about {ram_need:.0f} GB of host RAM ({nproc} rank(s) each read the weights "
                         f"on the CPU), {host_ram_gb:.0f} GB is available: the load may be killed")
     if host_ram_gb is None:
         reasons.append(f"host RAM not checked (unknown); loading needs about {ram_need:.0f} GB")
+    streamed = low is not None and low.mode == "blocks"
 
     return LaunchPlan(
         request=request.to_dict(), task=request.task, gpus=tuple(g.index for g in chosen),
@@ -783,8 +881,21 @@ def plan_launch(
         t5_fsdp=fsdp and nproc > 1, offload_model=offload, convert_model_dtype=convert, t5_cpu=t5_cpu,
         est_peak_gpu_gb=peak, fits=fits, host_ram_need_gb=ram_need, host_ram_gb=host_ram_gb,
         attention=attention, compile_mode=compile_mode, run_id=run_id, reasons=tuple(reasons),
-        warnings=tuple(warnings), runtime=runtime,
+        warnings=tuple(warnings), runtime=runtime, dtype=request.dtype,
+        offload_mode="blocks" if streamed else "model" if offload else "off",
+        resident_blocks=low.resident_blocks if streamed else None, pinned_host_gb=pinned,
     ).for_runtime(runtime)
+
+
+def _fp8_gpu_check(chosen: Sequence[Gpu]) -> str:
+    """The reason line for --dtype fp8 on these GPUs; UserError where one lacks FP8 tensor cores."""
+    for g in chosen:
+        if g.compute_cap and g.compute_cap not in FP8_COMPUTE_CAPS:
+            raise UserError(f"--dtype fp8 needs FP8 tensor cores (compute capability 8.9 Ada or 9.0 Hopper); GPU "
+                            f"{g.index} ({g.name}) is {g.compute_cap}: use --dtype bf16")
+    if all(g.compute_cap for g in chosen):
+        return f"--dtype fp8: compute capability {chosen[0].compute_cap} has FP8 tensor cores"
+    return "--dtype fp8: compute capability not known here (offline plan); it needs 8.9 (Ada) or 9.0 (Hopper)"
 
 
 def _num(value: float) -> str:

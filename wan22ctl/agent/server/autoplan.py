@@ -16,8 +16,10 @@ import sys
 from wan22ctl.errors import EnvError
 
 
-def plan_for_server(task: str, inventory: dict, attention: str, compile_mode: str = "auto"):
-    """The LaunchPlan `generate` would make for this task at its default size on this machine."""
+def plan_for_server(task: str, inventory: dict, attention: str, compile_mode: str = "auto", dtype: str = "bf16"):
+    """The LaunchPlan `generate` would make for this task at its default size on this machine
+    (its env carries the weight dtype and, below 80 GB, block streaming, for the pipeline's load)."""
+    from wan22ctl import catalog
     from wan22ctl.plan.inventory import Inventory
     from wan22ctl.plan.launch import build_request, plan_launch
 
@@ -25,7 +27,8 @@ def plan_for_server(task: str, inventory: dict, attention: str, compile_mode: st
     if not machine.gpus:
         raise EnvError(f"no GPU visible to the server ({machine.error or 'nvidia-smi lists none'})",
                        fix="start the container with GPUs (GPUS setting), or pass explicit flags instead of --plan auto")
-    request = build_request(task, "(resident server)", seed=0)
+    # WAN22_DTYPE is about the A14B experts: other tasks keep bf16
+    request = build_request(task, "(resident server)", seed=0, dtype=dtype if catalog.TASKS[task].moe else "bf16")
     return plan_launch(request, machine.gpus, machine.host_ram_gb, run_id="server", attention=attention,
                        compile_mode=compile_mode, runtime=machine.runtime)
 
@@ -113,7 +116,7 @@ def apply(args, argv: list[str]) -> dict:
     from wan22ctl.agent.inventory import inventory
 
     plan = plan_for_server(args.task, inventory().to_dict(), os.environ.get("WAN22_ATTENTION", "auto"),
-                           os.environ.get("WAN22_COMPILE", "auto"))
+                           os.environ.get("WAN22_COMPILE", "auto"), os.environ.get("WAN22_DTYPE", "bf16"))
     for line in plan.reasons:
         print(f"plan: {line}", flush=True)
     for line in plan.warnings:
@@ -129,4 +132,5 @@ def apply(args, argv: list[str]) -> dict:
     args.dit_fsdp, args.t5_fsdp = plan.dit_fsdp, plan.t5_fsdp
     args.convert_model_dtype, args.t5_cpu = plan.convert_model_dtype, plan.t5_cpu
     return {"gpus": list(plan.gpus), "nproc": plan.nproc, "reasons": list(plan.reasons),
-            "warnings": list(plan.warnings), "est_peak_gpu_gb": plan.est_peak_gpu_gb}
+            "warnings": list(plan.warnings), "est_peak_gpu_gb": plan.est_peak_gpu_gb, "dtype": plan.dtype,
+            "offload_mode": plan.offload_mode, "resident_blocks": plan.resident_blocks}

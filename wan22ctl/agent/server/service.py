@@ -547,8 +547,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _runtime() -> dict:
-    """The sidecar's `attention` (as wanrun's event reports it for `generate`), `gpu_memory` and
-    `weights` (where the MoE experts live)."""
+    """The sidecar's `attention` (as wanrun's event reports it for `generate`), `gpu_memory`,
+    `weights` (where the MoE experts live), `dtype` and `offload` (WAN22_DTYPE / WAN22_OFFLOAD)."""
     att, sp = sys.modules.get("wan22ctl.agent.attention"), sys.modules.get("wan22ctl.agent.speedups")
     attention = None
     if att is not None:
@@ -559,5 +559,9 @@ def _runtime() -> dict:
         from wan22ctl.agent.wanrun import peak_memory
 
         memory = peak_memory()
-    return {"attention": attention, "gpu_memory": [memory] if memory else [],
-            "weights": sp.placement() if sp is not None else None}
+    blocks = os.environ.get("WAN22_OFFLOAD", "") == "blocks"
+    weights = sp.placement() if sp is not None else None
+    return {"attention": attention, "gpu_memory": [memory] if memory else [], "weights": weights,
+            "dtype": os.environ.get("WAN22_DTYPE", "bf16") or "bf16",
+            "offload": "blocks" if blocks else "model" if weights == "pinned" else "off",
+            "resident_blocks": int(os.environ.get("WAN22_RESIDENT_BLOCKS", "0") or 0) if blocks else None}
