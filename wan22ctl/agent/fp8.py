@@ -18,8 +18,8 @@ Why not torchao's float8 inference path (`Float8DynamicActivationFloat8WeightCon
 which computes the same thing with the same `torch._scaled_mm` call): its weights are tensor
 subclasses, while the kit moves weights by repointing plain parameters at byte views of page-locked
 host buffers (expert swapping, block streaming); each torchao release supports one torch minor
-version, and Wan's process otherwise needs only torch. The benchmark measures torchao beside this
-module in the same run.
+version, and Wan's process otherwise needs only torch. `benchmarks/lowmem_bench.py` has a torchao
+row to compare the two on a GPU.
 
 Wan's own Python process imports this file: standard library and torch only.
 """
