@@ -36,6 +36,10 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
           its weights; offloading repoints the parameters to that copy (inference never changes
           weights, so nothing is copied back) and loading is one DMA copy from page-locked memory.
         Same weights, same results; only where the bytes live and how they move changes.
+    WAN22_DTYPE=fp8, WAN22_OFFLOAD=blocks (agent/fp8.py, agent/streaming.py; set by the plan)
+        FP8 block linears are quantized as each expert is built; block streaming replaces the
+        placement below (`_stage` and the expert switch hand over to agent.streaming), whatever
+        WAN22_FAST_SWAP says.
     WAN22_FORWARD_TIMES (default 0; measurement, not a speedup)
         Synchronize around every DiT forward and print a `forward` event (seconds, which model
         instance: the two A14B experts are told apart) for per-expert step times.
