@@ -129,6 +129,12 @@ def test_other_scripts_are_left_alone(typed):
     assert res.returncode == 0 and res.stdout == "OTHER\n" and res.stderr == ""
 
 
+def test_hand_typed_lora_flags_are_the_kits_and_checked_before_generate_runs(typed):
+    res = typed("--task", "ti2v-5B", "--prompt", "x", "--lora", "missing.safetensors:0.5")
+    assert res.returncode == 2 and "SEEN" not in res.stdout
+    assert res.stderr.strip() == "error: LoRA missing.safetensors does not exist"
+
+
 def test_a_bad_switch_is_one_line_and_exit_2_before_generate_runs(typed):
     res = typed("--task", "ti2v-5B", WAN22_ATTENTION="fa9")
     assert res.returncode == 2

@@ -48,6 +48,7 @@ class ProgressTracker:
         self.attention: dict | None = None  # wanrun's `attention` event: backend, GPU, speedups
         self.gpu_memory: list[dict] = []  # wanrun's `gpu_memory` events, one per rank
         self.weights: str | None = None  # speedups' `weights` event: where the MoE experts live
+        self.loras: list[dict] = []  # agent.lora's `lora` events: each merged file, its sha256 and scale
         self._begin("load")
 
     def _begin(self, name: str) -> None:
@@ -83,6 +84,8 @@ class ProgressTracker:
                 self.gpu_memory.append(fields)
             elif event.get("event") == "weights":
                 self.weights = fields.get("placement")
+            elif event.get("event") == "lora":
+                self.loras.append(fields)
             return
         if "Generating video" in line and self.current == "load":
             self._begin("text_encode")

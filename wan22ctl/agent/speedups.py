@@ -40,6 +40,13 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
         FP8 block linears are quantized as each expert is built; block streaming replaces the
         placement below (`_stage` and the expert switch hand over to agent.streaming), whatever
         WAN22_FAST_SWAP says.
+    WAN22_SKIP_UNCOND (default 1)
+        Upstream runs the conditional and the unconditional forward at every step and mixes them as
+        `uncond + g·(cond − uncond)`, also at g = 1.0, where that is the conditional prediction
+        alone (the distilled Lightning LoRAs run at 1.0). Where the guide scale of the DiT that
+        runs a step is exactly 1.0 (per A14B expert: the (low, high) pair), the unconditional call
+        returns the conditional output instead of running: the mix is then `cond` exactly (upstream
+        differs by fp32 rounding), and each such step costs one forward instead of two.
     WAN22_FORWARD_TIMES (default 0; measurement, not a speedup)
         Synchronize around every DiT forward and print a `forward` event (seconds, which model
         instance: the two A14B experts are told apart) for per-expert step times.
@@ -61,7 +68,7 @@ from wan22ctl.agent.attention import _compiling
 from wan22ctl.protocol import emit
 
 FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "auto", "WAN22_FAST_SWAP": "1",
-         "WAN22_FORWARD_TIMES": "0"}
+         "WAN22_SKIP_UNCOND": "1", "WAN22_FORWARD_TIMES": "0"}
 # WAN22_COMPILE=auto: compile when a run denoises at least this many steps. Measured on an H100
 # (BENCHMARKS.md): 720P pays ~17 s once and saves 1.4 s per forward (back within 7 steps), 480P
 # ~10 s and 0.6 s (back within 9 steps); 20 leaves room for slower compilers.
@@ -70,6 +77,10 @@ COMPILE_MIN_STEPS = 20
 _run: dict = {"steps": None, "offload": None, "placement": None}
 # pipeline modules whose MoE classes swap the two experts (WanT2V, WanI2V)
 SWAP_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V"}
+# pipeline modules whose generate() runs classifier-free guidance: conditional, then unconditional forward
+GUIDED_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V", "wan.textimage2video": "WanTI2V"}
+# further patches other kit modules ask for (lora, euler): module name -> functions run after it loads
+_after_load: dict[str, list] = {}
 
 
 def _value(name: str) -> str:
@@ -366,6 +377,8 @@ def _stage(pipe, free_bytes: int | None = None) -> str:
     (FSDP/sequence-parallel pipelines, which upstream keeps on the GPU itself).
     """
     if not pipe.init_on_cpu:
+        for model in (pipe.high_noise_model, pipe.low_noise_model):
+            _merge_loras(model)
         return "upstream"
     from wan22ctl.agent import streaming
 
@@ -380,15 +393,25 @@ def _stage(pipe, free_bytes: int | None = None) -> str:
     if not offload and free_bytes is not None and _resident_fits(pipe, free_bytes):
         for model in experts:
             model.to(pipe.device)
+            _merge_loras(model)
         if not pipe.t5_cpu:
             pipe.text_encoder.model.to(pipe.device)
         pipe._wan22_resident = True
         return "resident"
     for model in experts:
+        _merge_loras(model)
         _pin(model)
     if offload and not pipe.t5_cpu:
         _pin(pipe.text_encoder.model, moves_to=True)
     return "pinned"
+
+
+def _merge_loras(model) -> None:
+    """Merge the LoRAs agent.lora left waiting on this expert, where its weights are now."""
+    if "_wan22_lora_pending" in model.__dict__:
+        from wan22ctl.agent import lora
+
+        lora.apply_pending(model)
 
 
 def _patch_swap(cls) -> None:
@@ -432,6 +455,99 @@ def _patch_swap(cls) -> None:
     cls._wan22_swap = True
 
 
+# ---- guide scale 1.0: one forward per step -------------------------------------------------------
+
+# during a pipeline's generate(): {id(WanModel): its guide scale}, and the last forward to reuse
+_guide: dict = {"scales": None, "last": None}
+
+
+def _unwrapped(model):
+    return getattr(model, "module", model)  # FSDP keeps the WanModel as .module
+
+
+def guide_scales(pipe, guide) -> dict[int, float]:
+    """{id(DiT): guide scale} as upstream's generate() applies `guide` (MoE: a float for both
+    experts, or the (low-noise, high-noise) pair)."""
+    if hasattr(pipe, "low_noise_model"):
+        low, high = (guide, guide) if isinstance(guide, (int, float)) else tuple(guide)
+        return {id(_unwrapped(pipe.low_noise_model)): float(low), id(_unwrapped(pipe.high_noise_model)): float(high)}
+    return {id(_unwrapped(pipe.model)): float(guide)}
+
+
+def _patch_guided(cls) -> None:
+    """Wrap `cls.generate`: note each DiT's guide scale for the call (see WAN22_SKIP_UNCOND)."""
+    if "_wan22_guided" in cls.__dict__:
+        return
+    import inspect
+
+    original = cls.generate
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def generate(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        before = dict(_guide)
+        _guide.update(scales=guide_scales(self, bound.arguments["guide_scale"]), last=None)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _guide.update(before)
+
+    cls.generate = generate
+    cls._wan22_guided = True
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+
+
+def _skip_unconditional(cls) -> None:
+    """WanModel calls: at guide 1.0, the second call of a step (same latents, same timestep: the
+    unconditional one, which every upstream loop makes right after the conditional one) returns
+    the first call's output. FSDP and sequence parallelism call through here too, on every rank alike."""
+    if "_wan22_skip" in cls.__dict__:
+        return
+    module_call = torch.nn.Module.__call__
+
+    def __call__(self, *args, **kwargs):
+        scales = _guide["scales"]
+        if not scales or scales.get(id(self)) != 1.0:
+            return module_call(self, *args, **kwargs)
+        x, t = (args[0] if args else kwargs.get("x")), kwargs.get("t", args[1] if len(args) > 1 else None)
+        last = _guide["last"]
+        if last is not None and last[0] is self and _same(last[1], t) and _same(last[2], x):
+            _guide["last"] = None
+            return last[3]
+        out = module_call(self, *args, **kwargs)
+        _guide["last"] = (self, t, x, out)
+        return out
+
+    cls.__call__ = __call__
+    cls._wan22_skip = True
+
+
+def _patch_guided_module(module) -> None:
+    if enabled("WAN22_SKIP_UNCOND"):
+        _patch_guided(getattr(module, GUIDED_MODULES[module.__name__]))
+
+
+def after_load(fullname: str, patch) -> None:
+    """Run `patch(module)` right after module `fullname` executes (now, if it already has)."""
+    hooks = _after_load.setdefault(fullname, [])
+    if patch not in hooks:
+        hooks.append(patch)
+    if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAfterLoad())
+    loaded = sys.modules.get(fullname)
+    if loaded is not None:
+        patch(loaded)
+
+
 # ---- install ------------------------------------------------------------------------------------
 
 def _patch_model_module(module) -> None:
@@ -454,6 +570,8 @@ def _patch_model_module(module) -> None:
         compile_blocks(module, fall_back=_value("WAN22_COMPILE") == "auto")
     if flags["WAN22_FORWARD_TIMES"] and not getattr(cls, "_wan22_timed", False):
         _time_forwards(cls)
+    if flags["WAN22_SKIP_UNCOND"]:
+        _skip_unconditional(cls)
 
 
 def placement() -> str | None:
@@ -519,11 +637,22 @@ def _patch_pipeline_module(module) -> None:
 
 
 def _patcher(fullname: str):
+    patches = []
     if fullname == "wan.modules.model":
-        return _patch_model_module
+        patches.append(_patch_model_module)
     if fullname in SWAP_MODULES:
-        return _patch_pipeline_module
-    return None
+        patches.append(_patch_pipeline_module)
+    if fullname in GUIDED_MODULES:
+        patches.append(_patch_guided_module)
+    patches += _after_load.get(fullname, [])
+    if not patches:
+        return None
+
+    def patch(module):
+        for p in patches:
+            p(module)
+
+    return patch
 
 
 class _PatchAfterLoad:
@@ -561,7 +690,7 @@ def install(steps: int | None = None, offload: bool | None = None) -> dict[str, 
     flags = active()
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())
-    for name in ("wan.modules.model", *SWAP_MODULES):
+    for name in ("wan.modules.model", *SWAP_MODULES, *GUIDED_MODULES):
         loaded = sys.modules.get(name)
         if loaded is not None:
             _patcher(name)(loaded)

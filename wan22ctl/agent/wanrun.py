@@ -21,6 +21,14 @@ name in the current folder, no --save_file) it moves the video to the outputs fo
 mounts, never overwriting. WAN22_BOOTSTRAP=0 leaves upstream as it is (and the launcher sets it
 for plans that run generate.py directly), except that an image with FlashAttention-4 alone, where
 upstream's own attention cannot run, is refused at once.
+
+The kit's own flags, taken out before generate.py parses the rest (also when typed by hand):
+    --lora PATH[:SCALE]        a LoRA for the one-DiT task, or a Lightning-layout folder (repeatable)
+    --lora_high PATH[:SCALE]   a LoRA for the A14B high-noise expert (repeatable; also --lora-high)
+    --lora_low PATH[:SCALE]    a LoRA for the A14B low-noise expert (repeatable; also --lora-low)
+    --sample_solver euler      the Lightning sampler (`agent.euler`; generate.py itself knows unipc and dpm++)
+Each LoRA is checked against the checkpoint's config.json from its header (`wan22ctl.loras`) before
+generate.py starts; a bad one is refused with exit 2. `agent.lora` merges them at load.
 """
 
 from __future__ import annotations
@@ -113,15 +121,59 @@ def _offload_model(argv: list[str]) -> bool | None:
     return True if value in ("yes", "true", "t", "y", "1") else False if value in ("no", "false", "f", "n", "0") else None
 
 
-def install(argv: list[str]) -> tuple[str, dict[str, bool]]:
-    """Install the attention backend and speedups for the generate.py run `argv` describes; returns
-    the requested backend and the speedup switches. ValueError: a bad switch (before anything loads)."""
-    from wan22ctl.agent import attention, fp8, speedups, streaming
+LORA_FLAGS = {"--lora": None, "--lora_high": "high", "--lora_low": "low", "--lora-high": "high", "--lora-low": "low"}
 
+
+def split_kit_flags(argv: list[str]) -> tuple[list[str], list, bool]:
+    """(generate.py's argv, the LoRA specs, whether --sample_solver euler was asked)."""
+    from wan22ctl.loras import LoraError, LoraSpec
+
+    rest, specs, euler = [], [], False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in LORA_FLAGS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise LoraError(f"{name} needs a value: PATH[:SCALE]")
+                value, i = argv[i + 1], i + 1
+            specs.append(LoraSpec.parse(value, LORA_FLAGS[name]))
+        elif name == "--sample_solver" and (value if eq else (argv[i + 1] if i + 1 < len(argv) else "")) == "euler":
+            euler = True
+            rest += ["--sample_solver", "unipc"]
+            i += 0 if eq else 1
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, specs, euler
+
+
+def _install_loras(specs: list, argv: list[str]) -> None:
+    from wan22ctl import catalog, loras
+    from wan22ctl.agent import lora
+
+    if not specs:
+        return
+    ckpt_dir = _flag(argv, "--ckpt_dir") or ""
+    task = catalog.TASKS.get(_flag(argv, "--task") or "t2v-A14B")  # generate.py's default task
+    checked = loras.prepare(specs, ckpt_dir, moe=task is not None and task.moe, flag="--lora")
+    lora.install(checked)
+
+
+def install(argv: list[str]) -> tuple[str, dict[str, bool], list[str]]:
+    """Install the attention backend, speedups, Euler sampler and LoRA merge for the generate.py run
+    `argv` describes; returns the requested backend, the speedup switches and generate.py's own
+    arguments (the kit's flags taken out). ValueError: a bad switch or LoRA (before anything loads)."""
+    from wan22ctl.agent import attention, euler, fp8, speedups, streaming
+
+    argv, specs, use_euler = split_kit_flags(argv)
     name = attention.install()
     fp8.requested(), streaming.requested()  # validate WAN22_DTYPE / WAN22_OFFLOAD
     flags = speedups.install(steps=_sample_steps(argv), offload=_offload_model(argv))
-    return name, flags
+    euler.install(force=use_euler)
+    _install_loras(specs, argv)
+    return name, flags, argv
 
 
 def no_gpu_message(exc: BaseException) -> str | None:
@@ -157,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = sys.argv[1:] if argv is None else argv
     try:
-        name, flags = install(argv)
-    except ValueError as exc:  # a bad switch: say which, before any weights load
+        name, flags, argv = install(argv)
+    except ValueError as exc:  # a bad switch or LoRA: say which, before any weights load
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     generate = _generate_py()
@@ -265,7 +317,8 @@ def hand_typed() -> None:
         return
     argv = sys.argv[1:]
     try:
-        name, flags = install(argv)
+        name, flags, argv = install(argv)
+        sys.argv[1:] = argv  # generate.py's parser sees its own flags only
         backend = _resolve_backend(name)
     except ImportError:  # no torch in this Python (the kit's test image): nothing to install
         name = None
