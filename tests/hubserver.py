@@ -159,7 +159,15 @@ def fixture_repos() -> dict[str, dict[str, bytes]]:
                **{name: _payload(name, 4096) for name in catalog.ANIMATE_PROCESS_CHECKPOINTS}}
     fun_a14b = lambda seed: {**_common("Wan2.1_VAE.pth"), **_dit("high_noise_model/", 1, 4096, seed),  # noqa: E731
                              **_dit("low_noise_model/", 1, 4096, seed)}
+    # Wan2.2-Lightning: several releases side by side, one LoRA per expert each, plus workflows
+    lightning = {"README.md": b"# tiny fixture of lightx2v/Wan2.2-Lightning\n"}
+    for folder in ("Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1",
+                   "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1", "Wan2.2-T2V-A14B-4steps-lora-250928"):
+        for expert in ("high_noise_model", "low_noise_model"):
+            lightning[f"{folder}/{expert}.safetensors"] = _payload(folder + expert, 48 * 1024)
+        lightning[f"{folder}/{folder}-NativeComfy.json"] = _json({"nodes": []})
     return {
+        "lightx2v/Wan2.2-Lightning": lightning,
         "Wan-AI/Wan2.2-S2V-14B": s2v,
         "Wan-AI/Wan2.2-Animate-14B": animate,
         **{m.repo_id: fun_a14b(m.key) for m in catalog.FAMILY_MODELS if "a14b" in m.key},

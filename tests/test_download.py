@@ -120,6 +120,47 @@ def test_local_download_lands_in_wan_layout_and_models_reports_states(dl):
     assert models_json(dl)["t2v"]["state"] == "complete"
 
 
+LIGHTNING = "lightx2v/Wan2.2-Lightning"
+T2V_LORAS = "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1"
+
+
+def test_lightning_selectors_fetch_one_release_folder_verified_and_resumable(dl):
+    r = dl("download", "lightning-t2v", "--local")
+    assert r.returncode == 0, r.stderr
+    target = ckpt(dl) / "loras" / "lightning-t2v"
+    wanted = {p for p in dl.hub.files[LIGHTNING] if p.startswith(T2V_LORAS + "/")}
+    assert fetched(dl.hub, LIGHTNING) == wanted  # not the other releases, not the README
+    for rel in wanted:
+        assert (target / rel).read_bytes() == dl.hub.files[LIGHTNING][rel]
+    manifest = json.loads((target / ".wan22ctl-manifest.json").read_text())
+    assert set(manifest["files"]) == wanted and manifest["commit"] == dl.hub.commits[LIGHTNING]
+    states = models_json(dl)
+    assert states["lightning-t2v"]["state"] == "complete" and states["lightning-i2v"]["state"] == "absent"
+
+    # the same guarantees as a checkpoint: a flipped byte is found and only that file fetched again
+    lora = target / T2V_LORAS / "high_noise_model.safetensors"
+    st = lora.stat()
+    data = bytearray(lora.read_bytes())
+    data[100] ^= 0x01
+    lora.write_bytes(bytes(data))
+    os.utime(lora, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = dl("verify", "lightning-t2v", "--local")
+    assert r.returncode == 1 and "corrupt" in r.stderr and "wan22ctl download lightning-t2v" in r.stderr
+    dl.hub.reset_counters()
+    lora.with_name("low_noise_model.safetensors").unlink()
+    assert dl("download", "lightning-t2v", "--local").returncode == 0
+    assert fetched(dl.hub, LIGHTNING) == {f"{T2V_LORAS}/high_noise_model.safetensors",
+                                          f"{T2V_LORAS}/low_noise_model.safetensors"}
+    assert lora.read_bytes() == dl.hub.files[LIGHTNING][f"{T2V_LORAS}/high_noise_model.safetensors"]
+
+    # the I2V selector lands beside it, in its own folder, with its own manifest
+    assert dl("download", "lightning-i2v", "--local").returncode == 0
+    assert models_json(dl)["lightning-i2v"]["state"] == "complete"
+    assert models_json(dl)["lightning-t2v"]["state"] == "complete"
+    r = dl("download", "lightning-t2v", "--source", "modelscope", "--local")
+    assert r.returncode == 2 and "no ModelScope copy" in r.stderr
+
+
 def test_flipped_byte_is_found_by_verify_and_repaired_by_download(dl):
     assert dl("download", "t2v", "--local").returncode == 0
     shard = ckpt(dl) / "Wan2.2-T2V-A14B" / SHARD

@@ -116,7 +116,7 @@ def test_catalog_shared_facts_are_upstreams():
     assert {config["clip_checkpoint"], config["clip_tokenizer"] + "/", config["lora_checkpoint"]} <= set(animate.required)
     assert FACTS["task_configs"]["s2v-14B"]["wav2vec"] + "/" in catalog.model_for_task("s2v-14B").required
     assert args["refert_num"]["default"] not in catalog.ANIMATE_REFERT_NUMS  # why the kit always passes one
-    assert catalog.SOLVERS == tuple(args["sample_solver"]["choices"])
+    assert catalog.UPSTREAM_SOLVERS == tuple(args["sample_solver"]["choices"])
     assert catalog.SAMPLE_NEG_PROMPT == FACTS["task_configs"]["t2v-A14B"]["sample_neg_prompt"]
 
 
@@ -169,6 +169,22 @@ def test_every_planned_argv_parses_with_upstreams_parser(task, count, mem, extra
         assert args.src_root_path == plan.inputs["src_root"] and args.prompt is None
         assert (args.refert_num, args.replace_flag, args.use_relighting_lora) == \
             (request.refert_num, request.replace, request.relighting_lora)
+
+
+def test_preset_and_lora_argv_parses_with_upstreams_parser_after_the_bootstrap():
+    """The kit's own flags (--lora*, --sample_solver euler) are taken out by wanrun; the rest is upstream's."""
+    from wan22ctl.agent.wanrun import split_kit_flags
+
+    lora = {"file": "loras/style_low.safetensors", "scale": 0.5, "expert": "low", "catalog": None}
+    request = build_request("t2v-A14B", "a red fox", seed=3, preset="lightning", loras=(lora,))
+    plan = plan_launch(request, synthetic_inventory(1, 141), None, run_id="r1")
+    entry = list(plan.argv).index("wan22ctl.agent.wanrun") + 1
+    rest, specs, euler = split_kit_flags(list(plan.argv[entry:]))
+    args = _upstream_parser().parse_args(rest)
+    assert euler and (args.sample_solver, args.sample_steps, args.sample_shift, args.sample_guide_scale) == \
+        ("unipc", 4, 5.0, 1.0)
+    assert [(s.expert, s.scale, s.path.rsplit("/", 1)[-1]) for s in specs] == [
+        (None, 1.0, "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1"), ("low", 0.5, "style_low.safetensors")]
 
 
 def test_extractor_reads_argparse_and_configs_without_importing_them(tmp_path):

@@ -73,6 +73,8 @@ class Model:
     required: tuple[str, ...]  # files or folders (ending in "/") a complete directory must contain
     approx_gb: float  # rough size for messages; preflight always uses the hub's real sizes
     description: str
+    include: tuple[str, ...] = ()  # repo folders ("x/") or files to fetch; empty: the whole repo
+    lora: bool = False  # LoRA files for `generate --lora` / `--preset`, not a checkpoint
 
 
 _T5 = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -217,7 +219,47 @@ FAMILY_MODELS: tuple[Model, ...] = (
 )
 MODELS = MODELS + FAMILY_MODELS
 
+# Wan2.2-Lightning (ModelTC, weights at lightx2v/Wan2.2-Lightning): one rank-64 LoRA per A14B expert,
+# `high_noise_model.safetensors` + `low_noise_model.safetensors` in a folder per release. The repo holds
+# several releases and ComfyUI workflows; a selector fetches its folder alone. Not on ModelScope here.
+LIGHTNING_REPO = "lightx2v/Wan2.2-Lightning"
+LIGHTNING_T2V = "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1"  # README: "slightly better than V1"
+LIGHTNING_I2V = "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1"
+_EXPERT_LORAS = ("high_noise_model.safetensors", "low_noise_model.safetensors")
+
+MODELS += (
+    Model(
+        key="lightning-t2v",
+        repo_id=LIGHTNING_REPO,
+        modelscope_id="",
+        subdir="loras/lightning-t2v",
+        mount="checkpoints",
+        required=tuple(f"{LIGHTNING_T2V}/{f}" for f in _EXPERT_LORAS),
+        approx_gb=2.5,
+        description="Wan2.2-Lightning 4-step LoRAs for t2v-A14B (V1.1, rank 64, one per expert)",
+        include=(f"{LIGHTNING_T2V}/",),
+        lora=True,
+    ),
+    Model(
+        key="lightning-i2v",
+        repo_id=LIGHTNING_REPO,
+        modelscope_id="",
+        subdir="loras/lightning-i2v",
+        mount="checkpoints",
+        required=tuple(f"{LIGHTNING_I2V}/{f}" for f in _EXPERT_LORAS),
+        approx_gb=2.5,
+        description="Wan2.2-Lightning 4-step LoRAs for i2v-A14B (V1, rank 64, one per expert)",
+        include=(f"{LIGHTNING_I2V}/",),
+        lora=True,
+    ),
+)
+
 MODEL_BY_KEY: dict[str, Model] = {m.key: m for m in MODELS}
+
+
+def lora_folder(model: Model) -> str:
+    """Where a catalog LoRA's files lie, relative to the checkpoint root (its Lightning-layout folder)."""
+    return f"{model.subdir}/{model.include[0].rstrip('/')}" if model.include else model.subdir
 
 # Selector aliases: each expands to one or more model keys.
 SELECTORS: dict[str, tuple[str, ...]] = {
@@ -231,6 +273,8 @@ SELECTORS: dict[str, tuple[str, ...]] = {
     "all-wan": ("t2v", "i2v", "ti2v-5b"),
     **{m.key: (m.key,) for m in FAMILY_MODELS},
     "fun-a14b": ("fun-a14b-inp", "fun-a14b-control"),  # the two the VideoX-Fun UI serves
+    "lightning-t2v": ("lightning-t2v",),
+    "lightning-i2v": ("lightning-i2v",),
 }
 
 
@@ -240,14 +284,14 @@ def resolve_selector(selector: str) -> tuple[Model, ...]:
     if s.lower() in SELECTORS:
         return tuple(MODEL_BY_KEY[k] for k in SELECTORS[s.lower()])
     for m in MODELS:
-        if m.repo_id.lower() == s.lower():
+        if m.repo_id.lower() == s.lower() and not m.lora:  # a LoRA repo holds several releases: name one
             return (m,)
     raise KeyError(selector)
 
 
 def valid_selectors() -> list[str]:
     """Everything `download` accepts, for error messages and help."""
-    return list(SELECTORS) + [m.repo_id for m in MODELS]
+    return list(SELECTORS) + list(dict.fromkeys(m.repo_id for m in MODELS if not m.lora))
 
 
 @dataclass(frozen=True)
@@ -327,7 +371,6 @@ TASKS: dict[str, Task] = {
     ),
 }
 
-SOLVERS = ("unipc", "dpm++")
 # --refert_num values WanAnimate.generate accepts (it asserts them after the 14B model has loaded);
 # generate.py's own default, 77, is refused there.
 ANIMATE_REFERT_NUMS = (1, 5)
@@ -339,6 +382,38 @@ ANIMATE_REPLACE_FILES = ("src_bg.mp4", "src_mask.mp4")
 # the rate the audio encoder resamples features to (AudioEncoder.video_rate).
 S2V_MOTION_FRAMES = 73
 S2V_AUDIO_FEATURE_FPS = 30
+
+# generate.py's --sample_solver choices, and the kit's: euler is the Wan2.2-Lightning sampler
+# (agent.euler), which the bootstrap hands to upstream's pipelines under the unipc name
+UPSTREAM_SOLVERS = ("unipc", "dpm++")
+SOLVERS = (*UPSTREAM_SOLVERS, "euler")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sampling settings a distilled model needs, and the catalog LoRAs that make it."""
+
+    name: str
+    sample_steps: int
+    guide_scale: float
+    sample_shift: float
+    solver: str
+    loras: dict  # task -> catalog LoRA key (a Lightning-layout folder: one file per expert)
+    description: str
+
+
+# Sources (read 2026-11, ModelTC/Wan2.2-Lightning at 92efeb4): wan/configs/wan_t2v_A14B.py and
+# wan_i2v_A14B.py set sample_steps = 4, sample_shift = 5.0, sample_guide_scale = (1.0, 1.0);
+# generate.py defaults --sample_solver to "euler" and warns for any other solver with LoRAs ("it's
+# used in distillation"); wan/utils/fm_solvers_euler.py is that sampler. With the A14B boundaries
+# (0.875, 0.9) its timesteps 1000, 937.5, 833.3, 625 give two steps to each expert. docs/lightning.md.
+PRESETS: dict[str, Preset] = {
+    "lightning": Preset(
+        name="lightning", sample_steps=4, guide_scale=1.0, sample_shift=5.0, solver="euler",
+        loras={"t2v-A14B": "lightning-t2v", "i2v-A14B": "lightning-i2v"},
+        description="Wan2.2-Lightning: 4 steps (2 per expert), guide scale 1.0 (one forward a step), Euler, shift 5",
+    ),
+}
 
 # Bytes the T5 encoder (umt5-xxl, bf16) and the VAE take, for memory plans (GB).
 T5_GB = 11.4

@@ -118,6 +118,9 @@ def download(
     settings = load_cli_settings()
     out = Output(as_json)
     models = resolve_models(selectors)
+    hf_only = [m.key for m in models if source == "modelscope" and not m.modelscope_id]
+    if hf_only:
+        raise UserError(f"{', '.join(hf_only)}: the catalog knows no ModelScope copy; download with --source hf")
     if not dry_run:
         from wan22ctl.doctor import require  # doctor's cheap checks: host folders usable
 

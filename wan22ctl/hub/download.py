@@ -28,7 +28,8 @@ from wan22ctl.hub import hf
 from wan22ctl.hub.integrity import Ledger, expected_hash, matches, new_hasher, remove_manifest, write_manifest
 from wan22ctl.hub.state import model_dir, read_manifest
 from wan22ctl.plan.download import (
-    DownloadPlan, FileStep, LocalFile, ModelPlan, RemoteFile, RemoteListing, human_bytes, plan_download, plan_model,
+    DownloadPlan, FileStep, LocalFile, ModelPlan, RemoteFile, RemoteListing, human_bytes, included, plan_download,
+    plan_model,
 )
 
 EventSink = Callable[..., None]  # on_event(name: str, **fields)
@@ -89,6 +90,7 @@ def prepare(models: tuple[Model, ...], roots: dict[str, str], *, endpoint: str, 
     free: dict[str, tuple[str, int]] = {}
     for model in models:
         listing = hf.list_repo(model.repo_id, revision, endpoint, token, on_retry=_retry_reporter(on_event, endpoint))
+        listing = included(model, listing)
         target = model_dir(model, roots[model.mount])
         ledger = Ledger(target, listing.commit)
         local: dict[str, LocalFile] = {}
@@ -219,8 +221,8 @@ def verify(models: tuple[Model, ...], roots: dict[str, str], *, endpoint: str, t
     for model in models:
         target = model_dir(model, roots[model.mount])
         try:
-            listing = hf.list_repo(model.repo_id, revision, endpoint, token,
-                                   on_retry=_retry_reporter(on_event, endpoint))
+            listing = included(model, hf.list_repo(model.repo_id, revision, endpoint, token,
+                                                   on_retry=_retry_reporter(on_event, endpoint)))
         except hf.Unreachable as exc:
             listing = _listing_from_manifest(target)
             if listing is None:

@@ -148,6 +148,16 @@ def resolve_models(selectors: list[str] | tuple[str, ...]) -> tuple[Model, ...]:
     return tuple(models)
 
 
+def included(model: Model, listing: RemoteListing) -> RemoteListing:
+    """The listing cut to the model's `include` entries (folders "x/" or files); all of it when none."""
+    if not model.include:
+        return listing
+    files = tuple(f for f in listing.files
+                  if any(f.path.startswith(e) if e.endswith("/") else f.path == e for e in model.include))
+    return RemoteListing(repo_id=listing.repo_id, revision=listing.revision, commit=listing.commit, files=files,
+                         source=listing.source, endpoint=listing.endpoint)
+
+
 def _step(remote: RemoteFile, local: LocalFile | None) -> FileStep:
     local = local or LocalFile()
     common = dict(path=remote.path, size=remote.size, sha256=remote.sha256, blob_id=remote.blob_id)
