@@ -54,7 +54,7 @@ def plan(task="t2v-A14B", count=1, mem=80.0, ram=None, **kw):
     (dict(sample_shift=0), "--shift 0 must be greater than 0"),
     (dict(guide_scale=-1), "--guide-scale -1 must be 0 or more"),
     (dict(seed=-5), "--seed -5 must be between 0"),
-    (dict(solver="euler"), "unknown solver 'euler'; choose one of unipc, dpm++"),
+    (dict(solver="heun"), "unknown solver 'heun'; choose one of unipc, dpm++, euler"),
     (dict(offload="maybe"), "--offload 'maybe'; choose auto, on, off or blocks"),
     (dict(prompt="   "), "a prompt is required"),
     (dict(prompt=None), "a prompt is required"),

@@ -306,7 +306,7 @@ def test_idempotent_submit(server):
     ({"prompt": "x" * 10_001}, "prompt", "longer than 10000 characters"),
     ({"prompt": "x", "negative_prompt": "n" * 10_001}, "negative_prompt", "at most 10000 characters"),
     ({"prompt": "x", "sample_steps": 1001}, "sample_steps", "between"),
-    ({"prompt": "x", "sample_solver": "euler"}, "sample_solver", "unipc"),
+    ({"prompt": "x", "sample_solver": "heun"}, "sample_solver", "unipc"),
     ({"prompt": "x", "sample_shift": 0}, "sample_shift", "greater than 0"),
     ({"prompt": "x", "sample_guide_scale": [1, 2, 3]}, "sample_guide_scale", "[low_noise, high_noise]"),
     ({"prompt": "x", "image": base64.b64encode(b"hello").decode()}, "image", "takes no image"),

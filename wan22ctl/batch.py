@@ -25,7 +25,7 @@ from wan22ctl.settings import Settings, read_user_text
 
 # What a JSONL line may set, besides "prompt": generate's options under their JSON names.
 LINE_KEYS = ("task", "size", "frame_num", "steps", "sample_steps", "shift", "guide_scale", "seed", "solver", "image",
-             "offload", "gpus", "dtype")
+             "offload", "gpus", "dtype", "preset")
 # s2v-14B and animate-14B's inputs, under the same names; their paths are relative to the prompt file.
 INPUT_LINE_KEYS = ("audio", "pose_video", "num_clip", "start_from_ref", "src_root", "refert_num", "replace",
                    "relighting_lora")
@@ -43,7 +43,7 @@ class RequestOptions:
     shift: Any = None
     guide_scale: Any = None
     seed: Any = None
-    solver: Any = "unipc"
+    solver: Any = None
     image: Any = None
     offload: Any = "auto"
     gpus: Any = None
@@ -57,6 +57,17 @@ class RequestOptions:
     relighting_lora: Any = False
     dtype: Any = None  # None: dtype_default for the A14B tasks, bf16 for the others
     dtype_default: str = "bf16"  # the WAN22_DTYPE setting
+    preset: Any = None
+    lora: Any = None  # --lora values as typed: FILE[:SCALE] or a catalog LoRA
+    lora_high: Any = None
+    lora_low: Any = None
+    loras: tuple = ()  # the three above resolved (`with_loras`): GenerationRequest.loras entries
+
+    def with_loras(self, settings: Settings) -> "RequestOptions":
+        """These options with --lora/--lora-high/--lora-low resolved against CHECKPOINT_DIR (UserError)."""
+        from dataclasses import replace
+
+        return replace(self, loras=lora_refs(settings, self.lora, self.lora_high, self.lora_low))
 
     def request(self, prompt, check_image: bool = True) -> GenerationRequest:
         """The validated request (a seed drawn when none was given, and recorded); UserError."""
@@ -70,7 +81,8 @@ class RequestOptions:
         return build_request(
             self.task, prompt, size=self.size, frame_num=self.frame_num, sample_steps=self.steps,
             sample_shift=self.shift, guide_scale=self.guide_scale, seed=seed, solver=self.solver, image=paths["image"],
-            offload=self.offload, gpus=self.gpus, dtype=dtype, audio=paths["audio"], pose_video=paths["pose_video"],
+            offload=self.offload, gpus=self.gpus, dtype=dtype, preset=self.preset, loras=self.loras,
+            audio=paths["audio"], pose_video=paths["pose_video"],
             num_clip=self.num_clip, start_from_ref=self.start_from_ref, src_root=paths["src_root"],
             refert_num=self.refert_num, replace=self.replace, relighting_lora=self.relighting_lora,
             **({} if check_image else {"file_exists": lambda _: True, "probe_inputs": False}),
@@ -194,6 +206,68 @@ def checkpoint_problems(settings: Settings, jobs: list[Job]) -> list[str]:
             problems.append(
                 f"checkpoints for {task} are {state} in {model_dir(model, settings.checkpoint_dir)}"
                 f" (missing: {shown}); run: wan22ctl download {model.key}")
+    return problems
+
+
+def lora_refs(settings: Settings, lora, lora_high, lora_low) -> tuple[dict, ...]:
+    """--lora/--lora-high/--lora-low as request entries: a catalog LoRA's folder, or a file or folder
+    under CHECKPOINT_DIR (the one host folder the container sees), as a path relative to it."""
+    from wan22ctl.loras import LoraError, LoraSpec
+
+    root = os.path.realpath(settings.checkpoint_dir)
+    refs = []
+    for values, expert in ((lora, None), (lora_high, "high"), (lora_low, "low")):
+        for value in values or ():
+            try:
+                spec = LoraSpec.parse(value, expert)
+            except LoraError as exc:
+                raise UserError(str(exc)) from None
+            model = catalog.MODEL_BY_KEY.get(spec.path)
+            if model is not None and model.lora:
+                refs.append({"file": catalog.lora_folder(model), "scale": spec.scale, "expert": expert,
+                             "catalog": model.key})
+                continue
+            path = os.path.realpath(os.path.expanduser(spec.path))
+            if not os.path.exists(path):
+                known = ", ".join(m.key for m in catalog.MODELS if m.lora)
+                raise UserError(f"LoRA {spec.path}: no such file, and not a catalog LoRA ({known})")
+            if os.path.commonpath([path, root]) != root:
+                raise UserError(f"LoRA {spec.path} is outside CHECKPOINT_DIR ({settings.checkpoint_dir}), the only "
+                                "host folder the container sees", fix=f"copy it to {settings.checkpoint_dir}/loras/")
+            refs.append({"file": os.path.relpath(path, root), "scale": spec.scale, "expert": expert, "catalog": None})
+    return tuple(refs)
+
+
+def lora_problems(settings: Settings, jobs: list[Job]) -> list[str]:
+    """Problems with the jobs' LoRAs, each one line: a catalog LoRA not downloaded (naming the
+    download), a file the task's expert rules or its checkpoint's parameters refuse."""
+    from wan22ctl.hub.state import model_state
+    from wan22ctl.loras import LoraError, LoraSpec, prepare, read_config, route
+
+    problems, seen = [], set()
+    root = settings.checkpoint_dir
+    for request in (j.request for j in valid_jobs(jobs)):
+        task = catalog.TASKS[request.task]
+        key = (request.task, json.dumps(request.loras, sort_keys=True))
+        if not request.loras or key in seen:
+            continue
+        seen.add(key)
+        missing = [r["catalog"] for r in request.loras if r.get("catalog")
+                   and model_state(catalog.MODEL_BY_KEY[r["catalog"]], root)[0] != "complete"]
+        if missing:
+            needs = f"--preset {request.preset} needs " if request.preset else ""
+            problems += [f"{needs}the {k} LoRAs, which are not downloaded in {root}; run: wan22ctl download {k}"
+                         for k in missing]
+            continue
+        ckpt = os.path.join(root, catalog.model_for_task(request.task).subdir)
+        specs = [LoraSpec(os.path.join(root, r["file"]), r["scale"], r.get("expert")) for r in request.loras]
+        try:
+            if read_config(ckpt, "high" if task.moe else None) is None:
+                route(specs, task.moe)  # the checkpoint is not there to check keys against (reported apart)
+            else:
+                prepare(specs, ckpt, task.moe)
+        except LoraError as exc:
+            problems.append(str(exc))
     return problems
 
 

@@ -149,9 +149,16 @@ def call(settings: Settings, method: str, path: str, body=None):
 
 def request_body(request) -> dict:
     """The `POST /v1/videos` body for a `plan.launch.GenerationRequest` (its image read and encoded)."""
+    from wan22ctl.paths import CONTAINER_CHECKPOINT_DIR
+
     body = {"prompt": request.prompt, "task": request.task, "size": request.size, "frame_num": request.frame_num,
             "sample_steps": request.sample_steps, "sample_shift": request.sample_shift, "seed": request.seed,
-            "sample_solver": request.solver}
+            "sample_solver": request.solver,
+            # always named, so a server with other LoRAs merged refuses it (400) instead of running it
+            "loras": [{"file": f"{CONTAINER_CHECKPOINT_DIR}/{r['file']}", "scale": r["scale"], "expert": r["expert"]}
+                      for r in request.loras if not (request.preset and r.get("catalog"))]}
+    if request.preset:
+        body["preset"] = request.preset
     if request.guide_scale is not None:
         body["sample_guide_scale"] = float(request.guide_scale)
     if request.image:

@@ -6,6 +6,8 @@ Examples:
     wan22ctl generate --task t2v-A14B --prompt-file prompts.jsonl      # a batch, summary at the end
     wan22ctl generate --task t2v-A14B --prompt "..." --dry-run --json  # the launch plan only
     wan22ctl plan --task t2v-A14B --gpu-count 4 --gpu-mem-gb 80       # no Docker needed
+    wan22ctl download lightning-t2v && wan22ctl generate --task t2v-A14B --preset lightning --prompt "..."
+    wan22ctl generate --task t2v-A14B --lora-high style_high.safetensors:0.8 --lora-low style_low.safetensors --prompt "..."
 
 Everything the user typed is checked before Docker is touched (exit 2, one line), by the same
 rules for `plan`, `generate --dry-run`, `generate` and the resident server. The plan
@@ -90,6 +92,10 @@ def _render_plans(out: Output, data: dict) -> None:
         clips = f" a clip, {req['clips']} clip(s)" if req.get("clips") else ""
         out.say(f"{p['task']} {req['size']} {req['frame_num']} frames{clips}, "
                 f"{req['sample_steps']} steps, seed {req['seed']}", style="bold")
+        out.say(f"  regime: {p['regime']}")
+        for ref in p["request"].get("loras") or ():
+            expert = f" ({ref['expert']}-noise expert)" if ref.get("expert") else ""
+            out.say(f"  LoRA: {ref['file']} x {ref['scale']:g}{expert}")
         out.say(f"  GPUs: {p['nproc']} x {p['gpu_memory_gb']:g} GB ({gpus}) via {p['launcher']}")
         out.say(f"  peak GPU memory about {p['est_peak_gpu_gb']:g} GB per GPU; host RAM for loading about "
                 f"{p['host_ram_need_gb']:g} GB" + (f" of {p['host_ram_gb']:g} GB free" if p.get("host_ram_gb") else ""))
@@ -109,14 +115,14 @@ def _show_plans(out: Output, settings, options: RequestOptions, prompt, prompt_f
                 placeholder: str | None) -> None:
     """What `plan` and `generate --dry-run` share: the same checks, the same plans, the same output."""
     options = replace(options, dtype_default=settings.wan22_dtype)
-    jobs, batch_given = batch.collect(options, prompt, prompt_file, placeholder_prompt=placeholder)
+    jobs, batch_given = batch.collect(options.with_loras(settings), prompt, prompt_file, placeholder_prompt=placeholder)
     batch.raise_single(jobs, batch_given)
     _refuse_when_none_valid(out, settings, jobs, batch_given)
     inventory, _ = _inventory(settings, machine)
     batch.plan_jobs(jobs, inventory, settings)
     batch.raise_single(jobs, batch_given)
-    out.result(batch.plans_output(jobs, batch.checkpoint_problems(settings, jobs)),
-               lambda data: _render_plans(out, data))
+    problems = batch.lora_problems(settings, jobs) + batch.checkpoint_problems(settings, jobs)
+    out.result(batch.plans_output(jobs, problems), lambda data: _render_plans(out, data))
 
 
 # --------------------------------------------------------------------------- runs
@@ -215,9 +221,9 @@ def _generate(out: Output, options: RequestOptions, prompt, prompt_file, machine
         _show_plans(out, settings, options, prompt, prompt_file, machine, placeholder=None)
         return
     options = replace(options, dtype_default=settings.wan22_dtype)
-    jobs, batch_given = batch.collect(options, prompt, prompt_file)
+    jobs, batch_given = batch.collect(options.with_loras(settings), prompt, prompt_file)
     batch.raise_single(jobs, batch_given)
-    problems = batch.checkpoint_problems(settings, jobs)
+    problems = batch.lora_problems(settings, jobs) or batch.checkpoint_problems(settings, jobs)
     if problems:
         raise UserError(problems[0] if len(problems) == 1 else "; ".join(problems))
     _refuse_when_none_valid(out, settings, jobs, batch_given)
@@ -257,7 +263,7 @@ def generate(
 @offline_gpus
 def plan(options: RequestOptions, prompt: PromptOpt = None, prompt_file: PromptFileOpt = None,
          machine: OfflineGpus = OfflineGpus(), as_json: JsonOpt = False) -> None:
-    """Show how a generation would run: GPUs, torchrun or python, memory flags, the exact argv, and why."""
+    """Show how a generation would run: GPUs, torchrun or python, memory flags, the regime, the exact argv, and why."""
     _show_plans(Output(as_json), load_cli_settings(), options, prompt, prompt_file, machine,
                 placeholder=PLACEHOLDER_PROMPT)
 

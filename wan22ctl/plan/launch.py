@@ -26,7 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
-from wan22ctl import catalog
+from wan22ctl import catalog, schedules
 from wan22ctl.errors import UserError
 from wan22ctl.plan import lowmem
 from wan22ctl.plan.inventory import Gpu, Runtime
@@ -78,9 +78,14 @@ class GenerationRequest:
     relighting_lora: bool = False
     clips: int | None = None  # clips upstream will run, read from the inputs (None: not read)
     dtype: str = "bf16"  # the A14B experts' weights (WAN22_DTYPE)
+    preset: str | None = None  # catalog.PRESETS key whose settings and LoRAs this request took
+    # LoRAs merged at load: {"file": path under the checkpoint root, "scale", "expert": "high"/"low"/None,
+    # "catalog": the catalog LoRA key or None}; a Lightning-layout folder routes itself to both experts
+    loras: tuple = ()
+    warnings: tuple[str, ...] = ()  # flags that left the preset's regime
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return json.loads(json.dumps(asdict(self)))
 
 
 def normalize_size(size: str) -> str:
@@ -117,11 +122,13 @@ def build_request(
     sample_shift: float | None = None,
     guide_scale: float | None = None,
     seed: int,
-    solver: str = "unipc",
+    solver: str | None = None,
     image: str | None = None,
     offload: str = "auto",
     gpus: str | None = None,
     dtype: str = "bf16",
+    preset: str | None = None,
+    loras: tuple = (),
     file_exists: Callable[[str], bool] = os.path.isfile,
     audio: str | None = None,
     pose_video: str | None = None,
@@ -140,9 +147,12 @@ def build_request(
     from JSON (a prompt file's lines): their types are checked first, integers are integers.
     The s2v and animate inputs are checked by `task_inputs`; with `probe_inputs` their files are
     read (audio length, video frames), else taken as given (the server, doctor's sample plans).
+    `preset` fills steps, guide scale, shift and solver where the caller gave none and adds its
+    catalog LoRAs to `loras` (already resolved: see the field); a value that leaves the preset's
+    regime is kept, with a warning.
     """
     _check_types(text={"--task": task, "the prompt": prompt, "--size": size, "--solver": solver, "--image": image,
-                       "--offload": offload, "--gpus": gpus, "--dtype": dtype},
+                       "--offload": offload, "--gpus": gpus, "--dtype": dtype, "--preset": preset},
                  whole={"--frame-num": frame_num, "--steps": sample_steps, "--seed": seed},
                  number={"--shift": sample_shift, "--guide-scale": guide_scale})
     if task not in catalog.TASKS:
@@ -151,6 +161,11 @@ def build_request(
     if size and t.size_from_inputs:
         raise UserError(f"{task} takes its size from the preprocessed folder; set it with "
                         "`wan22ctl animate-prep --size`, not --size")
+    warnings: tuple[str, ...] = ()
+    if preset is not None:
+        sample_steps, guide_scale, sample_shift, solver, loras, warnings = apply_preset(
+            task, preset, sample_steps, guide_scale, sample_shift, solver, loras)
+    solver = solver or "unipc"
     size = normalize_size(size) if size else t.default_size
     if size not in t.sizes:
         raise UserError(f"size {size} is not supported by {task}; choose one of {', '.join(t.sizes)}")
@@ -195,7 +210,8 @@ def build_request(
     return GenerationRequest(
         task=task, prompt=prompt.strip(), size=size, frame_num=frame_num, sample_steps=sample_steps,
         sample_shift=float(sample_shift), guide_scale=None if guide_scale is None else float(guide_scale),
-        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus, dtype=dtype, **extra,
+        seed=seed, solver=solver, image=image, offload=offload, gpus=gpus, dtype=dtype, preset=preset,
+        loras=tuple(loras), warnings=warnings, **extra,
     )
 
 
@@ -310,6 +326,52 @@ def placeholder_inputs(task: str) -> dict:
     if "src_root" in t.inputs:
         values["src_root"] = "process_results"
     return values
+
+
+def apply_preset(task: str, name: str, steps, guide, shift, solver, loras):
+    """(steps, guide, shift, solver, loras, warnings) with the preset filled in where not given."""
+    preset = catalog.PRESETS.get(name)
+    if preset is None:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(catalog.PRESETS)}")
+    key = preset.loras.get(task)
+    if key is None:
+        raise UserError(f"--preset {name} has no distilled LoRA for {task} in the catalog "
+                        f"(it has: {', '.join(preset.loras)}); run {task} without it")
+    warnings = []
+    why = f"leaves the {name} regime ({preset.description})"
+    for flag, given, want in (("--steps", steps, preset.sample_steps), ("--guide-scale", guide, preset.guide_scale),
+                              ("--shift", shift, preset.sample_shift), ("--solver", solver, preset.solver)):
+        if given is not None and given != want:
+            warnings.append(f"{flag} {given:g} {why}" if not isinstance(given, str) else f"{flag} {given} {why}")
+    model = catalog.MODEL_BY_KEY[key]
+    ref = {"file": catalog.lora_folder(model), "scale": 1.0, "expert": None, "catalog": key}
+    return (preset.sample_steps if steps is None else steps, preset.guide_scale if guide is None else guide,
+            preset.sample_shift if shift is None else shift, preset.solver if solver is None else solver,
+            (ref, *[x for x in loras if x != ref]), tuple(warnings))
+
+
+def regime(request: GenerationRequest) -> str:
+    """How the request denoises, in one line: steps, forwards, expert split, guidance, solver."""
+    t = catalog.TASKS[request.task]
+    guide = (request.guide_scale,) * len(t.guide_scale) if request.guide_scale is not None else t.guide_scale
+    split = schedules.expert_split(request.solver, request.sample_steps, request.sample_shift, t.boundary)
+    if split is None:
+        forwards = request.sample_steps * (1 if guide[0] == 1.0 else 2)
+        experts = ""
+        shown = f"{guide[0]:g}"
+    else:
+        low_g, high_g = guide[0], guide[-1]
+        forwards = split[0] * (1 if high_g == 1.0 else 2) + split[1] * (1 if low_g == 1.0 else 2)
+        experts = f": high-noise expert {split[0]} step(s), low-noise {split[1]}"
+        shown = f"{high_g:g}" if high_g == low_g else f"{high_g:g} high-noise / {low_g:g} low-noise"
+    cfg = "no CFG, one forward a step" if all(g == 1.0 for g in guide) else \
+        "CFG: two forwards a step" if all(g != 1.0 for g in guide) else "CFG where the guide scale is not 1.0"
+    if request.preset:
+        name = f"distilled ({request.preset})" if not request.warnings else f"{request.preset} preset, changed"
+    else:
+        name = "standard" if not any(g == 1.0 for g in guide) else "guide 1.0"
+    return (f"{name}: {request.sample_steps} steps = {forwards} DiT forwards{experts}; guide scale {shown} ({cfg}), "
+            f"{request.solver}, shift {request.sample_shift:g}")
 
 
 def gpu_selection(value: str | None) -> GpuSelection:
@@ -509,6 +571,7 @@ class LaunchPlan:
     offload_mode: str = "off"  # off, model (whole experts swap through host copies), blocks (streamed)
     resident_blocks: int | None = None  # with offload_mode blocks: blocks kept on the GPU
     pinned_host_gb: float = 0.0  # page-locked host copies the run keeps (experts, T5)
+    regime: str = ""  # steps, forwards, expert split, guidance (`regime()`)
     # rendered from the above for `runtime`
     ckpt_dir: str = ""
     output_dir: str = ""
@@ -560,6 +623,9 @@ class LaunchPlan:
         if staged:
             argv += ["--image", staged]
         argv += task_input_args(req, inputs)
+        for ref in req.get("loras") or ():
+            flag = {"high": "--lora_high", "low": "--lora_low"}.get(ref.get("expert") or "", "--lora")
+            argv += [flag, f"{runtime.checkpoint_dir}/{ref['file']}:{_num(ref['scale'])}"]
         argv += ["--offload_model", str(self.offload_model)]
         if self.convert_model_dtype:
             argv.append("--convert_model_dtype")
@@ -777,10 +843,13 @@ def plan_launch(
     if not runtime.bootstrap and (request.dtype == "fp8" or request.offload == "blocks"):
         raise UserError("--dtype fp8 and --offload blocks need the kit's bootstrap (wan22ctl.agent.wanrun), "
                         "which this container's WAN22_BOOTSTRAP=0 leaves out")
+    if not runtime.bootstrap and (request.loras or request.solver == "euler"):
+        raise UserError("LoRAs and the euler solver need the kit's bootstrap (wan22ctl.agent.wanrun); "
+                        "upstream's generate.py has neither")
     allowed, fixed = _select_gpus(request, inventory)
     heads = task.num_heads
     reasons: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(request.warnings)
     if fixed and heads % len(allowed):
         ok = [n for n in catalog.ulysses_degrees(heads, 64) if n <= len(inventory)]
         raise UserError(f"--gpus {request.gpus}: {request.task} splits its {heads} attention heads over the GPUs, "
@@ -881,7 +950,7 @@ def plan_launch(
         t5_fsdp=fsdp and nproc > 1, offload_model=offload, convert_model_dtype=convert, t5_cpu=t5_cpu,
         est_peak_gpu_gb=peak, fits=fits, host_ram_need_gb=ram_need, host_ram_gb=host_ram_gb,
         attention=attention, compile_mode=compile_mode, run_id=run_id, reasons=tuple(reasons),
-        warnings=tuple(warnings), runtime=runtime, dtype=request.dtype,
+        warnings=tuple(warnings), runtime=runtime, dtype=request.dtype, regime=regime(request),
         offload_mode="blocks" if streamed else "model" if offload else "off",
         resident_blocks=low.resident_blocks if streamed else None, pinned_host_gb=pinned,
     ).for_runtime(runtime)

@@ -2,6 +2,7 @@
 
 Examples (inside the container, or anywhere with the kit installed):
     wan22ctl-agent server --task ti2v-5B                        # 127.0.0.1:8000, no key needed
+    wan22ctl-agent server --task t2v-A14B --lora /opt/checkpoints/loras/lightning-t2v/Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1
     WAN22_API_KEY=... wan22ctl-agent server --task t2v-A14B --host 0.0.0.0
     wan22ctl-agent server --task t2v-A14B --plan auto            # GPUs and flags as `generate` picks them
     torchrun --nproc_per_node 2 -m wan22ctl.agent server --task t2v-A14B --dit-fsdp --t5-fsdp --ulysses-size 2
@@ -14,6 +15,10 @@ survive a restart of the server or of the container. Modules: `store` (queue), `
 (`--plan auto` through `plan.launch`), `service`
 (worker, progress, metrics), `api` (routes on FastAPI: OpenAI's Videos API, the web page),
 `listen` (the socket, the exposure rule, uvicorn).
+
+LoRAs are merged into the weights once, at load (`--lora`, `--lora-high`, `--lora-low`): the set
+is fixed for the server's life, and a request naming another set (`loras`, or a `preset` whose
+LoRAs differ) is refused with 400 rather than run on weights it did not ask for.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ def run(args) -> int:
     if args.ulysses_size > 1 and task.num_heads % args.ulysses_size:
         raise UserError(f"--ulysses-size {args.ulysses_size} does not divide {args.task}'s {task.num_heads} heads")
     ckpt_dir = args.ckpt_dir or os.path.join(paths.CONTAINER_CHECKPOINT_DIR, catalog.MODEL_BY_KEY[task.model_key].subdir)
+    lora_set = _install_loras(args, ckpt_dir, task.moe)
     options = PipelineOptions(task=args.task, ckpt_dir=ckpt_dir, offload_model=args.offload_model,
                               ulysses_size=args.ulysses_size, t5_fsdp=args.t5_fsdp, dit_fsdp=args.dit_fsdp,
                               t5_cpu=args.t5_cpu, convert_model_dtype=args.convert_model_dtype)
@@ -95,10 +101,46 @@ def run(args) -> int:
         follow(engine, control)
         control.close()
         return 0
-    return _serve_rank0(args, api_key, engine, control, log, plan_info)
+    return _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set)
 
 
-def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
+def _install_loras(args, ckpt_dir: str, moe: bool) -> list[dict]:
+    """Check the server's LoRA set against the checkpoint (exit 2 when wrong) and have it merged at
+    load; the set as requests are compared with it (`loras.canonical`)."""
+    from wan22ctl import loras
+
+    try:
+        specs = [loras.LoraSpec.parse(v, e) for flag, e in (("lora", None), ("lora_high", "high"), ("lora_low", "low"))
+                 for v in getattr(args, flag) or ()]
+        if args.preset:
+            specs.insert(0, loras.LoraSpec(_preset_folder(args.preset, args.task)))
+        if not specs:
+            return []
+        checked = loras.prepare(specs, ckpt_dir, moe)
+    except loras.LoraError as exc:
+        raise UserError(str(exc)) from None
+    if args.pipeline == "wan":
+        from wan22ctl.agent import lora
+
+        lora.install(checked)
+    return loras.canonical([spec for spec, _ in checked])
+
+
+def _preset_folder(name: str, task: str) -> str:
+    """The catalog LoRA folder of preset `name` for `task` under this machine's checkpoint root."""
+    from wan22ctl.agent.inventory import runtime
+
+    preset = catalog.PRESETS[name]
+    key = preset.loras.get(task)
+    if key is None:
+        raise UserError(f"--preset {name} has no distilled LoRA for {task} in the catalog (it has: {', '.join(preset.loras)})")
+    folder = os.path.join(runtime().checkpoint_dir, catalog.lora_folder(catalog.MODEL_BY_KEY[key]))
+    if not os.path.isdir(folder):
+        raise UserError(f"--preset {name} needs the {key} LoRAs in {folder}", fix=f"run: wan22ctl download {key}")
+    return folder
+
+
+def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> int:
     from wan22ctl.agent.server import listen
     from wan22ctl.agent.server.api import build_app
     from wan22ctl.agent.server.service import Service, ServiceConfig
@@ -110,7 +152,8 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
     owner = _own_queue(state_dir, args)  # held (flock) until the process ends, even by kill -9
     store = JobStore(state_dir / "queue.sqlite3")
     config = ServiceConfig(task=args.task, output_dir=output_dir, state_dir=state_dir,
-                           max_image_bytes=args.max_image_mb * 1024 * 1024)
+                           max_image_bytes=args.max_image_mb * 1024 * 1024, loras=tuple(lora_set),
+                           preset=args.preset)
     service = Service(config, store, engine, control)
     for job_id, state in service.recover_outputs() + store.recover(args.on_interrupt, args.max_attempts):
         log.info("job %s was running when the server stopped: now %s", job_id, state)
@@ -120,6 +163,7 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info) -> int:
         "dit_fsdp": engine.options.dit_fsdp, "t5_cpu": engine.options.t5_cpu,
         "convert_model_dtype": engine.options.convert_model_dtype,
         "attention": os.environ.get("WAN22_ATTENTION", "auto"), "auto": plan_info},
+        "preset": args.preset, "loras": lora_set,
         "gpus": _gpus(), "queue": str(store.path), "interrupted_policy": args.on_interrupt,
         "auth": api_key is not None}
     sock = listen.bind(args.host, args.port)
@@ -235,6 +279,14 @@ def add_parser(sub) -> None:
     p.add_argument("--dit-fsdp", action="store_true")
     p.add_argument("--t5-cpu", action="store_true")
     p.add_argument("--convert-model-dtype", action="store_true")
+    p.add_argument("--preset", choices=tuple(catalog.PRESETS), default=None,
+                   help="merge the preset's catalog LoRAs at load; requests that name no preset get its settings")
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                   help="a LoRA merged into the DiT at load (one-DiT task), or a Lightning-layout folder; repeatable")
+    p.add_argument("--lora-high", action="append", metavar="PATH[:SCALE]",
+                   help="a LoRA for the A14B high-noise expert; repeatable")
+    p.add_argument("--lora-low", action="append", metavar="PATH[:SCALE]",
+                   help="a LoRA for the A14B low-noise expert; repeatable")
     p.add_argument("--on-interrupt", choices=("requeue", "fail"), default="requeue",
                    help="what happens to a job that was running when the server died")
     p.add_argument("--max-attempts", type=int, default=2,

@@ -6,7 +6,8 @@ module adds JSON types and the server's resource limits (prompt length, steps, f
 request leaves out are filled from the task's Wan2.2 config, because upstream's `generate()`
 keyword defaults differ from `generate.py`'s (e.g. `WanT2V.generate(shift=5.0,
 sampling_steps=50)` against t2v-A14B's 12.0 and 40). A guide scale is always sent as float
-(or a pair of floats): upstream turns only a `float` into the (low, high) pair.
+(or a pair of floats): upstream turns only a `float` into the (low, high) pair. A `preset`
+(`catalog.PRESETS`) fills steps, shift, guide scale and solver as `generate --preset` does.
 
 Prompts must be valid Unicode text: a lone surrogate (which no file name, sidecar or terminal
 can carry) or a control character other than newline and tab is refused. Uploaded images are
@@ -22,11 +23,13 @@ import binascii
 import hashlib
 import io
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass
 
-from wan22ctl import catalog
+from wan22ctl import catalog, paths
+from wan22ctl.agent.inventory import runtime
 
 MAX_PROMPT_CHARS = 10_000
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -42,7 +45,7 @@ MAX_SEED = 2**63 - 1
 _BAD_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 FIELDS = ("prompt", "negative_prompt", "task", "size", "frame_num", "sample_steps", "sample_shift",
-          "sample_guide_scale", "sample_solver", "seed", "image")
+          "sample_guide_scale", "sample_solver", "seed", "image", "preset", "loras")
 # OpenAI's Videos API names (`openai.videos.create`): mapped onto the fields above by `from_openai`.
 OPENAI_FIELDS = ("model", "seconds", "input_reference")
 # Form fields arrive as text: these are converted to numbers first.
@@ -51,8 +54,9 @@ _FLOAT_FIELDS = ("sample_shift", "sample_guide_scale")
 
 
 class RequestInvalid(Exception):
-    """A request field is wrong: the API answers `status` (422, or 400 for a model this server
-    has not loaded) with `field` and `reason`."""
+    """A request field is wrong: the API answers `status` (422, or 400 for what this server cannot
+    serve as asked: a model it has not loaded, another LoRA set than the one merged at start)
+    with `field` and `reason`."""
 
     def __init__(self, field: str, reason: str, status: int = 422):
         super().__init__(f"{field}: {reason}")
@@ -164,22 +168,61 @@ _MESSAGE_FIELDS = (("size ", "size"), ("--frame-num", "frame_num"), ("--steps", 
                    ("solver", "sample_solver"), ("prompt", "prompt"), ("image", "image"), ("task", "task"))
 
 
-def _cli_rules(task_name: str, prompt, size, frame_num, steps, shift, guide, seed, solver, has_image) -> str:
-    """Apply `wan22ctl generate`'s own checks (plan.launch.build_request); the normalised size."""
+def _cli_rules(task_name: str, prompt, size, frame_num, steps, shift, guide, seed, solver, has_image, preset, loras):
+    """Apply `wan22ctl generate`'s own checks (plan.launch.build_request): the checked request,
+    with a preset's values filled in."""
     from wan22ctl.errors import UserError
     from wan22ctl.plan.launch import build_request
 
     try:
-        request = build_request(
+        return build_request(
             task_name, prompt, size=size, frame_num=frame_num, sample_steps=steps, sample_shift=shift,
             guide_scale=guide, seed=max(seed, 0) if seed is not None else 0, solver=solver,
-            image="upload" if has_image else None, file_exists=lambda _: True,
+            image="upload" if has_image else None, preset=preset, loras=loras, file_exists=lambda _: True,
         )
     except UserError as exc:
         message = exc.message
         field = next((f for key, f in _MESSAGE_FIELDS if key in message), "body")
         raise RequestInvalid(field, message) from None
-    return request.size
+
+
+def _lora_refs(value) -> tuple[dict, ...]:
+    """The request's `loras`: [{"file": path, "scale": number, "expert": "high"|"low"|null}]."""
+    if not isinstance(value, list):
+        raise RequestInvalid("loras", 'must be a list of {"file": path, "scale": number, "expert": "high"|"low"|null}')
+    refs = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("file"), str) or set(item) - {"file", "scale", "expert"}:
+            raise RequestInvalid("loras", 'each entry is {"file": path, "scale": number, "expert": "high"|"low"|null}')
+        if item.get("expert") not in (None, "high", "low"):
+            raise RequestInvalid("loras", "expert must be high, low or null")
+        refs.append({"file": item["file"], "scale": _number(item.get("scale", 1.0), "loras"),
+                     "expert": item.get("expert"), "catalog": None})
+    return tuple(refs)
+
+
+def check_lora_set(refs, task_name: str, server_set, checkpoint_root: str) -> None:
+    """400 unless the LoRAs a request names are the set this server merged at load."""
+    from wan22ctl import loras
+
+    task = catalog.TASKS[task_name]
+
+    def local(path: str) -> str:  # catalog LoRAs are relative to the checkpoint root; /opt/checkpoints maps to it
+        if path == paths.CONTAINER_CHECKPOINT_DIR or path.startswith(paths.CONTAINER_CHECKPOINT_DIR + "/"):
+            path = path[len(paths.CONTAINER_CHECKPOINT_DIR):].lstrip("/")
+        return os.path.join(checkpoint_root, path)
+
+    specs = [loras.LoraSpec(local(r["file"]), r["scale"], r["expert"]) for r in refs]
+    try:
+        wanted = loras.canonical(loras.route(specs, task.moe))
+        asked = loras.describe(wanted)
+    except loras.LoraError as exc:
+        wanted, asked = None, f"LoRAs it cannot have ({exc})"
+    if wanted != list(server_set):
+        raise RequestInvalid(
+            "loras", f"this server merged {loras.describe(list(server_set))} into its weights at start and the request "
+            f"asks for {asked}; LoRAs are merged once at load, so serve that set from a server started with it "
+            "(wan22ctl serve --lora ... / --preset)", status=400)
 
 
 def model_names(task_name: str) -> tuple[str, ...]:
@@ -249,11 +292,16 @@ def from_openai(body: dict, task_name: str) -> dict:
     return body
 
 
-def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tuple[dict, CheckedImage | None]:
+def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES, *, loras=(),
+             checkpoint_root: str | None = None, default_preset: str | None = None) -> tuple[dict, CheckedImage | None]:
     """Checked job parameters for the server's task, and the checked image if one was sent.
 
     JSON types and the server's own limits are checked here; the value rules are the CLI's
-    (`plan.launch.build_request`). Fields left out stay None for `fill_defaults`.
+    (`plan.launch.build_request`). Fields left out stay None for `fill_defaults` (a `preset`
+    fills its own). A request that names LoRAs (`loras`, or a `preset` with its catalog LoRAs)
+    must name the server's set `loras` (`wan22ctl.loras.canonical`; catalog LoRAs under
+    `checkpoint_root`), else 400; one that names none runs on the server's weights as they are,
+    with `default_preset` (the server's `--preset`) when it names no preset either.
     Raises RequestInvalid for the first field that is wrong.
     """
     if not isinstance(body, dict):
@@ -297,12 +345,24 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
             guide = None
         else:
             guide = _number(guide, "sample_guide_scale")
-    solver = body.get("sample_solver") or "unipc"
-    if not isinstance(solver, str):
+    solver = body.get("sample_solver")
+    if solver is not None and not isinstance(solver, str):
         raise RequestInvalid("sample_solver", f"choose one of {', '.join(catalog.SOLVERS)}")
+    preset = body.get("preset")
+    if preset is None and body.get("loras") is None:
+        preset = default_preset
+    if preset is not None and preset not in catalog.PRESETS:
+        raise RequestInvalid("preset", f"choose one of {', '.join(catalog.PRESETS)}")
+    refs = _lora_refs(body["loras"]) if body.get("loras") is not None else ()
 
-    size = _cli_rules(task_name, prompt, size, frame_num, steps, shift, guide, seed, solver,
-                      body.get("image") is not None)
+    request = _cli_rules(task_name, prompt, size, frame_num, steps, shift, guide, seed, solver,
+                         body.get("image") is not None, preset, refs)
+    if body.get("loras") is not None or preset is not None:
+        root = checkpoint_root or runtime().checkpoint_dir
+        check_lora_set(request.loras, task_name, loras, root)
+    if preset is not None:  # the preset's values where the request gave none
+        steps, shift, guide = request.sample_steps, request.sample_shift, request.guide_scale
+    size, solver = request.size, request.solver
     raw = body.get("image")
     image = None
     if raw is not None:  # bytes: a multipart file; text: base64 or a data: URL in JSON
@@ -319,6 +379,7 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES) -> tu
         "sample_guide_scale": pair if pair is not None else guide,
         "guide_scale_given": pair is not None or guide is not None,
         "sample_solver": solver,
+        "preset": preset,
         "seed": -1 if seed is None else seed,
         "image_sha256": image.sha256 if image else None,
     }

@@ -68,6 +68,8 @@ class ServiceConfig:
     output_dir: Path
     state_dir: Path
     max_image_bytes: int = reqs.MAX_IMAGE_BYTES
+    loras: tuple = ()  # the LoRA set merged at load (`loras.canonical`); requests must name this one or none
+    preset: str | None = None  # requests that name no preset (and no LoRAs) get this one
 
 
 def _outcome_of(exc: BaseException | None) -> dict:
@@ -193,7 +195,8 @@ class Service:
 
     def submit(self, body, idempotency_key: str | None) -> tuple[Job, bool]:
         """Validate, store an uploaded image, fill defaults from WAN_CONFIGS[task], queue."""
-        params, image = reqs.validate(body, self.config.task, self.config.max_image_bytes)
+        params, image = reqs.validate(body, self.config.task, self.config.max_image_bytes, loras=self.config.loras,
+                                      default_preset=self.config.preset)
         params = reqs.fill_defaults(params, self.engine.config)
         digest = reqs.request_hash(params)
         if image is not None:
@@ -503,6 +506,7 @@ class Service:
                      "offload_model": eng.options.resolved_offload(eng.world_size)},
             "argv": list(sys.argv), "phases_s": {k: None if v is None else round(v, 3) for k, v in phases.items()},
             "gpus": names, "gpu_indices": _gpu_indices(), "docker_image_digest": None,
+            "preset": p.get("preset"), "loras": _merged_loras() or list(self.config.loras),
             "total_s": round(time.monotonic() - started, 3), **_runtime(),
             "wan22_commit": os.environ.get("WAN22_REF"), "wan22ctl_version": __version__,
             "run_id": job.id, "job_id": job.id, "attempts": job.attempts,
@@ -544,6 +548,12 @@ class Service:
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
+
+
+def _merged_loras() -> list[dict]:
+    """What agent.lora merged at load in this process: file, sha256, scale, expert per file."""
+    merged = sys.modules.get("wan22ctl.agent.lora")
+    return merged.records() if merged is not None else []
 
 
 def _runtime() -> dict:
