@@ -8,6 +8,7 @@ progress parsing, MP4 check, sidecar), and prints the events it emitted as a tab
 attention backend, and the published video and sidecar.
 
     python3 benchmarks/e2e_run.py --task ti2v-5B --size 1280*704 --ckpt-root /tmp/ckpt --out /tmp/outputs [--steps N]
+    python3 benchmarks/e2e_run.py --task t2v-A14B --size 1280*720 --preset lightning --ckpt-root /tmp/ckpt --out /tmp/outputs
 
 WAN22_DIR must name the Wan2.2 checkout. Writes e2e-<task>.json under $OUT (or /tmp).
 """
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--offload", default="auto")
     parser.add_argument("--gpus", default="all", help="as `wan22ctl generate --gpus`: all, a count, or indices")
     parser.add_argument("--label", default="", help="suffix of the result file name (A/B runs)")
+    parser.add_argument("--preset", help="as `wan22ctl generate --preset` (its LoRAs under --ckpt-root)")
     parser.add_argument("--shim", action="store_true", help="stub Wav2Vec2 for a transformers 5.x machine")
     args = parser.parse_args()
 
@@ -50,7 +52,7 @@ def main() -> None:
     inventory = parse_nvidia_smi(smi)
     request = launch.build_request(args.task, args.prompt, size=args.size, sample_steps=args.steps,
                                    frame_num=args.frames, seed=42, image=args.image, offload=args.offload,
-                                   gpus=args.gpus)
+                                   gpus=args.gpus, preset=args.preset)
     run_id = time.strftime("bench%H%M%S")
     env = dict(os.environ, WAN22_OUTPUT_DIR=args.out, WAN22_CHECKPOINT_DIR=args.ckpt_root, WAN22CTL_SRC=REPO,
                WAN22_BOOTSTRAP="1", PYTHONUNBUFFERED="1")
@@ -97,6 +99,7 @@ def main() -> None:
                "attention": next((e for e in events if e.get("event") == "attention"), None),
                "gpu_memory": [e for e in events if e.get("event") == "gpu_memory"],
                "weights": next((e["placement"] for e in events if e.get("event") == "weights"), None),
+               "regime": plan.regime, "loras": [e for e in events if e.get("event") == "lora"],
                "last_progress": progress[-1] if progress else None,
                "forward_s": {k: {"count": len(v), "first": v[0], "median_rest": sorted(v[1:])[len(v[1:]) // 2] if len(v) > 1 else None}
                              for k, v in per_model.items()}, "result": result, "argv": list(plan.argv)}

@@ -19,7 +19,8 @@ downloadable), so token ids differ from the real tokenizer's but shapes, padding
 tokens match.
 
     python3 benchmarks/synth_checkpoints.py --model ti2v-5b --out /tmp/ckpt/Wan2.2-TI2V-5B
-    python3 benchmarks/synth_checkpoints.py --model t2v-a14b --out /tmp/ckpt/Wan2.2-T2V-A14B --link-experts
+    python3 benchmarks/synth_checkpoints.py --model t2v-a14b --out /tmp/ckpt/Wan2.2-T2V-A14B --link-experts \
+        --lightning-loras /tmp/ckpt/loras/lightning-t2v/Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1
     python3 benchmarks/synth_checkpoints.py --model s2v-14b --out /tmp/ckpt/Wan2.2-S2V-14B --reuse-t5 DIR
     python3 benchmarks/synth_checkpoints.py --model animate-14b --out /tmp/ckpt/Wan2.2-Animate-14B --reuse-t5 DIR
 
@@ -30,6 +31,11 @@ a Wav2Vec2ForCTC of the large XLSR shape with random weights, its feature extrac
 CTC vocabulary. Animate adds the open-clip XLM-RoBERTa ViT-H/14 (`wan.modules.animate.clip`),
 `xlm-roberta-large/` (the same synthetic tokenizer as T5's), and `relighting_lora.ckpt` (the
 rank-128 LoRA `get_loraconfig` describes, small random weights, in `{"state_dict": ...}`).
+
+`--lightning-loras DIR` also writes a pair of LoRAs in the Wan2.2-Lightning layout (DIR/
+high_noise_model.safetensors + low_noise_model.safetensors; keys `diffusion_model.blocks.N.<module>
+.lora_down.weight / .lora_up.weight / .alpha`, float32, rank --lora-rank, every attention and FFN
+projection of every block), the file layout `generate --preset lightning` loads.
 """
 
 from __future__ import annotations
@@ -122,6 +128,28 @@ def save_shards(state: dict, out: str, count: int) -> None:
         weight_map.update({n: fname for n in group})
     with open(os.path.join(out, "diffusion_pytorch_model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def write_lightning_loras(key: str, folder: str, rank: int) -> None:
+    """Random rank-`rank` LoRAs (small updates) for both experts, in the Wan2.2-Lightning layout."""
+    from safetensors.torch import save_file
+
+    dim, ffn, layers = DIT[key]["dim"], DIT[key]["ffn_dim"], DIT[key]["num_layers"]
+    os.makedirs(folder, exist_ok=True)
+    for seed, name in ((11, "high_noise_model.safetensors"), (12, "low_noise_model.safetensors")):
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        tensors = {}
+        for i in range(layers):
+            shapes = {f"{a}.{p}": (dim, dim) for a in ("self_attn", "cross_attn") for p in "qkvo"}
+            shapes.update({"ffn.0": (dim, ffn), "ffn.2": (ffn, dim)})
+            for module, (fan_in, fan_out) in shapes.items():
+                base = f"diffusion_model.blocks.{i}.{module}"
+                tensors[f"{base}.lora_down.weight"] = (torch.randn(rank, fan_in, device="cuda", generator=g)
+                                                       / fan_in ** 0.5).cpu()
+                tensors[f"{base}.lora_up.weight"] = (torch.randn(fan_out, rank, device="cuda", generator=g)
+                                                     * 0.01 / rank ** 0.5).cpu()
+                tensors[f"{base}.alpha"] = torch.tensor(float(rank))
+        save_file(tensors, os.path.join(folder, name))
 
 
 def write_t5(T5, out: str) -> None:
@@ -255,6 +283,8 @@ def main() -> None:
     parser.add_argument("--reuse-t5", metavar="DIR",
                         help="hard-link T5 and tokenizer from another synthetic checkpoint folder (same files in every repo)")
     parser.add_argument("--wan-dir", default=os.environ.get("WAN22_DIR", ".devcarry/wan2.2"))
+    parser.add_argument("--lightning-loras", metavar="DIR", help="also write a Lightning-layout LoRA pair here (A14B)")
+    parser.add_argument("--lora-rank", type=int, default=64)
     args = parser.parse_args()
     M, T5, V21, V22 = wan_modules(args.wan_dir)
     os.makedirs(args.out, exist_ok=True)
@@ -287,6 +317,8 @@ def main() -> None:
                 os.link(os.path.join(high, name), os.path.join(low, name))
         else:
             write_dit(M, args.model, low)
+    if args.lightning_loras:
+        write_lightning_loras(args.model, args.lightning_loras, args.lora_rank)
     sizes = {}
     for root, _, files in os.walk(args.out):
         for name in files:

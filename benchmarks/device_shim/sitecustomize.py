@@ -45,3 +45,32 @@ except Exception as exc:  # noqa: BLE001
     stub = types.ModuleType("dashscope")
     stub.__wan22ctl_stub__ = f"dashscope unavailable here: {exc}"
     sys.modules["dashscope"] = stub
+
+# decord (video reading) and librosa (audio) are imported at module level by the speech-to-video and
+# animate pipelines that `import wan` loads; t2v/i2v/ti2v never call them. Where they are not
+# installed, a stub module stands in (using it fails loudly).
+import importlib.machinery
+import importlib.util
+import types
+
+def _stub_module(name: str) -> types.ModuleType:
+    stub = types.ModuleType(name)
+    stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    stub.__wan22ctl_stub__ = f"{name} is not installed on this machine"
+
+    def __getattr__(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def _fail(*args, **kwargs):
+            raise RuntimeError(f"{name}.{attr}: {name} is not installed on this machine")
+
+        return type(attr, (), {"__init__": _fail, "__call__": _fail})
+
+    stub.__getattr__ = __getattr__
+    return stub
+
+
+for _name in ("decord", "librosa"):
+    if importlib.util.find_spec(_name) is None:
+        sys.modules[_name] = _stub_module(_name)
