@@ -280,10 +280,13 @@ def test_routing_on_a14b(tmp_path):
         loras.route([LoraSpec(folder)], moe=False)
 
 
-def test_each_expert_gets_its_own_lora_at_load(tmp_path, monkeypatch):
+@pytest.mark.parametrize("env", [{"WAN22_FAST_SWAP": "0"}, {"WAN22_OFFLOAD": "blocks"}, {"WAN22_DTYPE": "fp8"}])
+def test_each_expert_gets_its_own_lora_at_load(tmp_path, monkeypatch, env):
     """The hook on from_pretrained merges the high-noise file into the high-noise expert only (at
-    once where speedups does not place the experts later)."""
-    monkeypatch.setenv("WAN22_FAST_SWAP", "0")
+    once where speedups does not place the experts later, or where FP8 weights or block streaming
+    rebuild the block linears after the load)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     ckpt = checkpoint(tmp_path, moe=True)
     folder, dh, dl = lightning_folder(tmp_path)
     module = types.ModuleType("wan.modules.model")
