@@ -6,7 +6,7 @@ This times one such spawn (`true`, as imageio-ffmpeg starts it) with `--gb` GB o
 memory made two ways, in one process:
 
     torch-empty     torch.empty + cudaHostRegister (the kit's host copies before this benchmark)
-    kit             agent.speedups._host_buffer: anonymous mmap with MADV_DONTFORK, then registered
+    kit             agent.hostmem.host_buffer: anonymous mmap with MADV_DONTFORK, then registered
 
     python3 benchmarks/fork_bench.py --gb 30
 """
@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from wan22ctl.agent import speedups  # noqa: E402
+from wan22ctl.agent import hostmem  # noqa: E402
 
 
 def spawn_seconds() -> float:
@@ -40,10 +40,10 @@ def main() -> None:
     rows = [("none", 0.0, spawn_seconds())]
     for name in ("torch-empty", "kit"):
         if name == "kit":
-            flat, pinned = speedups._host_buffer(nbytes)
+            flat, pinned = hostmem.host_buffer(nbytes)
         else:
             flat = torch.empty(nbytes, dtype=torch.uint8)
-            pinned = speedups._register(flat)
+            pinned = hostmem.register(flat)
         flat.fill_(1)
         rows.append((name + ("" if pinned else " (not pinned)"), args.gb, spawn_seconds()))
         torch.cuda.cudart().cudaHostUnregister(flat.data_ptr())

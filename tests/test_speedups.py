@@ -20,6 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from wan22ctl.agent import hostmem  # noqa: E402
 from wan22ctl.agent import speedups as S  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -386,7 +387,7 @@ def test_fast_swap_keeps_both_experts_resident_where_they_fit(swapping, monkeypa
     """Resident when the GPU's free memory covers both experts, T5 and RESIDENT_FREE_BYTES (+spare)."""
     monkeypatch.setitem(S._run, "offload", offload)
     pipe = _Pipeline(torch.device("meta"))  # built unpatched, staged here with a given free memory
-    need = sum(S._nbytes(m) for m in (pipe.high_noise_model, pipe.low_noise_model, pipe.text_encoder.model))
+    need = sum(hostmem.weight_bytes(m) for m in (pipe.high_noise_model, pipe.low_noise_model, pipe.text_encoder.model))
     assert S._stage(pipe, free_bytes=need + int(S.RESIDENT_FREE_BYTES) + spare) == staged
     prepare = swapping._prepare_model_for_timestep
     if staged == "resident":

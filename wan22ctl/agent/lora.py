@@ -156,6 +156,7 @@ def install(checked: list[tuple[LoraSpec, LoraFile]]) -> None:
     from wan22ctl.agent import speedups
 
     speedups.after_load("wan.modules.model", patch_model_module)
+    speedups.on_placed(apply_pending)
 
 
 def records() -> list[dict]:

@@ -64,6 +64,7 @@ import weakref
 
 import torch
 
+from wan22ctl.agent import hostmem
 from wan22ctl.agent.attention import _compiling
 from wan22ctl.protocol import emit
 
@@ -81,6 +82,8 @@ SWAP_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V"}
 GUIDED_MODULES = {"wan.text2video": "WanT2V", "wan.image2video": "WanI2V", "wan.textimage2video": "WanTI2V"}
 # further patches other kit modules ask for (lora, euler): module name -> functions run after it loads
 _after_load: dict[str, list] = {}
+# what other kit modules run on an expert once its weights are where they stay (lora's merge)
+_on_placed: list = []
 
 
 def _value(name: str) -> str:
@@ -241,122 +244,6 @@ def rope_apply(x, grid_sizes, freqs):
     return out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)
 
 
-# ---- expert swapping through page-locked host memory --------------------------------------------
-
-def _tensors(module):
-    """(owner module, kind, name) of every parameter and buffer of `module`, in a fixed order."""
-    for sub in module.modules():
-        for kind in ("_parameters", "_buffers"):
-            for name, t in getattr(sub, kind).items():
-                if t is not None:
-                    yield sub, kind, name
-
-
-def _register(buf: torch.Tensor) -> bool:
-    """Page-lock `buf` in place (cudaHostRegister), so copies from it run at DMA speed."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        code = torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), buf.numel() * buf.element_size(), 0)
-    except (RuntimeError, AttributeError):
-        return False
-    return int(code) == 0
-
-
-def _host_buffer(nbytes: int) -> tuple[torch.Tensor, bool]:
-    """A page-locked host buffer of `nbytes` that forked children do not inherit: (uint8 tensor, pinned).
-
-    Anonymous mmap marked MADV_DONTFORK, then cudaHostRegister. Linux copies DMA-pinned pages into a
-    child at fork() (no copy-on-write for them): upstream's save_video starts ffmpeg through
-    imageio-ffmpeg, which forks (preexec_fn), and with ~69 GB of pinned weights (two experts + T5)
-    that copy took ~25 s per video and, past half the host RAM, got the run OOM-killed. Not torch's
-    pinned allocator either: it rounds every allocation up to a power of two (a 28.6 GB expert would
-    take 32 GB). If registration fails the buffer stays pageable and swapping still skips the
-    GPU->host copy.
-    """
-    import mmap
-
-    buf = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)  # anonymous, page-aligned
-    if hasattr(mmap, "MADV_DONTFORK"):
-        buf.madvise(mmap.MADV_DONTFORK)
-    flat = torch.frombuffer(buf, dtype=torch.uint8, count=nbytes)  # keeps `buf` alive
-    return flat, _register(flat)
-
-
-def _host_copy(module) -> list:
-    """The module's weights in one page-locked host buffer, made once: [(sub, kind, name, view)]."""
-    views = module.__dict__.get("_wan22_host")
-    if views is not None:
-        return views
-    entries = list(_tensors(module))
-    sizes, offset, offsets = [], 0, []
-    for sub, kind, name in entries:
-        t = getattr(sub, kind)[name]
-        nbytes = t.numel() * t.element_size()
-        offset = (offset + 255) // 256 * 256  # aligned views for fast copies
-        offsets.append(offset)
-        sizes.append(nbytes)
-        offset += nbytes
-    flat, pinned = _host_buffer(offset)
-    views = []
-    for (sub, kind, name), start, nbytes in zip(entries, offsets, sizes):
-        t = getattr(sub, kind)[name]
-        view = flat[start:start + nbytes].view(t.dtype).view(t.shape)
-        view.copy_(t.detach())
-        views.append((sub, kind, name, view))
-    module.__dict__["_wan22_host"] = views
-    module.__dict__["_wan22_host_flat"] = (flat, pinned)
-    return views
-
-
-def _place(module, device: torch.device) -> None:
-    """Point every weight of `module` at its host copy (device cpu) or a fresh copy on `device`."""
-    for sub, kind, name, view in _host_copy(module):
-        data = view if device.type == "cpu" else view.to(device, non_blocking=True)
-        if kind == "_parameters":  # a new Parameter, as Module.to() makes with overwrite-on-conversion
-            sub._parameters[name] = torch.nn.Parameter(data, requires_grad=sub._parameters[name].requires_grad)
-        else:
-            sub._buffers[name] = data
-
-
-def _on_gpu(module) -> bool:
-    return next(module.parameters()).device.type != "cpu"
-
-
-def _offload(module) -> None:
-    """Upstream's `.to('cpu')` / `.cpu()` of an expert, as a repoint to its host copy."""
-    if _on_gpu(module):
-        _place(module, torch.device("cpu"))
-
-
-def _to(module, original, *args, **kwargs):
-    """`module.to(device)` through the host copy; any other `.to()` call goes to torch's."""
-    target = args[0] if len(args) == 1 and not kwargs else None
-    if not isinstance(target, (str, torch.device)):
-        return original(*args, **kwargs)
-    target = torch.device(target)
-    if target.type == "cpu":
-        _offload(module)
-    elif not _on_gpu(module):
-        _place(module, target)
-    return module
-
-
-def _pin(module, moves_to: bool = False) -> None:
-    """Give `module` its page-locked host copy now and point its weights at it (the pageable
-    originals are freed); its `.cpu()` becomes a repoint, and with `moves_to` also its `.to(device)`
-    (T5, which upstream moves with `.to(self.device)` and `.cpu()` around every prompt)."""
-    _host_copy(module)
-    _place(module, torch.device("cpu"))
-    module.__dict__["cpu"] = functools.partial(_offload, module)
-    if moves_to:
-        module.__dict__["to"] = functools.partial(_to, module, module.to)
-
-
-def _nbytes(module) -> int:
-    return sum(getattr(sub, kind)[name].nbytes for sub, kind, name in _tensors(module))
-
-
 # Both experts and T5 stay on the GPU only if this much is left beside them for activations and the
 # VAE decode: the planner's 720P one-GPU activation term (31.2 GB) plus margin. An H200 (~150 GB)
 # keeps 80 GB free; an 80 GB H100 would keep 17 GB and swaps instead.
@@ -364,9 +251,9 @@ RESIDENT_FREE_BYTES = 40e9
 
 
 def _resident_fits(pipe, free_bytes: int) -> bool:
-    need = _nbytes(pipe.high_noise_model) + _nbytes(pipe.low_noise_model)
+    need = hostmem.weight_bytes(pipe.high_noise_model) + hostmem.weight_bytes(pipe.low_noise_model)
     if not pipe.t5_cpu:
-        need += _nbytes(pipe.text_encoder.model)
+        need += hostmem.weight_bytes(pipe.text_encoder.model)
     return free_bytes - need >= RESIDENT_FREE_BYTES
 
 
@@ -378,7 +265,7 @@ def _stage(pipe, free_bytes: int | None = None) -> str:
     """
     if not pipe.init_on_cpu:
         for model in (pipe.high_noise_model, pipe.low_noise_model):
-            _merge_loras(model)
+            _placed(model)
         return "upstream"
     from wan22ctl.agent import streaming
 
@@ -393,25 +280,29 @@ def _stage(pipe, free_bytes: int | None = None) -> str:
     if not offload and free_bytes is not None and _resident_fits(pipe, free_bytes):
         for model in experts:
             model.to(pipe.device)
-            _merge_loras(model)
+            _placed(model)
         if not pipe.t5_cpu:
             pipe.text_encoder.model.to(pipe.device)
         pipe._wan22_resident = True
         return "resident"
     for model in experts:
-        _merge_loras(model)
-        _pin(model)
+        _placed(model)
+        hostmem.pin(model)
     if offload and not pipe.t5_cpu:
-        _pin(pipe.text_encoder.model, moves_to=True)
+        hostmem.pin(pipe.text_encoder.model, moves_to=True)
     return "pinned"
 
 
-def _merge_loras(model) -> None:
-    """Merge the LoRAs agent.lora left waiting on this expert, where its weights are now."""
-    if "_wan22_lora_pending" in model.__dict__:
-        from wan22ctl.agent import lora
+def _placed(model) -> None:
+    """Run the `on_placed` hooks on an expert whose weights are now where they stay."""
+    for hook in _on_placed:
+        hook(model)
 
-        lora.apply_pending(model)
+
+def on_placed(hook) -> None:
+    """Run `hook(expert)` once `_stage` has placed each expert (agent.lora merges there)."""
+    if hook not in _on_placed:
+        _on_placed.append(hook)
 
 
 def _patch_swap(cls) -> None:
@@ -438,15 +329,15 @@ def _patch_swap(cls) -> None:
 
             return streaming.prepare(self, required, other)
         if getattr(self, "_wan22_resident", False) and not offload_model:
-            if not _on_gpu(required):  # a run with offload_model moved it off
+            if not hostmem.on_gpu(required):  # a run with offload_model moved it off
                 required.to(self.device)
         elif offload_model or self.init_on_cpu:
             for model in (self.high_noise_model, self.low_noise_model):
                 # upstream's end-of-run `.cpu()` (offload_model) must not copy back either
-                model.__dict__.setdefault("cpu", functools.partial(_offload, model))
-            _offload(other)
-            if not _on_gpu(required):
-                _place(required, self.device)
+                model.__dict__.setdefault("cpu", functools.partial(hostmem.offload, model))
+            hostmem.offload(other)
+            if not hostmem.on_gpu(required):
+                hostmem.place(required, self.device)
         return required
 
     _prepare_model_for_timestep.__doc__ = cls._prepare_model_for_timestep.__doc__

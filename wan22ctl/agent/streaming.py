@@ -6,7 +6,7 @@ reach the GPU one copy ahead of the compute, so an A14B expert runs on a card th
                                 the planner picks N from the card's memory (plan/launch.py)
 
 Each block's weights are packed once, at load, into one fork-safe page-locked host buffer
-(`speedups._host_copy`: MADV_DONTFORK mmap + cudaHostRegister). Everything outside the blocks
+(`hostmem.host_copy`: MADV_DONTFORK mmap + cudaHostRegister). Everything outside the blocks
 (embeddings, head: ~0.5 GB) and the N resident blocks go to the GPU when the expert becomes active
 and back to their host copies (a repoint, no copy) when the other expert takes over or upstream
 offloads before the VAE decode. The other blocks share SLOTS GPU buffers laid out like a block's
@@ -28,7 +28,7 @@ import os
 
 import torch
 
-from wan22ctl.agent import speedups
+from wan22ctl.agent import hostmem
 
 MODE_VAR = "WAN22_OFFLOAD"
 RESIDENT_VAR = "WAN22_RESIDENT_BLOCKS"
@@ -108,7 +108,7 @@ class _Layout:
     """Where each tensor of a block sits in its packed host buffer: [(sub, kind, name, offset, dtype, shape)]."""
 
     def __init__(self, block):
-        views = speedups._host_copy(block)
+        views = hostmem.host_copy(block)
         flat, self.pinned = block.__dict__["_wan22_host_flat"]
         base = flat.data_ptr()
         self.flat = flat
@@ -140,10 +140,10 @@ class StreamedModel:
         self.streamed = list(range(self.resident, len(self.blocks)))
         self.rest = [m for name, m in model.named_children() if name != "blocks"]
         for module in self.rest:
-            speedups._pin(module)
+            hostmem.pin(module)
         self.layouts = [_Layout(b) for b in self.blocks]
         for block in self.blocks:
-            speedups._place(block, torch.device("cpu"))  # the pageable originals are freed
+            hostmem.place(block, torch.device("cpu"))  # the pageable originals are freed
         signatures = {layout.signature() for layout in self.layouts}
         if len(signatures) != 1:
             raise RuntimeError("block streaming needs identically shaped blocks")
@@ -176,9 +176,9 @@ class StreamedModel:
         if self.active:
             return
         for module in self.rest:
-            speedups._place(module, self.device)
+            hostmem.place(module, self.device)
         for i in range(self.resident):
-            speedups._place(self.blocks[i], self.device)
+            hostmem.place(self.blocks[i], self.device)
         self.active = True
 
     def deactivate(self, *args, **kwargs):
@@ -187,9 +187,9 @@ class StreamedModel:
             self.pool.drain()
             self.queue.clear()
             for module in self.rest:
-                speedups._place(module, torch.device("cpu"))
+                hostmem.place(module, torch.device("cpu"))
             for i in range(self.resident):
-                speedups._place(self.blocks[i], torch.device("cpu"))
+                hostmem.place(self.blocks[i], torch.device("cpu"))
             for i in self.streamed:
                 self._home(i)
             self.active = False
@@ -289,7 +289,7 @@ def stage(pipe) -> str:
     T5 gets its page-locked host copy and visits the GPU only to encode (as with --offload_model)."""
     stream_experts((pipe.high_noise_model, pipe.low_noise_model), pipe.device, resident_blocks())
     if not pipe.t5_cpu:
-        speedups._pin(pipe.text_encoder.model, moves_to=True)
+        hostmem.pin(pipe.text_encoder.model, moves_to=True)
     pipe._wan22_streamed = True
     return "streamed"
 
