@@ -259,3 +259,40 @@ def cli(host_cli, docker_client, kit_image):
     host_cli.env["DOCKER_IMAGE"] = kit_image
     yield host_cli
     host_cli.remove_created(docker_client)
+
+
+# --------------------------------------------------------------------------- PostgreSQL (shared queue)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """A URL of the test PostgreSQL whose role may create databases.
+
+    `.ci/run` starts the cluster (tests/start_postgres.sh) and exports WAN22CTL_TEST_PG_URL; a
+    developer's pytest starts (or finds) the same cluster through the same script when run as root.
+    """
+    url = os.environ.get("WAN22CTL_TEST_PG_URL")
+    if url:
+        return url
+    if os.geteuid() != 0:  # in CI a skip fails (tests/ci_policy.py)
+        pytest.skip("PostgreSQL tests need WAN22CTL_TEST_PG_URL or root to start tests/start_postgres.sh "
+                    "(`bash .ci/run` does both)")
+    out = subprocess.run(["bash", str(REPO / "tests" / "start_postgres.sh")], capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        pytest.fail(f"tests/start_postgres.sh failed:\n{out.stderr}")
+    os.environ["WAN22CTL_TEST_PG_URL"] = out.stdout.strip()
+    return os.environ["WAN22CTL_TEST_PG_URL"]
+
+
+@pytest.fixture
+def pg_url(pg_admin_url) -> str:
+    """A fresh, empty database for one test (dropped afterwards)."""
+    import psycopg
+
+    name = "wan22test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_admin_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -147,3 +147,14 @@ def write_sidecar(video_path: str, data: dict) -> str:
         os.unlink(tmp)
         raise
     return path
+
+
+def settle_files(output: str, sidecar: str | None) -> bool:
+    """A job's named files after its run was interrupted: True when video and sidecar were both
+    published (the job is done), else remove whatever part was published and answer False."""
+    if os.path.isfile(output) and sidecar and os.path.isfile(sidecar):
+        return True
+    for path in (output, sidecar, sidecar and sidecar + ".partial"):
+        if path and os.path.lexists(path):
+            os.remove(path)
+    return False

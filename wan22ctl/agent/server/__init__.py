@@ -10,7 +10,10 @@ Examples (inside the container, or anywhere with the kit installed):
         --ckpt-dir /tmp/ckpt --output-dir /tmp/out            # a stand-in pipeline, no GPU
 
 The queue lives in `<output-dir>/.wan22ctl/server/queue.sqlite3` (SQLite, WAL), so jobs
-survive a restart of the server or of the container. Modules: `store` (queue), `requests`
+survive a restart of the server or of the container. With `WAN22_QUEUE_URL=postgresql://…` it
+lives in PostgreSQL instead (`pgstore`), shared by any number of replicas that mount the same
+outputs volume: each pulls the next job, holds it with a lease, and answers for every job.
+Modules: `store` (queue), `pgstore` (shared queue), `requests`
 (validation), `engine` (pipeline + progress hook), `ranks` (torchrun hand-off), `autoplan`
 (`--plan auto` through `plan.launch`), `service`
 (worker, progress, metrics), `api` (routes on FastAPI: OpenAI's Videos API, the web page),
@@ -66,6 +69,10 @@ def run(args) -> int:
     if args.task not in catalog.served_task_names():
         raise UserError(f"the server does not run {args.task!r}; choose one of {', '.join(catalog.served_task_names())}"
                         + (" (run it with `wan22ctl generate`)" if args.task in catalog.TASKS else ""))
+    if args.api_only and not os.environ.get("WAN22_QUEUE_URL"):
+        raise UserError("--api-only answers for the replicas of a shared queue: set WAN22_QUEUE_URL")
+    if args.api_only and args.plan == "auto":
+        raise UserError("--api-only runs no jobs and uses no GPU: leave out --plan auto")
     rank, world_size, local_rank = world_from_env()
     api_key = read_api_key(args)
     if rank == 0:
@@ -144,16 +151,14 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> in
     from wan22ctl.agent.server import listen
     from wan22ctl.agent.server.api import build_app
     from wan22ctl.agent.server.service import Service, ServiceConfig
-    from wan22ctl.agent.server.store import JobStore
 
     output_dir = Path(args.output_dir)
     state_dir = output_dir / STATE_SUBDIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    owner = _own_queue(state_dir, args)  # held (flock) until the process ends, even by kill -9
-    store = JobStore(state_dir / "queue.sqlite3")
+    store, owner, replica = _open_store(args, state_dir)
     config = ServiceConfig(task=args.task, output_dir=output_dir, state_dir=state_dir,
                            max_image_bytes=args.max_image_mb * 1024 * 1024, loras=tuple(lora_set),
-                           preset=args.preset)
+                           preset=args.preset, replica=replica)
     service = Service(config, store, engine, control)
     for job_id, state in service.recover_outputs() + store.recover(args.on_interrupt, args.max_attempts):
         log.info("job %s was running when the server stopped: now %s", job_id, state)
@@ -164,7 +169,7 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> in
         "convert_model_dtype": engine.options.convert_model_dtype,
         "attention": os.environ.get("WAN22_ATTENTION", "auto"), "auto": plan_info},
         "preset": args.preset, "loras": lora_set,
-        "gpus": _gpus(), "queue": str(store.path), "interrupted_policy": args.on_interrupt,
+        "gpus": _gpus(), "queue": store.location, "replica": replica, "interrupted_policy": args.on_interrupt,
         "auth": api_key is not None}
     sock = listen.bind(args.host, args.port)
     try:
@@ -175,7 +180,8 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> in
     app, changes = build_app(service, api_key, info, max_body=args.max_body_mb * 1024 * 1024,
                              max_concurrent=args.max_concurrent, body_idle_timeout=args.client_timeout)
     httpd = listen.Listener(app, changes, sock, header_timeout=args.client_timeout).start()
-    log.info("listening on http://%s:%d (task %s, queue %s)", args.host, httpd.address[1], args.task, store.path)
+    log.info("listening on http://%s:%d (task %s, queue %s)", args.host, httpd.address[1], args.task,
+             store.location)
 
     def stop(signum, frame):
         log.info("signal %d: stopping after the current step; the running job goes back to the queue", signum)
@@ -183,7 +189,16 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> in
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    gpu_lock = _lock_gpus(output_dir, service)
+    if args.api_only:
+        # The pipeline's configs (request defaults) are loaded; its weights are not, and no job runs here.
+        service.ready = True
+        log.info("answering the API only; the GPU replicas run the jobs")
+        service.stopping.wait()
+        httpd.stop()
+        store.close()
+        control.close()
+        return 0
+    gpu_lock = _lock_gpus(Path(args.gpu_lock_dir) if args.gpu_lock_dir else output_dir, service)
     if gpu_lock is None:
         httpd.stop()
         return 130
@@ -201,8 +216,29 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> in
     store.close()
     control.close()
     gpu_lock.release()
-    owner.close()
+    if owner is not None:
+        owner.close()
     return 0
+
+
+def _open_store(args, state_dir: Path):
+    """(store, queue-file lock or None, replica id or None): the shared PostgreSQL queue when
+    WAN22_QUEUE_URL is set, else this server's own SQLite file."""
+    url = os.environ.get("WAN22_QUEUE_URL")
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise UserError("WAN22_QUEUE_URL must be a postgresql:// URL (unset it for the embedded SQLite queue)")
+        try:
+            from wan22ctl.agent.server.pgstore import PgJobStore
+        except ModuleNotFoundError as exc:
+            raise EnvError(f"WAN22_QUEUE_URL needs {exc.name}, which this Python lacks",
+                           fix="pip install 'psycopg[binary,pool]' (docker/requirements-server.txt)") from None
+        replica = args.replica_id or f"{os.uname().nodename}-{args.port}"
+        return PgJobStore(url, task=args.task, replica=replica, lease_s=args.lease_seconds), None, replica
+    from wan22ctl.agent.server.store import JobStore
+
+    owner = _own_queue(state_dir, args)  # held (flock) until the process ends, even by kill -9
+    return JobStore(state_dir / "queue.sqlite3"), owner, None
 
 
 def _own_queue(state_dir: Path, args):
@@ -238,13 +274,13 @@ def _gpu_indices() -> list[int]:
     return []
 
 
-def _lock_gpus(output_dir: Path, service):
+def _lock_gpus(lock_root: Path, service):
     """Hold `generate`'s GPU locks for the server's life, so a generate.py run never lands on GPUs
     whose memory the resident pipeline holds (it waits, naming the server). Waits while a
     generate run holds them; None when the server is stopped meanwhile."""
     from wan22ctl.agent.locks import GpuLock
 
-    lock = GpuLock(str(output_dir), _gpu_indices(), f"server-{os.getpid()}")
+    lock = GpuLock(str(lock_root), _gpu_indices(), f"server-{os.getpid()}")
     return lock if lock.acquire(wait=True, stop=service.stopping) else None
 
 
@@ -291,6 +327,17 @@ def add_parser(sub) -> None:
                    help="what happens to a job that was running when the server died")
     p.add_argument("--max-attempts", type=int, default=2,
                    help="with requeue: a job interrupted this many times is marked failed")
+    p.add_argument("--lease-seconds", type=float, default=float(os.environ.get("WAN22_LEASE_SECONDS", "30")),
+                   help="shared queue (WAN22_QUEUE_URL): a running job whose replica stops renewing its lease "
+                        "for this long goes back to the queue")
+    p.add_argument("--replica-id", default=os.environ.get("WAN22_REPLICA_ID"),
+                   help="shared queue: this replica's name (default: hostname-port; a pod's name on Kubernetes)")
+    p.add_argument("--api-only", action="store_true",
+                   help="shared queue: answer the API (submit, list, events, cancel, content) but load no "
+                        "pipeline and run no job; keeps accepting jobs while GPU replicas are scaled to zero")
+    p.add_argument("--gpu-lock-dir", default=os.environ.get("WAN22_GPU_LOCK_DIR"),
+                   help="folder for the per-GPU lock files (default: the output dir); a pod-local folder when "
+                        "pods on one node share the outputs volume but not their GPUs")
     p.add_argument("--max-body-mb", type=int, default=24, help="largest request body accepted")
     p.add_argument("--max-image-mb", type=int, default=16, help="largest input image accepted")
     p.add_argument("--max-concurrent", type=int, default=512,

@@ -51,7 +51,7 @@ from starlette.requests import ClientDisconnect
 
 from wan22ctl import __version__
 from wan22ctl.agent.server import requests as reqs
-from wan22ctl.agent.server.store import STATES, TERMINAL, IdempotencyConflict
+from wan22ctl.agent.server.store import STATES, TERMINAL, IdempotencyConflict, StoreUnavailable
 
 log = logging.getLogger("wan22ctl.server")
 
@@ -341,6 +341,10 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
         first = exc.errors()[0] if exc.errors() else {}
         return error_response(422, first.get("msg", "invalid request"), str((first.get("loc") or ["", "request"])[-1]))
 
+    @app.exception_handler(StoreUnavailable)
+    async def _queue_away(request, exc: StoreUnavailable):  # a shared queue's database: retry later, not a bug
+        return error_response(503, str(exc), headers={"Retry-After": "5"}, code="queue_unavailable")
+
     @app.exception_handler(Exception)
     async def _bug(request, exc: Exception):
         log.error("error handling %s %s", request.method, request.url.path, exc_info=exc)
@@ -358,13 +362,11 @@ def build_app(service, api_key: str | None, info: dict, *, max_body: int = MAX_B
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["server"], responses={503: {"description": "loading, or loading failed"}})
+    @app.get("/readyz", tags=["server"],
+             responses={503: {"description": "loading, loading failed, or the shared queue unreachable"}})
     async def readyz():
-        if service.ready:
-            return {"ready": True}
-        if service.load_error:
-            return JSONResponse({"ready": False, "phase": "failed", "error": service.load_error}, 503)
-        return JSONResponse({"ready": False, "phase": "loading"}, 503)
+        ready, body = service.readiness()
+        return body if ready else JSONResponse(body, 503)
 
     @app.get("/v1/info", tags=["server"])
     def server_info():

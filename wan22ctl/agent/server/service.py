@@ -28,7 +28,7 @@ from wan22ctl.agent.server import requests as reqs
 from wan22ctl.agent.server.engine import (Engine, JobCancelled, JobHooks, ServerStopping, StepReport,
                                           release_cached_memory)
 from wan22ctl.agent.server.ranks import Control
-from wan22ctl.agent.server.store import TERMINAL, Job, JobStore
+from wan22ctl.agent.server.store import TERMINAL, Job, JobStore, StoreUnavailable
 
 log = logging.getLogger("wan22ctl.server")
 
@@ -70,6 +70,12 @@ class ServiceConfig:
     max_image_bytes: int = reqs.MAX_IMAGE_BYTES
     loras: tuple = ()  # the LoRA set merged at load (`loras.canonical`); requests must name this one or none
     preset: str | None = None  # requests that name no preset (and no LoRAs) get this one
+    replica: str | None = None  # set when replicas share the queue (and the outputs volume)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Videos being written; one folder per replica when several share the volume."""
+        return self.state_dir / "tmp" / self.replica if self.replica else self.state_dir / "tmp"
 
 
 def _outcome_of(exc: BaseException | None) -> dict:
@@ -160,13 +166,15 @@ class Service:
         self.current_id: str | None = None
         self.live: Live | None = None
         self._cancel_current = threading.Event()
+        self._lease_lost = threading.Event()
         self.job_seconds: dict[str, Summary] = {s: Summary() for s in TERMINAL}
         self.step_seconds = Summary()
         self.start_latency = Summary()
         self.last_decode_seconds: float | None = None
         (config.state_dir / "inputs").mkdir(parents=True, exist_ok=True)
         # Half-written videos of a server that died mid-save: their jobs run again.
-        shutil.rmtree(config.state_dir / "tmp", ignore_errors=True)
+        shutil.rmtree(config.tmp_dir, ignore_errors=True)
+        store.listen(self._on_store_event)
 
     def stop(self) -> None:
         """Stop after the running job's current step; that job goes back to the queue."""
@@ -190,6 +198,24 @@ class Service:
                 self._queue_generation += 1
         for listener in self._listeners:
             listener()
+
+    def _on_store_event(self, kind: str, arg: str) -> None:
+        """A change made by another replica of a shared queue (store.listen)."""
+        if kind in ("queued", "reconnected"):
+            self._wake.set()
+        elif kind == "cancel" and arg == self.current_id:
+            self._cancel_current.set()
+        self.notify()
+
+    def readiness(self) -> tuple[bool, dict]:
+        """What /readyz answers: loaded, and the queue database reachable."""
+        if self.load_error:
+            return False, {"ready": False, "phase": "failed", "error": self.load_error}
+        if not self.ready:
+            return False, {"ready": False, "phase": "loading"}
+        if self.store.problem:
+            return False, {"ready": False, "phase": "queue unreachable", "error": self.store.problem}
+        return True, {"ready": True}
 
     # ------------------------------------------------------------------ API operations
 
@@ -267,6 +293,8 @@ class Service:
         live = self.live if job.id == self.current_id else None
         if job.state == "queued":
             detail["queue_position"] = self._queue_position(job.seq, queued)
+        elif job.state == "running" and live is None and job.progress:  # on another replica
+            detail.update({k: job.progress[k] for k in detail if k in job.progress})
         elif live is not None:
             sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
             remaining = max(live.total - live.step, 0) if live.total else p["sample_steps"]
@@ -296,7 +324,7 @@ class Service:
             "state": job.state, "seq": job.seq, "task": p["task"], "submitted_at": job.created_at,
             "started_at": job.started_at, "finished_at": job.finished_at, "params": shown, "seed": job.seed,
             "progress_detail": detail, "timings": job.timings, "attempts": job.attempts,
-            "cancel_requested": job.cancel_requested, "output": job.output if job.state == "succeeded" else None,
+            "cancel_requested": job.cancel_requested, "replica": job.owner, "output": job.output if job.state == "succeeded" else None,
             "sidecar": job.sidecar if job.state == "succeeded" else None,
             "content_url": f"/v1/videos/{job.id}/content" if job.state == "succeeded" else None,
         }
@@ -306,16 +334,25 @@ class Service:
     def worker_loop(self) -> None:
         """Run queued jobs one at a time until the server stops (rank 0's main loop)."""
         while not self.stopping.is_set():
-            job = self.store.claim_next()
+            self._wake.clear()
+            try:
+                job = self.store.claim_next()
+            except StoreUnavailable as exc:
+                log.warning("%s; waiting for it", exc)
+                self.stopping.wait(1.0)
+                continue
             if job is None:
                 self._wake.wait(timeout=1.0)
-                self._wake.clear()
                 continue
-            self._run(job)
+            try:
+                self._run(job)
+            except StoreUnavailable as exc:  # its lease runs out and another replica runs it again
+                log.error("job %s: the queue became unreachable before its end was recorded: %s", job.id, exc)
+                self._end_job()
         self.control.broadcast({"op": "stop"})
 
     def _stop_decision(self, step: int) -> str | None:
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self._lease_lost.is_set():
             return "shutdown"
         if self._cancel_current.is_set():
             return "cancel"
@@ -335,15 +372,45 @@ class Service:
         live.phase, live.step, live.total, live.expert = r.phase, r.step, r.total, r.expert
         if r.phase == "decoding":
             live.decode_started = time.monotonic()
+        if self.current_id is not None:
+            sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
+            self.store.report_progress(self.current_id, {
+                "phase": live.phase, "step": live.step, "total": live.total, "expert": live.expert,
+                "seconds_per_step": sps, "eta_seconds": None if sps is None else max(live.total - live.step, 0) * sps})
         self.notify(progress_only=True)
+
+    def _keep_lease(self, job_id: str, done: threading.Event) -> None:
+        """Renew a shared queue's lease on the running job; hear cancels asked through other replicas."""
+        while not done.wait(self.store.lease_s / 3):
+            try:
+                verdict = self.store.renew(job_id)
+            except StoreUnavailable as exc:
+                log.warning("job %s: cannot renew its lease: %s", job_id, exc)
+                continue
+            if verdict == "cancel":
+                self._cancel_current.set()
+            elif verdict == "lost":
+                log.error("job %s: its lease passed to another replica; stopping this run", job_id)
+                self._lease_lost.set()
+                return
 
     def _run(self, job: Job) -> None:
         started = time.monotonic()
         self.current_id = job.id
         self.live = Live(total=job.params["sample_steps"], phase="encoding")
         self._cancel_current.clear()
+        self._lease_lost.clear()
         if job.cancel_requested:
             self._cancel_current.set()
+        lease_done = threading.Event()
+        if self.store.lease_s:
+            threading.Thread(target=self._keep_lease, args=(job.id, lease_done), name="lease", daemon=True).start()
+        try:
+            self._run_claimed(job, started)
+        finally:
+            lease_done.set()
+
+    def _run_claimed(self, job: Job, started: float) -> None:
         seed = job.params["seed"] if job.params["seed"] >= 0 else (job.seed if job.seed is not None
                                                                    else random.randint(0, sys.maxsize))
         self.store.set_seed(job.id, seed)
@@ -435,7 +502,7 @@ class Service:
 
         from wan22ctl.agent import outputs
 
-        temp = str(self.config.state_dir / "tmp" / f"{job.id}.mp4")
+        temp = str(self.config.tmp_dir / f"{job.id}.mp4")
         os.makedirs(os.path.dirname(temp), exist_ok=True)
         self.engine.save(video, temp)
         p = job.params
@@ -458,18 +525,17 @@ class Service:
         is removed and the job's record forgets it, so `store.recover` runs it again and no
         orphan or duplicate video is left behind.
         """
+        from wan22ctl.agent import outputs
+
         settled = []
-        for job in self.store.list("running", limit=1_000_000):
+        for job in self.store.interrupted():
             if not job.output:
                 continue
-            if os.path.isfile(job.output) and job.sidecar and os.path.isfile(job.sidecar):
+            if outputs.settle_files(job.output, job.sidecar):
                 self.store.finish(job.id, "succeeded", output=job.output, sidecar=job.sidecar,
                                   steps_done=job.params["sample_steps"], timings=None)
                 settled.append((job.id, "succeeded"))
                 continue
-            for path in (job.output, job.sidecar, job.sidecar and job.sidecar + ".partial"):
-                if path and os.path.lexists(path):
-                    os.remove(path)
             self.store.set_output(job.id, None, None)
         return settled
 

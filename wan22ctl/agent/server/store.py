@@ -68,6 +68,8 @@ class Job:
     seed: int | None
     steps_done: int | None
     timings: dict | None
+    owner: str | None = None  # the replica running it (shared queue only)
+    progress: dict | None = None  # live progress as its replica last wrote it (shared queue only)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -82,6 +84,10 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request."""
 
 
+class StoreUnavailable(Exception):
+    """The queue database cannot be reached right now (a shared queue's network or server)."""
+
+
 @dataclass
 class _Submission:
     """One `submit` call waiting for the transaction that writes it: outcome (job, created) or an error."""
@@ -93,10 +99,18 @@ class _Submission:
 
 
 class JobStore:
-    """Thread-safe access to the queue database (one connection, one lock)."""
+    """Thread-safe access to the queue database (one connection, one lock).
+
+    One server owns the file, so there are no leases: `lease_s` is None and the hooks a shared
+    queue needs (`renew`, `report_progress`, `listen`, `problem`) do nothing here.
+    """
+
+    lease_s: float | None = None
+    problem: str | None = None
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = self._connect()
@@ -119,6 +133,19 @@ class JobStore:
         with self._lock, self._read_lock:
             self._reader.close()
             self._db.close()
+
+    def listen(self, on_event) -> None:
+        """Every change comes from this process, so there is nothing to hear."""
+
+    def renew(self, job_id: str) -> str | None:
+        return None
+
+    def report_progress(self, job_id: str, progress: dict) -> None:
+        """Live progress stays in the worker's memory (see the module docstring)."""
+
+    def interrupted(self) -> list[Job]:
+        """The jobs this server was running when it stopped: every running job (it owns the file)."""
+        return self.list("running", limit=1_000_000)
 
     def _one(self, sql: str, args: tuple = (), db: sqlite3.Connection | None = None) -> Job | None:
         row = (db or self._db).execute(sql, args).fetchone()
