@@ -501,3 +501,13 @@ def test_one_video_tasks_never_see_a_second_clip(capsys):
     events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
     assert [e["step"] for e in events if e["event"] == "progress"] == [0, 2]
     assert all("clip" not in e for e in events) and t.clip == 1
+
+
+def test_a_resident_server_plans_every_task_image_tasks_included():
+    """`server --plan auto` and `kube render` plan with the task's defaults; i2v's image comes per job."""
+    from wan22ctl.agent.server.autoplan import plan_for_server
+
+    gpus = [{"index": 0, "name": "H100", "memory_gb": 79.6, "compute_cap": "9.0", "driver": "570"}]
+    for task in catalog.served_task_names():
+        plan = plan_for_server(task, {"gpus": gpus, "host_ram_gb": 512.0}, "auto")
+        assert plan.nproc == 1 and plan.task == task

@@ -193,6 +193,48 @@ def _true(value: str) -> bool:
     return value == "true"
 
 
+def _quantity(value: str) -> str:
+    v = value.strip()
+    if not re.fullmatch(r"[1-9]\d*(Ki|Mi|Gi|Ti)", v):
+        raise ValueError("must be a Kubernetes size such as 100Gi or 500Mi")
+    return v
+
+
+def _positive_int(value: str) -> str:
+    v = value.strip()
+    if not v.isdigit() or int(v) < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return v
+
+
+def _postgres_url(value: str) -> str:
+    v = value.strip()
+    if v and not v.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL, or empty for the embedded SQLite queue")
+    return v
+
+
+_LABEL = r"([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?/)?[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?"
+
+
+def _node_selector(value: str) -> str:
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq or not re.fullmatch(_LABEL, key) or (val and not re.fullmatch(r"[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?", val)):
+            raise ValueError("must be label=value pairs separated by commas, e.g. nvidia.com/gpu.present=true")
+    return ",".join(items)
+
+
+def _tolerations(value: str) -> str:
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    for item in items:
+        m = re.fullmatch(rf"({_LABEL})(=[^:]+)?:(NoSchedule|PreferNoSchedule|NoExecute)", item)
+        if not m:
+            raise ValueError("must be key[=value]:Effect items separated by commas, e.g. nvidia.com/gpu:NoSchedule")
+    return ",".join(items)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One known key: its default (the `.env.example` value), parser, typed form, and whether it is secret.
@@ -262,6 +304,17 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),
     SettingSpec("WAN22_API_KEY_FILE", "", _text, "docker-compose.serve.yml only: host file holding the API key (first line), mounted read-only into the server", group="server"),
+    SettingSpec("WAN22_QUEUE_URL", "", _postgres_url, "shared job queue for server replicas: postgresql://user:password@host:5432/db (empty: the embedded SQLite file); `kube apply` stores it in a Secret", secret=True, group="server"),
+    # -- Kubernetes (`wan22ctl kube render|apply`)
+    SettingSpec("KUBE_NAMESPACE", "wan22", _nonempty, "namespace the manifests are rendered into", group="kube"),
+    SettingSpec("KUBE_REPLICAS", "1", _positive_int, "server replicas (GPU pods) without autoscaling", group="kube", typed=int),
+    SettingSpec("KUBE_MAX_REPLICAS", "4", _positive_int, "most server replicas KEDA scales to (keda overlays; the least is 0)", group="kube", typed=int),
+    SettingSpec("KUBE_GPUS_PER_POD", "1", _positive_int, "GPUs per server pod (torchrun ranks inside the pod, planned as for `generate`)", group="kube", typed=int),
+    SettingSpec("KUBE_GPU_MEMORY_GB", "80", _positive_int, "memory of one GPU of the GPU nodes, for the plan (memory flags, host RAM)", group="kube", typed=int),
+    SettingSpec("KUBE_NODE_SELECTOR", "", _node_selector, "node labels the GPU pods need, e.g. nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", group="kube"),
+    SettingSpec("KUBE_TOLERATIONS", "nvidia.com/gpu:NoSchedule", _tolerations, "taints the GPU pods tolerate: key[=value]:Effect, comma-separated", group="kube"),
+    SettingSpec("KUBE_STORAGE_CLASS", "", _text, "storage class of the shared (ReadWriteMany) volumes; empty: the cluster's default", group="kube"),
+    SettingSpec("KUBE_OUTPUT_SIZE", "100Gi", _quantity, "size of the shared outputs volume (videos, sidecars, uploads)", group="kube"),
 )
 
 SPEC_BY_KEY: dict[str, SettingSpec] = {s.key: s for s in SPECS}

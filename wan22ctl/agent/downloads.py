@@ -164,12 +164,33 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    if args.wait_for:
+        return _wait_for(args.wait_for, _roots(args))
     rows = model_rows(_roots(args))
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
     else:
         render_models(rows)
     return 0
+
+
+def _wait_for(key: str, roots: dict[str, str], every_s: float = 15.0) -> int:
+    """Block until a model is complete on disk (a Kubernetes init container waits for the download Job)."""
+    import time
+
+    if key not in catalog.MODEL_BY_KEY:
+        print(f"error: unknown model {key!r}; choose one of {', '.join(catalog.MODEL_BY_KEY)}", file=sys.stderr)
+        return 2
+    said = None
+    while True:
+        row = next(r for r in model_rows(roots) if r["key"] == key)
+        if row["state"] == "complete":
+            print(f"{key}: complete", flush=True)
+            return 0
+        if row["state"] != said:
+            print(f"{key}: {row['state']}; waiting for the download to finish", flush=True)
+            said = row["state"]
+        time.sleep(every_s)
 
 
 def _common(p) -> None:
@@ -200,5 +221,6 @@ def add_parser(sub) -> None:
 
     m = sub.add_parser("models", help="state of each catalog model on disk")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--wait-for", metavar="MODEL", help="wait until this model (a catalog key) is complete, then exit 0")
     _common(m)
     m.set_defaults(func=_cmd_models)

@@ -54,9 +54,9 @@ def _root(
 
 def _register() -> None:
     # Each module adds its commands to `app`; none of them imports heavy libraries at import time.
-    from wan22ctl.cli import animate_prep, container, doctor, download, generate, serve, ui
+    from wan22ctl.cli import animate_prep, container, doctor, download, generate, kube, serve, ui
 
-    for module in (container, download, generate, animate_prep, doctor, ui, serve):
+    for module in (container, download, generate, animate_prep, doctor, ui, serve, kube):
         module.register(app)
 
 

@@ -374,6 +374,13 @@ def regime(request: GenerationRequest) -> str:
             f"{request.solver}, shift {request.sample_shift:g}")
 
 
+def server_request(task: str, gpus: str | None = None, dtype: str = "bf16") -> GenerationRequest:
+    """The request a resident server plans its GPUs and flags with: the task's defaults, and the
+    placeholder inputs where the task needs some (images arrive per job; the plan does not depend on them)."""
+    return build_request(task, "(resident server)", seed=0, gpus=gpus, dtype=dtype, file_exists=lambda _: True,
+                         probe_inputs=False, **placeholder_inputs(task))
+
+
 def gpu_selection(value: str | None) -> GpuSelection:
     """`--gpus` read as the GPUS setting is (`settings.parse_gpu_selection`); UserError when malformed."""
     try:

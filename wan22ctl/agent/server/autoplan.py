@@ -21,14 +21,14 @@ def plan_for_server(task: str, inventory: dict, attention: str, compile_mode: st
     (its env carries the weight dtype and, below 80 GB, block streaming, for the pipeline's load)."""
     from wan22ctl import catalog
     from wan22ctl.plan.inventory import Inventory
-    from wan22ctl.plan.launch import build_request, plan_launch
+    from wan22ctl.plan.launch import plan_launch, server_request
 
     machine = Inventory.from_dict(inventory)
     if not machine.gpus:
         raise EnvError(f"no GPU visible to the server ({machine.error or 'nvidia-smi lists none'})",
                        fix="start the container with GPUs (GPUS setting), or pass explicit flags instead of --plan auto")
     # WAN22_DTYPE is about the A14B experts: other tasks keep bf16
-    request = build_request(task, "(resident server)", seed=0, dtype=dtype if catalog.TASKS[task].moe else "bf16")
+    request = server_request(task, dtype=dtype if catalog.TASKS[task].moe else "bf16")
     return plan_launch(request, machine.gpus, machine.host_ram_gb, run_id="server", attention=attention,
                        compile_mode=compile_mode, runtime=machine.runtime)
 
