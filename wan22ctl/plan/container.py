@@ -79,6 +79,13 @@ SERVER_CONTAINER_PORT = 8000
 SERVER_KEY_FILE = f"{paths.CONTAINER_OUTPUT_DIR}/.wan22ctl/server/api_key"  # written by the host, mode 600
 
 
+def server_run_env(settings: Settings) -> dict[str, str]:
+    """The server's environment from settings: generate passes these per run (the launch plan's
+    env); the server reads them once at start. The Kubernetes pods get the same (plan/kube.py)."""
+    return {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"],
+            "WAN22_DTYPE": settings["WAN22_DTYPE"]}
+
+
 def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> ContainerSpec:
     """The main container running `wan22ctl-agent server` for SERVER_TASK.
 
@@ -104,9 +111,7 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
         command += ["--plan", "auto"]
     command += ["--api-key-file", SERVER_KEY_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
-    # generate passes these per run (the launch plan's env); the server reads them once at start
-    run_env = {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"],
-               "WAN22_DTYPE": settings["WAN22_DTYPE"]}
+    run_env = server_run_env(settings)
     return replace(base, command=tuple(command), ports={f"{SERVER_CONTAINER_PORT}/tcp": port},
                    environment={**base.environment, "PYTHONPATH": paths.CONTAINER_KIT_DIR, **run_env}, tty=False,
                    stdin_open=False)

@@ -147,7 +147,8 @@ def plan_kube(settings: Settings, overlays: tuple[str, ...] | None = None) -> Ku
     model = catalog.model_for_task(task)
     gpus = settings.kube_gpus_per_pod
     mem = float(settings.kube_gpu_memory_gb)
-    request = server_request(task, gpus=str(gpus))
+    # WAN22_DTYPE is about the A14B experts (as for `server --plan auto`): other tasks keep bf16
+    request = server_request(task, gpus=str(gpus), dtype=settings["WAN22_DTYPE"] if catalog.TASKS[task].moe else "bf16")
     launch = plan_launch(request, synthetic_inventory(gpus, mem, f"GPU {mem:g} GB (KUBE_GPU_MEMORY_GB)"),
                          run_id="kube", attention=settings["WAN22_ATTENTION"], compile_mode=settings["WAN22_COMPILE"])
     shm = shm_quantity(settings["SHM_SIZE"])
@@ -477,8 +478,10 @@ def render_tree(plan: KubePlan, settings_env: dict, hf_endpoint: str) -> dict[st
 
 
 def settings_env(settings: Settings) -> dict:
-    """The server's environment that comes from settings (generate passes the same per run)."""
-    return {"WAN22_ATTENTION": settings["WAN22_ATTENTION"], "WAN22_COMPILE": settings["WAN22_COMPILE"]}
+    """The server's environment that comes from settings: the single-host server container's."""
+    from wan22ctl.plan.container import server_run_env
+
+    return server_run_env(settings)
 
 
 def to_yaml(documents: list[dict]) -> str:
