@@ -57,7 +57,7 @@ DPLAN, DOWNLOAD = "tests/test_download_plan.py", "tests/test_download.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- the 13 that survived the hand mutation of issue 23
-    Mutant("L1", L, "frame_num < 1 or frame_num % 4 != 1", "frame_num < 1 or frame_num % 2 != 1",
+    Mutant("L1", L, "elif frames < 1 or frames % 4 != 1:", "elif frames < 1 or frames % 2 != 1:",
            (PLAN, "-k", "invalid_request"), "79 frames (4n+3) accepted"),
     Mutant("L3", L, "budget = mem * OFFLOAD_HEADROOM", "budget = mem",
            (PLAN, "-k", "plan_matrix"), "offload decided without the 10 % memory headroom"),
