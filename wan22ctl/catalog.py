@@ -92,44 +92,19 @@ def _a14b_files() -> tuple[str, ...]:
     return (_T5, _TOKENIZER, "Wan2.1_VAE.pth", *experts)
 
 
+def _wan(key: str, name: str, required: tuple[str, ...], approx_gb: float, description: str) -> Model:
+    """A Wan-AI checkpoint: the same name on Hugging Face and ModelScope, in its own folder under CHECKPOINT_DIR."""
+    return Model(key=key, repo_id=f"Wan-AI/{name}", modelscope_id=f"Wan-AI/{name}", subdir=name, mount="checkpoints",
+                 required=required, approx_gb=approx_gb, description=description)
+
+
 MODELS: tuple[Model, ...] = (
-    Model(
-        key="t2v",
-        repo_id="Wan-AI/Wan2.2-T2V-A14B",
-        modelscope_id="Wan-AI/Wan2.2-T2V-A14B",
-        subdir="Wan2.2-T2V-A14B",
-        mount="checkpoints",
-        required=_a14b_files(),
-        approx_gb=126,
-        description="text-to-video, MoE 27B (14B active), 480P/720P",
-    ),
-    Model(
-        key="i2v",
-        repo_id="Wan-AI/Wan2.2-I2V-A14B",
-        modelscope_id="Wan-AI/Wan2.2-I2V-A14B",
-        subdir="Wan2.2-I2V-A14B",
-        mount="checkpoints",
-        required=_a14b_files(),
-        approx_gb=126,
-        description="image-to-video, MoE 27B (14B active), 480P/720P",
-    ),
-    Model(
-        key="ti2v-5b",
-        repo_id="Wan-AI/Wan2.2-TI2V-5B",
-        modelscope_id="Wan-AI/Wan2.2-TI2V-5B",
-        subdir="Wan2.2-TI2V-5B",
-        mount="checkpoints",
-        required=(
-            _T5,
-            _TOKENIZER,
-            "Wan2.2_VAE.pth",
-            "config.json",
-            "diffusion_pytorch_model.safetensors.index.json",
-            *[f"diffusion_pytorch_model-{i:05d}-of-00003.safetensors" for i in range(1, 4)],
-        ),
-        approx_gb=34,
-        description="text/image-to-video 5B, 720P (1280*704) at 24 fps",
-    ),
+    _wan("t2v", "Wan2.2-T2V-A14B", _a14b_files(), 126, "text-to-video, MoE 27B (14B active), 480P/720P"),
+    _wan("i2v", "Wan2.2-I2V-A14B", _a14b_files(), 126, "image-to-video, MoE 27B (14B active), 480P/720P"),
+    _wan("ti2v-5b", "Wan2.2-TI2V-5B",
+         (_T5, _TOKENIZER, "Wan2.2_VAE.pth", "config.json", "diffusion_pytorch_model.safetensors.index.json",
+          *[f"diffusion_pytorch_model-{i:05d}-of-00003.safetensors" for i in range(1, 4)]),
+         34, "text/image-to-video 5B, 720P (1280*704) at 24 fps"),
     Model(
         key="fun-control",
         repo_id="alibaba-pai/Wan2.2-Fun-5B-Control",
@@ -187,29 +162,15 @@ def _fun_5b(name: str, description: str) -> Model:
 
 
 FAMILY_MODELS: tuple[Model, ...] = (
-    Model(
-        key="s2v",
-        repo_id="Wan-AI/Wan2.2-S2V-14B",
-        modelscope_id="Wan-AI/Wan2.2-S2V-14B",
-        subdir="Wan2.2-S2V-14B",
-        mount="checkpoints",
-        required=(_T5, _TOKENIZER, "Wan2.1_VAE.pth", "config.json", "diffusion_pytorch_model.safetensors.index.json",
-                  "wav2vec2-large-xlsr-53-english/"),
-        approx_gb=49,
-        description="speech-to-video 14B: image + audio (+ pose video), 480P/720P, clips of 80 frames at 16 fps",
-    ),
-    Model(
-        key="animate",
-        repo_id="Wan-AI/Wan2.2-Animate-14B",
-        modelscope_id="Wan-AI/Wan2.2-Animate-14B",
-        subdir="Wan2.2-Animate-14B",
-        mount="checkpoints",
-        required=(_T5, _TOKENIZER, "Wan2.1_VAE.pth", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
-                  "xlm-roberta-large/", "relighting_lora.ckpt", "config.json",
-                  "diffusion_pytorch_model.safetensors.index.json", *ANIMATE_PROCESS_CHECKPOINTS),
-        approx_gb=75,
-        description="character animation / replacement 14B from a preprocessed folder (animate-prep), 77-frame clips at 30 fps",
-    ),
+    _wan("s2v", "Wan2.2-S2V-14B",
+         (_T5, _TOKENIZER, "Wan2.1_VAE.pth", "config.json", "diffusion_pytorch_model.safetensors.index.json",
+          "wav2vec2-large-xlsr-53-english/"),
+         49, "speech-to-video 14B: image + audio (+ pose video), 480P/720P, clips of 80 frames at 16 fps"),
+    _wan("animate", "Wan2.2-Animate-14B",
+         (_T5, _TOKENIZER, "Wan2.1_VAE.pth", "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
+          "xlm-roberta-large/", "relighting_lora.ckpt", "config.json",
+          "diffusion_pytorch_model.safetensors.index.json", *ANIMATE_PROCESS_CHECKPOINTS),
+         75, "character animation / replacement 14B from a preprocessed folder (animate-prep), 77-frame clips at 30 fps"),
     _fun_a14b("Wan2.2-Fun-A14B-InP", "VideoX-Fun A14B (MoE) text/image-to-video with start and end frames"),
     _fun_a14b("Wan2.2-Fun-A14B-Control", "VideoX-Fun A14B (MoE) control video (canny/depth/pose/MLSD) to video"),
     _fun_a14b("Wan2.2-Fun-A14B-Control-Camera", "VideoX-Fun A14B (MoE) camera-motion control (predict script only)"),
@@ -227,31 +188,18 @@ LIGHTNING_T2V = "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1"  # README: "sligh
 LIGHTNING_I2V = "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1"
 _EXPERT_LORAS = ("high_noise_model.safetensors", "low_noise_model.safetensors")
 
+
+
+def _lightning(key: str, release: str, description: str) -> Model:
+    """One release folder of the Lightning repo, fetched alone into CHECKPOINT_DIR/loras/<key>."""
+    return Model(key=key, repo_id=LIGHTNING_REPO, modelscope_id="", subdir=f"loras/{key}", mount="checkpoints",
+                 required=tuple(f"{release}/{f}" for f in _EXPERT_LORAS), approx_gb=2.5, description=description,
+                 include=(f"{release}/",), lora=True)
+
+
 MODELS += (
-    Model(
-        key="lightning-t2v",
-        repo_id=LIGHTNING_REPO,
-        modelscope_id="",
-        subdir="loras/lightning-t2v",
-        mount="checkpoints",
-        required=tuple(f"{LIGHTNING_T2V}/{f}" for f in _EXPERT_LORAS),
-        approx_gb=2.5,
-        description="Wan2.2-Lightning 4-step LoRAs for t2v-A14B (V1.1, rank 64, one per expert)",
-        include=(f"{LIGHTNING_T2V}/",),
-        lora=True,
-    ),
-    Model(
-        key="lightning-i2v",
-        repo_id=LIGHTNING_REPO,
-        modelscope_id="",
-        subdir="loras/lightning-i2v",
-        mount="checkpoints",
-        required=tuple(f"{LIGHTNING_I2V}/{f}" for f in _EXPERT_LORAS),
-        approx_gb=2.5,
-        description="Wan2.2-Lightning 4-step LoRAs for i2v-A14B (V1, rank 64, one per expert)",
-        include=(f"{LIGHTNING_I2V}/",),
-        lora=True,
-    ),
+    _lightning("lightning-t2v", LIGHTNING_T2V, "Wan2.2-Lightning 4-step LoRAs for t2v-A14B (V1.1, rank 64, one per expert)"),
+    _lightning("lightning-i2v", LIGHTNING_I2V, "Wan2.2-Lightning 4-step LoRAs for i2v-A14B (V1, rank 64, one per expert)"),
 )
 
 MODEL_BY_KEY: dict[str, Model] = {m.key: m for m in MODELS}
