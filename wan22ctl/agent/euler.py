@@ -14,13 +14,10 @@ a tuple), and `generate()` of WanT2V / WanI2V / WanTI2V is wrapped so that
 argument parser accepts only unipc and dpm++, so `wanrun` passes `--sample_solver unipc` and
 calls `install(force=True)`: that process then samples every unipc request with Euler.
 
-Wan's own Python imports this module: standard library and torch only.
+Wan's own Python imports this module: the standard library, torch and the kit's `speedups` (same rule).
 """
 
 from __future__ import annotations
-
-import functools
-import inspect
 
 import torch
 
@@ -67,19 +64,12 @@ def install(force: bool = False) -> None:
 
 
 def patch_pipeline_module(module) -> None:
-    cls = getattr(module, PIPELINES[module.__name__])
-    if "_wan22_euler" in cls.__dict__:
-        return
-    original = cls.generate
-    signature = inspect.signature(original)
+    from wan22ctl.agent import speedups
 
-    @functools.wraps(original)
-    def generate(self, *args, **kwargs):
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
+    def solver_switch(original, call, bound):
         solver = bound.arguments.get("sample_solver")
         if solver != "euler" and not (_forced["on"] and solver == "unipc"):
-            return original(self, *args, **kwargs)
+            return call()
         bound.arguments["sample_solver"] = "unipc"
         unipc = module.FlowUniPCMultistepScheduler
         module.FlowUniPCMultistepScheduler = FlowEulerScheduler
@@ -88,5 +78,4 @@ def patch_pipeline_module(module) -> None:
         finally:
             module.FlowUniPCMultistepScheduler = unipc
 
-    cls.generate = generate
-    cls._wan22_euler = True
+    speedups.wrap_generate(getattr(module, PIPELINES[module.__name__]), "_wan22_euler", solver_switch)

@@ -365,9 +365,11 @@ def guide_scales(pipe, guide) -> dict[int, float]:
     return {id(_unwrapped(pipe.model)): float(guide)}
 
 
-def _patch_guided(cls) -> None:
-    """Wrap `cls.generate`: note each DiT's guide scale for the call (see WAN22_SKIP_UNCOND)."""
-    if "_wan22_guided" in cls.__dict__:
+def wrap_generate(cls, marker: str, around) -> None:
+    """Wrap a pipeline's `cls.generate` once (`marker`: the class attribute that records it). Each call
+    runs `around(original, call, bound)`: `call()` makes the call as it was made, `bound` holds its
+    arguments with the defaults applied (`original(*bound.args, **bound.kwargs)` after changing some)."""
+    if marker in cls.__dict__:
         return
     import inspect
 
@@ -378,15 +380,24 @@ def _patch_guided(cls) -> None:
     def generate(self, *args, **kwargs):
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
+        return around(original, lambda: original(self, *args, **kwargs), bound)
+
+    cls.generate = generate
+    setattr(cls, marker, True)
+
+
+def _patch_guided(cls) -> None:
+    """Wrap `cls.generate`: note each DiT's guide scale for the call (see WAN22_SKIP_UNCOND)."""
+
+    def guided(original, call, bound):
         before = dict(_guide)
-        _guide.update(scales=guide_scales(self, bound.arguments["guide_scale"]), last=None)
+        _guide.update(scales=guide_scales(bound.args[0], bound.arguments["guide_scale"]), last=None)
         try:
-            return original(self, *args, **kwargs)
+            return call()
         finally:
             _guide.update(before)
 
-    cls.generate = generate
-    cls._wan22_guided = True
+    wrap_generate(cls, "_wan22_guided", guided)
 
 
 def _same(a, b) -> bool:
