@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 
 from wan22ctl.agent import outputs
-from wan22ctl.agent.launcher import _kill_group
+from wan22ctl.agent.launcher import StopSignals, _kill_group
 from wan22ctl.agent.locks import GpuLock
 from wan22ctl.agent.progress import read_lines
 from wan22ctl.plan.animate_prep import PrepPlan
@@ -44,26 +42,17 @@ def run_prep(plan: PrepPlan, wait: bool = True) -> int:
     os.makedirs(os.path.dirname(plan.work_dir), exist_ok=True)
     staging = os.path.dirname(os.path.dirname(plan.video))
     lock = GpuLock(plan.output_dir, (0,), plan.run_id)
-    stop = threading.Event()
-    state: dict = {"proc": None, "signal": None}
-
-    def on_signal(signum, frame):
-        state["signal"] = signum
-        stop.set()
-        if state["proc"] is not None:
-            threading.Thread(target=_kill_group, args=(state["proc"],), daemon=True).start()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = StopSignals.install()
     try:
-        if not lock.acquire(wait, stop):
-            emit("result", status="interrupted" if state["signal"] else "busy",
-                 exit_code=EXIT_INTERRUPTED if state["signal"] else EXIT_BUSY)
-            return EXIT_INTERRUPTED if state["signal"] else EXIT_BUSY
+        if not lock.acquire(wait, signals.stop):
+            emit("result", status="interrupted" if signals.signal else "busy",
+                 exit_code=EXIT_INTERRUPTED if signals.signal else EXIT_BUSY)
+            return EXIT_INTERRUPTED if signals.signal else EXIT_BUSY
         emit("launch", run_id=plan.run_id, argv=list(plan.argv), cwd=plan.cwd)
         proc = subprocess.Popen(plan.argv, cwd=plan.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        state["proc"] = proc
+        signals.proc = proc
         tail: list[str] = []
 
         def echo(line: str) -> None:
@@ -72,7 +61,7 @@ def run_prep(plan: PrepPlan, wait: bool = True) -> int:
 
         read_lines(proc.stdout, echo)
         code = proc.wait()
-        if state["signal"] is not None:
+        if signals.signal is not None:
             emit("result", status="interrupted", exit_code=EXIT_INTERRUPTED)
             return EXIT_INTERRUPTED
         if code != 0:
@@ -97,13 +86,12 @@ def run_prep(plan: PrepPlan, wait: bool = True) -> int:
         emit("result", status="ok", exit_code=0, folder=folder, files=sorted(os.listdir(folder)))
         return 0
     finally:
-        if state["proc"] is not None and state["proc"].poll() is None:
-            _kill_group(state["proc"], grace=1)
+        if signals.proc is not None and signals.proc.poll() is None:
+            _kill_group(signals.proc, grace=1)
         lock.release()
         shutil.rmtree(plan.work_dir, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
-        for s, h in old.items():
-            signal.signal(s, h)
+        signals.restore()
 
 
 def _cmd(args) -> int:

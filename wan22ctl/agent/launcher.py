@@ -100,6 +100,35 @@ def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             time.sleep(0.1)
 
 
+class StopSignals:
+    """SIGTERM and SIGINT while a child runs: from `install()` until `restore()`, a signal is kept in
+    `.signal`, sets `.stop` (a GPU-lock wait gives up) and kills the child's group, `.proc` once
+    started, from a thread (the handler must return at once)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.signal: int | None = None
+        self._old: dict = {}
+
+    @classmethod
+    def install(cls) -> "StopSignals":
+        signals = cls()
+        signals._old = {s: signal.signal(s, signals._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return signals
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signal = signum
+        self.stop.set()
+        if self.proc is not None:
+            threading.Thread(target=_kill_group, args=(self.proc,), daemon=True).start()
+
+    def restore(self) -> None:
+        """Put back the handlers `install` replaced."""
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -217,29 +246,20 @@ def run_plan(plan: LaunchPlan, *, wait: bool = True, image_digest: str | None = 
         print(f"error: {generate_py} not found; set WAN22_DIR to a Wan2.2 checkout", file=sys.stderr)
         return 3
 
-    stop = threading.Event()
-    state = {"proc": None, "signal": None}
-
-    def on_signal(signum, frame):
-        state["signal"] = signum
-        stop.set()
-        if state["proc"] is not None:
-            threading.Thread(target=_kill_group, args=(state["proc"],), daemon=True).start()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = StopSignals.install()
     held = run_lock(out_dir, run_id)
     sweep_stale(out_dir)
     lock = GpuLock(out_dir, plan.gpus, run_id)
     try:
-        if not lock.acquire(wait, stop):
-            if state["signal"]:
+        if not lock.acquire(wait, signals.stop):
+            if signals.signal:
                 emit("result", status="interrupted", exit_code=EXIT_INTERRUPTED)
                 return EXIT_INTERRUPTED
             print(f"error: GPU(s) {', '.join(map(str, lock.gpus))} are busy with another generation "
                   "(--no-wait given)", file=sys.stderr)
             emit("result", status="busy", exit_code=EXIT_BUSY)
             return EXIT_BUSY
-        return _run_child(plan, state, stop, image_digest=image_digest, source_image=source_image)
+        return _run_child(plan, signals, image_digest=image_digest, source_image=source_image)
     finally:
         lock.release()
         _remove(plan.save_file)
@@ -249,11 +269,10 @@ def run_plan(plan: LaunchPlan, *, wait: bool = True, image_digest: str | None = 
         except OSError:
             pass
         held.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        signals.restore()
 
 
-def _run_child(plan: LaunchPlan, state, stop, *, image_digest, source_image) -> int:
+def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_image) -> int:
     save_file = plan.save_file
     argv = list(plan.argv)
     started = _now()
@@ -285,8 +304,8 @@ def _run_child(plan: LaunchPlan, state, stop, *, image_digest, source_image) -> 
         emit("result", status="failed", reason=f"cannot start {argv[0]}: {exc}", exit_code=3)
         print(f"error: cannot start {argv[0]}: {exc}", file=sys.stderr)
         return 3
-    state["proc"] = proc
-    if stop.is_set():
+    signals.proc = proc
+    if signals.stop.is_set():
         _kill_group(proc)
     readers = [threading.Thread(target=read_lines, args=(proc.stdout, on_out), daemon=True),
                threading.Thread(target=read_lines, args=(proc.stderr, on_err), daemon=True)]
@@ -299,7 +318,7 @@ def _run_child(plan: LaunchPlan, state, stop, *, image_digest, source_image) -> 
     code = proc.returncode
     with out_lock:
         tracker.finish()
-    if state["signal"] is not None:
+    if signals.signal is not None:
         _kill_group(proc, grace=1)
         _remove(save_file)
         emit("result", status="interrupted", exit_code=EXIT_INTERRUPTED, phases_s=tracker.phases)
