@@ -34,6 +34,10 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.burst import all_at_once  # noqa: E402
+
 BODY = {"prompt": "a heron over a lake at dawn", "size": "832*480", "sample_steps": 1}
 
 
@@ -175,26 +179,9 @@ def burst(stack: Stack) -> dict:
     stack.wait_idle()
     _, job = stack.request("POST", "/v1/videos", BODY)
     known = json.loads(job)["id"]
-    n = 300
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def one(i: int) -> None:
-        method, path, body = (("POST", "/v1/videos", BODY) if i < 100 else
-                              ("GET", f"/v1/videos/{known}", None) if i < 200 else ("GET", "/v1/videos?limit=100", None))
-        barrier.wait()
-        t0 = time.perf_counter()
-        try:
-            status, _ = stack.request(method, path, body, timeout=60)
-        except OSError as exc:
-            status = type(exc).__name__
-        results[i] = (status, time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    requests = ([("POST", "/v1/videos", BODY)] * 100 + [("GET", f"/v1/videos/{known}", None)] * 100
+                + [("GET", "/v1/videos?limit=100", None)] * 100)
+    results = all_at_once(requests, lambda method, path, body: stack.request(method, path, body, timeout=60)[0])
     answered = [lat for status, lat in results if isinstance(status, int) and status < 400]
     return {"answered": len(answered), "latencies": [lat for _, lat in results],
             "errors": sorted({str(s) for s, _ in results if not (isinstance(s, int) and s < 400)})}

@@ -11,12 +11,12 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from datetime import datetime
 
 import pytest
 
+from tests.burst import all_at_once
 from tests.conftest import REPO, clean_environ
 from tests.test_server import Api, Server, image_bytes, png_claiming
 
@@ -46,29 +46,10 @@ def test_burst_of_300_requests_all_answered_under_a_second(server):
     """200 GETs and 100 POSTs released by one barrier: every one answered, p99 < 1 s."""
     known = server.submit(prompt="burst target", sample_steps=1)["id"]
     n = 300
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def one(i: int) -> None:
-        if i < 100:
-            args = ("POST", "/v1/videos", {"prompt": f"burst {i}", "size": "832*480", "sample_steps": 1})
-        elif i < 200:
-            args = ("GET", f"/v1/videos/{known}", None)
-        else:
-            args = ("GET", "/v1/videos?limit=100", None)
-        barrier.wait()
-        t0 = time.perf_counter()
-        try:
-            status = server.api(*args, timeout=30)[0]
-        except OSError as exc:
-            status = type(exc).__name__
-        results[i] = (status, time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    requests = ([("POST", "/v1/videos", {"prompt": f"burst {i}", "size": "832*480", "sample_steps": 1})
+                 for i in range(100)] + [("GET", f"/v1/videos/{known}", None)] * 100
+                + [("GET", "/v1/videos?limit=100", None)] * 100)
+    results = all_at_once(requests, lambda *args: server.api(*args, timeout=30)[0])
     answered = [s for s, _ in results if isinstance(s, int) and s < 400]
     latencies = sorted(lat for _, lat in results)
     p50, p99 = latencies[n // 2], latencies[int(n * 0.99) - 1]
