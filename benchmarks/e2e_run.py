@@ -31,6 +31,25 @@ from wan22ctl.plan import launch  # noqa: E402
 from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, Runtime, parse_nvidia_smi  # noqa: E402
 
 
+def run_agent(plan_file: str, env: dict, *options: str, on_event=None) -> tuple[list[dict], int]:
+    """`python3 -m wan22ctl.agent generate --plan FILE [options]` from this checkout, as the image runs
+    it: (its events, its exit code). Other output passes through, but for tqdm's step lines."""
+    cmd = [sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", plan_file, *options]
+    events = []
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            event = parse_event(line.rstrip("\n"))
+            if event is None:
+                if "it/s]" not in line and "s/it]" not in line:
+                    sys.stdout.write(line)
+                continue
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+        code = proc.wait()
+    return events, code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True)
@@ -71,21 +90,9 @@ def main() -> None:
     with open(plan_file, "w") as f:
         json.dump(plan_dict, f, indent=1, default=list)
     print("argv:", " ".join(plan.argv), flush=True)
-    cmd = [sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", plan_file]
-    if args.image:
-        cmd += ["--source-image", args.image]
     t0 = time.time()
-    events = []
-    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:
-            ev = parse_event(line.rstrip("\n"))
-            if ev is None:
-                if "it/s]" not in line and "s/it]" not in line:
-                    sys.stdout.write(line)
-                continue
-            events.append(ev)
-            print("EVENT", json.dumps(ev), flush=True)
-        code = proc.wait()
+    events, code = run_agent(plan_file, env, *(["--source-image", args.image] if args.image else []),
+                             on_event=lambda ev: print("EVENT", json.dumps(ev), flush=True))
     wall = time.time() - t0
     phases = {e["name"]: e["seconds"] for e in events if e.get("event") == "phase" and e.get("state") == "end"}
     progress = [e for e in events if e.get("event") == "progress"]

@@ -40,10 +40,10 @@ import zlib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.e2e_run import run_agent  # noqa: E402
 from wan22ctl import catalog  # noqa: E402
 from wan22ctl.plan import launch  # noqa: E402
 from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, Runtime, parse_nvidia_smi  # noqa: E402
-from wan22ctl.protocol import parse_event  # noqa: E402
 
 SYNTH_KEY = {"s2v-14B": "s2v-14b", "animate-14B": "animate-14b"}
 
@@ -230,18 +230,8 @@ def main() -> None:
     plan_file = os.path.join(args.out, f"plan-{run_id}.json")
     with open(plan_file, "w") as f:
         json.dump(plan.to_dict(), f, indent=1)
-    cmd = [sys.executable, "-m", "wan22ctl.agent", "generate", "--plan", plan_file]
-    events: list[dict] = []
     t0 = time.time()
-    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:
-            event = parse_event(line.rstrip("\n"))
-            if event is None:
-                if "it/s]" not in line and "s/it]" not in line:
-                    sys.stdout.write(line)
-                continue
-            events.append(event)
-        code = proc.wait()
+    events, code = run_agent(plan_file, env)
     summary = summarise(args.task, args.label, request, plan, events, code, time.time() - t0)
     print_table(summary)
     name = f"family-{args.task}{'-' + args.label if args.label else ''}.json"
