@@ -183,13 +183,27 @@ def profile_forward(model, x, t, ctx, tokens: int, top: int = 25) -> dict:
             "top": [{"kernel": n[:140], "s": round(us / 1e6, 4), "count": c} for n, (us, c) in topk]}
 
 
-def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope, profiled=()) -> dict:
+def case_inputs(case: str):
+    """(x, context, t, tokens) of one forward at a SHAPES case: the same random tensors on every call."""
     c, f, h, w = SHAPES[case]
-    tokens = f * (h // 2) * (w // 2)
     g = torch.Generator(device="cuda").manual_seed(1)
     x = [torch.randn(c, f, h, w, device="cuda", generator=g)]
     ctx = [torch.randn(77, 4096, device="cuda", generator=g)]
-    t = torch.tensor([900.0], device="cuda")
+    return x, ctx, torch.tensor([900.0], device="cuda"), f * (h // 2) * (w // 2)
+
+
+def timed_calls(call, n: int):
+    """`call()` n times, each timed between two CUDA synchronisations: yields (seconds, what it returned)."""
+    for _ in range(n):
+        torch.cuda.synchronize()
+        s = time.perf_counter()
+        out = call()
+        torch.cuda.synchronize()
+        yield time.perf_counter() - s, out
+
+
+def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope, profiled=()) -> dict:
+    x, ctx, t, tokens = case_inputs(case)
     res = {"tokens": tokens, "variants": {}}
     outs = {}
     for name in variants:
@@ -198,12 +212,8 @@ def run_case(M, model, case: str, variants: list[str], timed: int, eager_rope, p
         torch.cuda.reset_peak_memory_stats()
         times = []
         with torch.amp.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
-            for _ in range(1 + timed):
-                torch.cuda.synchronize()
-                s = time.perf_counter()
-                y = model(x, t=t, context=ctx, seq_len=tokens)[0]
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - s)
+            for seconds, y in timed_calls(lambda: model(x, t=t, context=ctx, seq_len=tokens)[0], 1 + timed):
+                times.append(seconds)
         outs[name] = y.float()
         row = {"first_s": round(times[0], 3), "forward_s": round(min(times[1:]), 3),
                "all_s": [round(v, 3) for v in times], "backend": A._resolved.get(torch.cuda.current_device()),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -41,28 +42,16 @@ from wan22ctl.plan import lowmem  # noqa: E402
 SIZES = {"a14b:720p": "1280*720", "a14b:480p": "832*480"}
 
 
-def inputs(case: str):
-    c, f, h, w = D.SHAPES[case]
-    g = torch.Generator(device="cuda").manual_seed(1)
-    x = [torch.randn(c, f, h, w, device="cuda", generator=g)]
-    ctx = [torch.randn(77, 4096, device="cuda", generator=g)]
-    return x, ctx, torch.tensor([900.0], device="cuda"), f * (h // 2) * (w // 2)
-
-
 def run(model, case: str, timed: int = 1) -> dict:
     """First forward (compilation, FA4 kernels) and `timed` more; peak memory; the last output."""
-    x, ctx, t, tokens = inputs(case)
+    x, ctx, t, tokens = D.case_inputs(case)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     times, y = [], None
     try:
         with torch.amp.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
-            for _ in range(1 + timed):
-                torch.cuda.synchronize()
-                s = time.perf_counter()
-                y = model(x, t=t, context=ctx, seq_len=tokens)[0]
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - s)
+            for seconds, y in D.timed_calls(lambda: model(x, t=t, context=ctx, seq_len=tokens)[0], 1 + timed):
+                times.append(seconds)
     except torch.OutOfMemoryError as exc:
         return {"error": "out of memory: " + str(exc).splitlines()[0][:160], "all_s": [round(v, 3) for v in times]}
     return {"first_s": round(times[0], 3), "forward_s": round(min(times[1:]), 3), "all_s": [round(v, 3) for v in times],
@@ -89,15 +78,12 @@ def diffusers_forward(case: str, timed: int) -> dict:
     torch.cuda.reset_peak_memory_stats()
     times = []
     with torch.no_grad():
-        for _ in range(1 + timed):
-            torch.cuda.synchronize()
-            s = time.perf_counter()
-            model(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - s)
+        forward = functools.partial(model, hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)
+        for seconds, _ in D.timed_calls(forward, 1 + timed):
+            times.append(seconds)
     row = {"first_s": round(times[0], 3), "forward_s": round(min(times[1:]), 3),
            "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
-    del model
+    del model, forward
     return row
 
 
