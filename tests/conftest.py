@@ -219,6 +219,16 @@ def clean_environ() -> dict[str, str]:
     return env
 
 
+def cli_without_docker(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real CLI in `cwd` with no Docker Engine to reach (DOCKER_HOST points nowhere) and host
+    folders under it: what must be decided or refused before Docker is asked."""
+    env = clean_environ()
+    env.update(DOCKER_HOST="unix:///nonexistent/docker.sock", CHECKPOINT_DIR=str(cwd / "ckpt"),
+               OUTPUT_DIR=str(cwd / "out"))
+    return subprocess.run([sys.executable, "-m", "wan22ctl", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
 def _settings_env(tmp_path: Path, name: str) -> dict[str, str]:
     """Settings that start here: a fresh container name, host folders under tmp_path."""
     env = clean_environ()

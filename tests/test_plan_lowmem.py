@@ -7,11 +7,10 @@ Pure and fast, plus the CLI as a user runs it (`wan22ctl plan ...` in a process,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import cli_without_docker
 from wan22ctl.agent import launcher
 from wan22ctl.errors import UserError
 from wan22ctl.plan import lowmem
@@ -161,22 +160,12 @@ def test_server_autoplan_carries_dtype_and_streaming():
     assert p.env["WAN22_OFFLOAD"] == "blocks" and int(p.env["WAN22_RESIDENT_BLOCKS"]) == p.resident_blocks
 
 
-def _cli(tmp_path, *args):
-    from tests.conftest import clean_environ
-
-    env = clean_environ()
-    env.update(DOCKER_HOST="unix:///nonexistent/docker.sock", CHECKPOINT_DIR=str(tmp_path / "ckpt"),
-               OUTPUT_DIR=str(tmp_path / "out"))
-    return subprocess.run([sys.executable, "-m", "wan22ctl", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
-
-
 def test_cli_plan_a14b_on_one_24gb_card(tmp_path):
-    r = _cli(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "24", "--task", "t2v-A14B", "--json")
+    r = cli_without_docker(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "24", "--task", "t2v-A14B", "--json")
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)["plans"][0]["plan"]
     assert p["fits"] and not p["warnings"] and p["offload_mode"] == "blocks" and p["resident_blocks"] == 13
-    human = _cli(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "24", "--task", "t2v-A14B", "--dtype", "fp8")
+    human = cli_without_docker(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "24", "--task", "t2v-A14B", "--dtype", "fp8")
     assert human.returncode == 0, human.stderr
     assert "weights fp8, offload blocks, 29 of 40 blocks resident" in human.stdout
     assert "expect CUDA out of memory" not in human.stdout
@@ -184,7 +173,7 @@ def test_cli_plan_a14b_on_one_24gb_card(tmp_path):
 
 def test_cli_dtype_default_comes_from_the_setting(tmp_path):
     (tmp_path / ".env").write_text("WAN22_DTYPE=fp8\n")
-    r = _cli(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "48", "--task", "t2v-A14B", "--json")
+    r = cli_without_docker(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "48", "--task", "t2v-A14B", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["plans"][0]["plan"]["dtype"] == "fp8"
 
@@ -195,7 +184,7 @@ def test_cli_dtype_default_comes_from_the_setting(tmp_path):
     (["--task", "t2v-A14B", "--offload", "everything"], "choose auto, on, off or blocks"),
 ])
 def test_cli_refuses_bad_flags_before_docker(tmp_path, args, message):
-    r = _cli(tmp_path, "generate", "--prompt", "x", *args)
+    r = cli_without_docker(tmp_path, "generate", "--prompt", "x", *args)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
@@ -203,7 +192,7 @@ def test_cli_refuses_bad_flags_before_docker(tmp_path, args, message):
 
 def test_cli_dtype_setting_leaves_other_tasks_in_bf16(tmp_path):
     (tmp_path / ".env").write_text("WAN22_DTYPE=fp8\n")
-    r = _cli(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "24", "--task", "ti2v-5B", "--json")
+    r = cli_without_docker(tmp_path, "plan", "--gpu-count", "1", "--gpu-mem-gb", "24", "--task", "ti2v-5B", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["plans"][0]["plan"]["dtype"] == "bf16"
 

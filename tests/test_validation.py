@@ -9,13 +9,11 @@ touched. The resident server's request check (`agent.server.requests.validate`, 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import clean_environ
+from tests.conftest import cli_without_docker
 from wan22ctl.agent.server.requests import RequestInvalid, validate
 
 HERE = str(Path(__file__).resolve())
@@ -93,14 +91,6 @@ BAD_INPUTS = [
 ]
 
 
-def _cli(tmp_path, *args):
-    env = clean_environ()
-    env.update(DOCKER_HOST="unix:///nonexistent/docker.sock", CHECKPOINT_DIR=str(tmp_path / "ckpt"),
-               OUTPUT_DIR=str(tmp_path / "out"))
-    return subprocess.run([sys.executable, "-m", "wan22ctl", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
-
-
 def _mp4_with_frames(frames: int) -> bytes:
     """tests/standins/tiny.mp4 (8 frames) with its video track's sample count set to `frames`."""
     data = bytearray((Path(__file__).parent / "standins" / "tiny.mp4").read_bytes())
@@ -139,7 +129,7 @@ def test_every_entry_point_refuses_the_same_input_the_same_way(tmp_path, args, s
     elif "--prompt" not in args and "--prompt-file" not in args:
         args = [*args, "--prompt", "a red fox"]
     for entry in ENTRY_POINTS:
-        r = _cli(tmp_path, *entry, *args)
+        r = cli_without_docker(tmp_path, *entry, *args)
         assert r.returncode == 2, (entry, r.stdout, r.stderr)
         assert r.stderr.splitlines() == [f"error: {message}"], (entry, r.stderr)
         assert r.stdout == "", (entry, r.stdout)
@@ -160,13 +150,13 @@ def _lines(tmp_path, text: bytes | str, name: str = "prompts.jsonl") -> Path:
 
 
 def test_generate_names_the_download_that_completes_the_checkpoints(tmp_path):
-    r = _cli(tmp_path, "generate", "--task", "i2v-A14B", "--prompt", "x", "--image", HERE)
+    r = cli_without_docker(tmp_path, "generate", "--task", "i2v-A14B", "--prompt", "x", "--image", HERE)
     assert r.returncode == 2 and r.stderr.strip().endswith("run: wan22ctl download i2v"), r.stderr
     assert len(r.stderr.splitlines()) == 1
 
 
 def test_plan_without_docker(tmp_path):
-    r = _cli(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "8", "--gpu-mem-gb", "80", "--host-ram-gb",
+    r = cli_without_docker(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "8", "--gpu-mem-gb", "80", "--host-ram-gb",
              "2000", "--json", "--seed", "5")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -174,9 +164,9 @@ def test_plan_without_docker(tmp_path):
     assert p["nproc"] == 8 and p["argv"][:3] == ["torchrun", "--standalone", "--nproc_per_node=8"]
     assert "--prompt" in p["argv"] and p["request"]["seed"] == 5
     assert data["checkpoints"] and "wan22ctl download t2v" in data["checkpoints"][0]
-    human = _cli(tmp_path, "plan", "--task", "ti2v-5B", "--gpu-count", "1", "--gpu-mem-gb", "24")
+    human = cli_without_docker(tmp_path, "plan", "--task", "ti2v-5B", "--gpu-count", "1", "--gpu-mem-gb", "24")
     assert human.returncode == 0 and "--t5_cpu" in human.stdout and "README command for 24 GB" in human.stdout
-    dry = _cli(tmp_path, "generate", "--task", "ti2v-5B", "--prompt", "fox", "--gpu-count", "2", "--dry-run", "--json")
+    dry = cli_without_docker(tmp_path, "generate", "--task", "ti2v-5B", "--prompt", "fox", "--gpu-count", "2", "--dry-run", "--json")
     assert dry.returncode == 0 and json.loads(dry.stdout)["plans"][0]["plan"]["nproc"] == 2
 
 
@@ -187,7 +177,7 @@ def test_a_batch_skips_lines_of_the_wrong_json_types_with_their_numbers(tmp_path
                                '{"prompt": "x", "steps": 2.5}\n{"prompt": "x", "seed": 1.5}\n'
                                '{"prompt": "x", "frame_num": true}\n{"prompt": "also good", "seed": 3}\n')
     for entry in ENTRY_POINTS[:2]:
-        r = _cli(tmp_path, *entry, "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts), "--json")
+        r = cli_without_docker(tmp_path, *entry, "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts), "--json")
         assert r.returncode == 0, (entry, r.stderr)
         plans = json.loads(r.stdout)["plans"]
         assert [p["label"] for p in plans] == [f"prompts.jsonl:{n}" for n in range(1, 8)]
@@ -203,7 +193,7 @@ def test_a_batch_without_one_valid_line_is_refused_alike_everywhere(tmp_path):
     prompts = _lines(tmp_path, '{"prompt": "x", "frame_num": 80}\n{"prompt": "y", "stpes": 3}\n')
     seen = set()
     for entry in ENTRY_POINTS:
-        r = _cli(tmp_path, *entry, "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts))
+        r = cli_without_docker(tmp_path, *entry, "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts))
         assert r.returncode == 2, (entry, r.stdout, r.stderr)
         seen.add(r.stderr.splitlines()[-1])
         assert "prompts.jsonl:1: skipped" in r.stderr or "prompts.jsonl:1" in r.stdout, (entry, r.stdout, r.stderr)
@@ -222,7 +212,7 @@ def test_an_unusable_prompt_file_is_one_line_naming_it(tmp_path, make, says):
     """Issue 17, D11: bad UTF-8 or an unreadable prompt file gave "unexpected ..." exit 1."""
     path = make(tmp_path)
     for entry in ENTRY_POINTS:
-        r = _cli(tmp_path, *entry, "--task", "t2v-A14B", "--prompt-file", str(path))
+        r = cli_without_docker(tmp_path, *entry, "--task", "t2v-A14B", "--prompt-file", str(path))
         assert r.returncode == 2, (entry, r.stderr)
         assert len(r.stderr.splitlines()) == 1 and str(path) in r.stderr and says in r.stderr, (entry, r.stderr)
 
@@ -238,7 +228,7 @@ def test_an_unusable_settings_file_is_one_line_naming_it(tmp_path, make, args, s
     """Issue 17, D11: a non-UTF-8 or unreadable .env gave "unexpected ..." exit 1, a folder named .env was
     silently ignored, and --env-file errors named WAN22CTL_ENV_FILE."""
     make(tmp_path)
-    r = _cli(tmp_path, *args, "config")
+    r = cli_without_docker(tmp_path, *args, "config")
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.splitlines()[0] == f"error: {says}" or r.stderr.startswith(f"error: {says}"), r.stderr
     assert "unexpected" not in r.stderr and "WAN22CTL_ENV_FILE" not in r.stderr
@@ -262,14 +252,14 @@ def test_user_text_reaches_the_terminal_inert(tmp_path):
     """Issue 17, D13: prompts, prompt-file errors and error lines are shown as typed: no rich markup
     is interpreted and control characters are escaped, in plans, batch lines and error lines."""
     prompt = "[bold red]ALARM[/bold red] \x1b]0;pwned\x07\x1b[2J"
-    r = _cli(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "1", "--prompt", prompt)
+    r = cli_without_docker(tmp_path, "plan", "--task", "t2v-A14B", "--gpu-count", "1", "--prompt", prompt)
     assert r.returncode == 0, r.stderr
     assert "[bold red]ALARM[/bold red]" in r.stdout and "\\x1b]0;pwned\\x07\\x1b[2J" in r.stdout
     prompts = _lines(tmp_path, '{"prompt": "ok"}\n{"prompt": "[blink]x[/blink]", "size": "[red]9*9\\u001b[2J"}\n')
-    r = _cli(tmp_path, "generate", "--dry-run", "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts))
+    r = cli_without_docker(tmp_path, "generate", "--dry-run", "--task", "t2v-A14B", "--gpu-count", "1", "--prompt-file", str(prompts))
     assert r.returncode == 0, r.stderr
     assert "size [red]9*9\\x1b[2j is not supported" in r.stdout  # sizes are read in lower case
-    r = _cli(tmp_path, "plan", "--task", "i2v-A14B", "--image", "/nowhere/\x1b[2J[red]x.jpg", "--prompt", "x")
+    r = cli_without_docker(tmp_path, "plan", "--task", "i2v-A14B", "--image", "/nowhere/\x1b[2J[red]x.jpg", "--prompt", "x")
     assert r.returncode == 2 and r.stderr == "error: image /nowhere/\\x1b[2J[red]x.jpg does not exist or is not a file\n"
     for output in (r.stdout, r.stderr):
         assert "\x1b" not in output and "\x07" not in output
@@ -279,12 +269,12 @@ def test_s2v_and_animate_plan_without_docker(tmp_path):
     """The clip counts come from the inputs themselves, as upstream counts them: 3 s of audio in
     48-frame clips at 16 fps is 2 (WanS2V's int(...) + 1); 8 pose frames in 5-frame clips
     overlapping by 1 are 2."""
-    r = _cli(tmp_path, "plan", "--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--prompt", "hi",
+    r = cli_without_docker(tmp_path, "plan", "--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--prompt", "hi",
              "--frame-num", "48", "--gpu-count", "1", "--gpu-mem-gb", "80", "--json")
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)["plans"][0]["plan"]
     assert p["request"]["clips"] == 2 and p["offload_model"] and "--infer_frames" in p["argv"]
-    r = _cli(tmp_path, "plan", "--task", "animate-14B", "--src-root", ANIMATE, "--frame-num", "5", "--gpu-count", "1",
+    r = cli_without_docker(tmp_path, "plan", "--task", "animate-14B", "--src-root", ANIMATE, "--frame-num", "5", "--gpu-count", "1",
              "--gpu-mem-gb", "141")
     assert r.returncode == 0, r.stderr
     assert "animate-14B 1280*720 5 frames a clip, 2 clip(s)" in r.stdout and "--prompt" not in r.stdout
