@@ -9,6 +9,7 @@ compared with the serve spec (`wan22ctl up --serve`) the same way, and run for r
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -49,9 +50,12 @@ def compose_config(tmp_path, env: dict, profile: str | None = None, serve: bool 
     return yaml.safe_load(r.stdout)["services"]
 
 
-def _seconds(value: str) -> int:
-    assert value.endswith("s"), value
-    return int(value[:-1])
+def seconds(value: str) -> int:
+    """Compose v1 renders durations as 10s, 15m, 1h30m."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+)([hms])", value)
+    assert "".join(n + u for n, u in parts) == value, value
+    return sum(int(n) * units[u] for n, u in parts)
 
 
 @pytest.mark.parametrize("env", VARIANTS, ids=["defaults", "overridden"])
@@ -116,11 +120,16 @@ def assert_same_container(svc: dict, spec) -> None:
     assert svc["restart"] == spec.restart_policy
     mounts = sorted(v.rsplit(":", 1)[0] if v.endswith((":rw", ":ro")) else v for v in svc["volumes"])
     assert mounts == sorted(f"{m.source}:{m.target}" for m in spec.mounts)
+    assert_health_check_and_gpus(svc, spec)
+
+
+def assert_health_check_and_gpus(svc: dict, spec) -> None:
+    """The health check and the GPU reservation (GPUS=all) rendered by Compose vs the spec: every stack's."""
     hc = svc["healthcheck"]
     assert hc["test"] == ["CMD", *spec.healthcheck.test]
-    assert _seconds(hc["interval"]) == spec.healthcheck.interval_s
-    assert _seconds(hc["timeout"]) == spec.healthcheck.timeout_s
-    assert _seconds(hc["start_period"]) == spec.healthcheck.start_period_s
+    assert seconds(hc["interval"]) == spec.healthcheck.interval_s
+    assert seconds(hc["timeout"]) == spec.healthcheck.timeout_s
+    assert seconds(hc["start_period"]) == spec.healthcheck.start_period_s
     assert hc["retries"] == spec.healthcheck.retries
     devices = svc["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]

@@ -6,7 +6,6 @@ the project folder set to the checkout so `./wan22ctl` resolves to the package t
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, clean_environ
+from tests.test_compose import assert_health_check_and_gpus
 from wan22ctl.catalog import VIDEOX
 from wan22ctl.plan.container import plan_container
 from wan22ctl.plan.image import build_args
@@ -44,14 +44,6 @@ def compose_services(tmp_path, env: dict, profile: str = "videox-fun") -> dict:
     return yaml.safe_load(r.stdout)["services"]
 
 
-def seconds(value: str) -> int:
-    """Compose v1 renders durations as 10s, 15m, 1h30m."""
-    units = {"h": 3600, "m": 60, "s": 1}
-    parts = re.findall(r"(\d+)([hms])", value)
-    assert "".join(n + u for n, u in parts) == value, value
-    return sum(int(n) * units[u] for n, u in parts)
-
-
 @pytest.mark.parametrize("env", VARIANTS, ids=["defaults", "overridden"])
 def test_compose_profile_matches_the_videox_spec(tmp_path, env):
     spec = plan_container(load_settings(None, environ=env), VIDEOX)
@@ -75,15 +67,7 @@ def test_compose_profile_matches_the_videox_spec(tmp_path, env):
     assert svc["environment"] == spec.environment
     volumes = sorted(svc["volumes"])
     assert volumes == sorted(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts)
-    hc = svc["healthcheck"]
-    assert hc["test"] == ["CMD", *spec.healthcheck.test]
-    assert seconds(hc["interval"]) == spec.healthcheck.interval_s
-    assert seconds(hc["timeout"]) == spec.healthcheck.timeout_s
-    assert seconds(hc["start_period"]) == spec.healthcheck.start_period_s
-    assert hc["retries"] == spec.healthcheck.retries
-    devices = svc["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert spec.gpus is not None and spec.gpus.count == -1  # GPUS=all
+    assert_health_check_and_gpus(svc, spec)
 
 
 def test_compose_build_matches_the_videox_image_plan(tmp_path):
