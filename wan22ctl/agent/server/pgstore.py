@@ -37,7 +37,7 @@ import time
 import uuid
 from typing import Callable
 
-from wan22ctl.agent.server.store import STATES, TERMINAL, IdempotencyConflict, Job, StoreUnavailable
+from wan22ctl.agent.server.store import STATES, TERMINAL, IdempotencyConflict, Job, StoreUnavailable, list_query
 from wan22ctl.agent.outputs import settle_files
 from wan22ctl.errors import EnvError
 
@@ -349,17 +349,8 @@ class PgJobStore:
     def list(self, state: str | None = None, limit: int = 100, after_seq: int = 0, newest_first: bool = False,
              before_seq: int | None = None) -> list[Job]:
         """Jobs in submission order (or newest first), optionally of one state, between sequence numbers."""
-        where, args = ["seq > %s"], [after_seq]
-        if before_seq is not None:
-            where.append("seq < %s")
-            args.append(before_seq)
-        if state:
-            where.append("state = %s")
-            args.append(state)
-        order = "DESC" if newest_first else "ASC"
-        rows = self._rows(f"SELECT * FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT %s",
-                          (*args, limit))
-        return [self._job(r) for r in rows]
+        return [self._job(r) for r in self._rows(*list_query(TABLE, "%s", state, limit, after_seq, newest_first,
+                                                             before_seq))]
 
     def counts(self) -> dict[str, int]:
         rows = self._rows(f"SELECT state, COUNT(*) AS n FROM {TABLE} GROUP BY state")

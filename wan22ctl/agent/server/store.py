@@ -47,6 +47,21 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
 
 
+def list_query(table: str, mark: str, state: str | None, limit: int, after_seq: int, newest_first: bool,
+               before_seq: int | None) -> tuple[str, tuple]:
+    """(SQL, arguments) of `list` for either store (`mark`: the driver's placeholder): jobs in
+    submission order or newest first, optionally of one state, between sequence numbers."""
+    where, args = [f"seq > {mark}"], [after_seq]
+    if before_seq is not None:
+        where.append(f"seq < {mark}")
+        args.append(before_seq)
+    if state:
+        where.append(f"state = {mark}")
+        args.append(state)
+    order = "DESC" if newest_first else "ASC"
+    return f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT {mark}", (*args, limit)
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of the queue, as the API shows it (less live progress)."""
@@ -204,18 +219,9 @@ class JobStore:
     def list(self, state: str | None = None, limit: int = 100, after_seq: int = 0, newest_first: bool = False,
              before_seq: int | None = None) -> list[Job]:
         """Jobs in submission order (or newest first), optionally of one state, between sequence numbers."""
-        where, args = ["seq>?"], [after_seq]
-        if before_seq is not None:
-            where.append("seq<?")
-            args.append(before_seq)
-        if state:
-            where.append("state=?")
-            args.append(state)
-        order = "DESC" if newest_first else "ASC"
+        sql, args = list_query("jobs", "?", state, limit, after_seq, newest_first, before_seq)
         with self._read_lock:
-            rows = self._reader.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
-                                    (*args, limit)).fetchall()
-            return [Job.from_row(r) for r in rows]
+            return [Job.from_row(r) for r in self._reader.execute(sql, args).fetchall()]
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each state (every state present, zero when none)."""
