@@ -26,6 +26,7 @@ configuration gets a fresh one. Prints a table; --json writes the figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -42,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "tests" / "standins" / "fake_wan_pipeline.py"
 sys.path.insert(0, str(REPO))
-from tests.ports import free_port  # noqa: E402
+from tests.ports import free_port, wait_answering  # noqa: E402
 
 
 def api(port: int, method: str, path: str, body=None):
@@ -66,15 +67,8 @@ def start(n: int, out: Path, step_s: float, url: str | None) -> list[tuple[subpr
                 "--ckpt-dir", str(out), "--output-dir", str(out / "videos"), "--port", str(port)]
         procs.append((subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), port))
     for proc, port in procs:
-        deadline = time.time() + 60
-        while True:
-            try:
-                api(port, "GET", "/readyz")
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"replica on {port} did not start; see {out}")
-                time.sleep(0.05)
+        if not wait_answering(proc, functools.partial(api, port, "GET", "/readyz"), 60, 0.05):
+            raise SystemExit(f"replica on {port} did not start; see {out}")
     return procs
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ports import free_port  # noqa: F401 (also imported from here by other tests)
+from tests.ports import free_port, wait_answering  # noqa: F401 (free_port: also imported from here by other tests)
 from wan22ctl import catalog
 
 OLAH_CLI = os.environ.get("WAN22CTL_OLAH_CLI", "/opt/wan22ctl-ci/olah/bin/olah-cli")
@@ -206,15 +206,8 @@ def run_olah(workdir: Path, mirrors: Path, port: int | None = None):
     proc = subprocess.Popen([OLAH_CLI, "-c", str(config)], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"olah did not start: {(workdir / 'olah.log').read_text()[-2000:]}")
-                time.sleep(0.2)
+        if not wait_answering(proc, lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close(), 60, 0.2):
+            raise RuntimeError(f"olah did not start: {(workdir / 'olah.log').read_text()[-2000:]}")
         yield endpoint
     finally:
         proc.terminate()

@@ -1,4 +1,5 @@
-"""Free TCP ports for test servers, chosen below Linux's ephemeral range.
+"""Free TCP ports for test servers, chosen below Linux's ephemeral range, and the wait for a
+server started on one to answer.
 
 Binding port 0 hands out an ephemeral port (32768-60999) that the kernel may give to the next
 outgoing or wildcard socket before the server binds it; torch's gloo and TCPStore take such
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import random
 import socket
+import subprocess
+import time
+from typing import Callable
 
 
 def free_port() -> int:
@@ -24,3 +28,17 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port in 20000-32767")
+
+
+def wait_answering(proc: subprocess.Popen, probe: Callable[[], object], timeout: float, interval: float) -> bool:
+    """Call `probe()` until it returns without raising (the server answers): True; False once `proc`
+    has exited or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe()
+            return True
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
