@@ -26,7 +26,7 @@ from torch import nn  # noqa: E402
 from wan22ctl.agent import fp8, speedups as S, streaming  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+GPU_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def rel(a, b):
@@ -348,7 +348,8 @@ def test_wanrun_rejects_bad_lowmem_switches_before_loading(tmp_path, env, messag
 
 # ---- on a GPU ------------------------------------------------------------------------------------
 
-@GPU
+@pytest.mark.gpu
+@GPU_ONLY
 def test_gpu_fp8_linear_matches_reference():
     if fp8.device_problem(torch.device("cuda", 0)):
         pytest.skip("no FP8 tensor cores")
@@ -364,7 +365,8 @@ def test_gpu_fp8_linear_matches_reference():
     assert rel(compiled(x), y) < 1e-2
 
 
-@GPU
+@pytest.mark.gpu
+@GPU_ONLY
 @pytest.mark.parametrize("resident", [0, 3])
 def test_gpu_streaming_matches_resident(resident):
     torch.manual_seed(0)

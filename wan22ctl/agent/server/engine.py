@@ -295,10 +295,14 @@ class Engine:
 
 
 def release_cached_memory() -> None:
-    """Give cached CUDA blocks back after a job, so the GPU holds only the resident weights."""
+    """Give cached CUDA blocks back after a job, so the GPU holds only the resident weights.
+
+    Without CUDA there is nothing to give back, and the full collection would only hold the GIL
+    (tens of ms with torch's heap) while HTTP requests wait."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return
     import gc
 
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    gc.collect()  # cyclic garbage may still hold the job's CUDA tensors
+    torch.cuda.empty_cache()
