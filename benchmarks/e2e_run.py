@@ -16,6 +16,7 @@ WAN22_DIR must name the Wan2.2 checkout. Writes e2e-<task>.json under $OUT (or /
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -64,22 +65,32 @@ def main() -> None:
     parser.add_argument("--gpus", default="all", help="as `wan22ctl generate --gpus`: all, a count, or indices")
     parser.add_argument("--label", default="", help="suffix of the result file name (A/B runs)")
     parser.add_argument("--preset", help="as `wan22ctl generate --preset` (its LoRAs under --ckpt-root)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "1", "0"), help="the plan's WAN22_COMPILE")
+    parser.add_argument("--dtype", default="bf16", help="as `wan22ctl generate --dtype`")
     parser.add_argument("--shim", action="store_true", help="stub Wav2Vec2 for a transformers 5.x machine")
+    parser.add_argument("--emulate-gpu-gib", type=float,
+                        help="plan for a card of this many GiB and cap generate.py's CUDA allocator at it (needs --shim)")
     args = parser.parse_args()
 
     smi = subprocess.run(NVIDIA_SMI_QUERY, capture_output=True, text=True, check=True).stdout
     inventory = parse_nvidia_smi(smi)
+    if args.emulate_gpu_gib:  # the planner sees the smaller card; the shim caps the process at it
+        inventory = [dataclasses.replace(g, memory_gb=args.emulate_gpu_gib) for g in inventory]
     request = launch.build_request(args.task, args.prompt, size=args.size, sample_steps=args.steps,
                                    frame_num=args.frames, seed=42, image=args.image, offload=args.offload,
-                                   gpus=args.gpus, preset=args.preset)
+                                   gpus=args.gpus, preset=args.preset, dtype=args.dtype)
     run_id = time.strftime("bench%H%M%S")
     env = dict(os.environ, WAN22_OUTPUT_DIR=args.out, WAN22_CHECKPOINT_DIR=args.ckpt_root, WAN22CTL_SRC=REPO,
                WAN22_BOOTSTRAP="1", PYTHONUNBUFFERED="1")
     if args.shim:  # harness-only: see benchmarks/device_shim/sitecustomize.py
         shim = os.path.join(REPO, "benchmarks", "device_shim")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
+        if args.emulate_gpu_gib:
+            env["WAN22_BENCH_GPU_CAP_GIB"] = str(args.emulate_gpu_gib)
+    elif args.emulate_gpu_gib:
+        parser.error("--emulate-gpu-gib needs --shim (the cap is applied by benchmarks/device_shim)")
     # planned for the runtime the launcher below will find (this checkout, these folders)
-    plan = launch.plan_launch(request, inventory, run_id=run_id, attention=os.environ.get("WAN22_ATTENTION", "auto"),
+    plan = launch.plan_launch(request, inventory, run_id=run_id, attention=os.environ.get("WAN22_ATTENTION", "auto"), compile_mode=args.compile,
                               runtime=Runtime.from_environ(env, kit_dir=REPO))
     os.makedirs(args.out, exist_ok=True)
     if plan.image:  # what `wan22ctl generate` does on the host: stage the input beside the outputs
@@ -101,7 +112,8 @@ def main() -> None:
     for e in forwards:
         per_model.setdefault(f"model{e['model']}", []).append(e["seconds"])
     result = next((e for e in events if e.get("event") == "result"), {})
-    summary = {"task": args.task, "label": args.label, "size": args.size, "plan_reasons": list(plan.reasons), "steps": request.sample_steps, "frames": request.frame_num,
+    summary = {"task": args.task, "label": args.label, "size": args.size, "dtype": args.dtype,
+               "emulated_gpu_gib": args.emulate_gpu_gib, "offload_mode": plan.offload_mode, "resident_blocks": plan.resident_blocks, "plan_reasons": list(plan.reasons), "steps": request.sample_steps, "frames": request.frame_num,
                "exit_code": code, "wall_s": round(wall, 1), "phases": phases,
                "attention": next((e for e in events if e.get("event") == "attention"), None),
                "gpu_memory": [e for e in events if e.get("event") == "gpu_memory"],

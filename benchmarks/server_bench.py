@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--output-dir", default=None, help="server outputs (default $OUT/server-outputs)")
+    parser.add_argument("--preset", help="start the server with this preset (its LoRAs merged at load); jobs take its steps")
+    parser.add_argument("--no-cancel", action="store_true", help="skip the cancel measurement")
     parser.add_argument("--shim", action="store_true", help="stub Wav2Vec2 for a transformers 5.x machine")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more server flags")
     args = parser.parse_args()
@@ -86,7 +88,7 @@ def main() -> None:
     shim = os.path.join(REPO, "benchmarks", "device_shim") if args.shim else None  # harness only
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (shim, REPO, os.environ.get("PYTHONPATH")) if p))
     argv = [sys.executable, "-m", "wan22ctl.agent", "server", "--task", args.task, "--ckpt-dir", args.ckpt_dir,
-            "--output-dir", outputs, "--port", str(port), "--plan", "auto", *args.extra]
+            "--output-dir", outputs, "--port", str(port), "--plan", "auto", *(["--preset", args.preset] if args.preset else []), *args.extra]
     started = time.time()
     with open(log_path, "ab") as log:
         server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -107,7 +109,7 @@ def main() -> None:
                       world_size=info["world_size"], gpus=info["gpus"], gpus_loaded_mib=gpu_memory_mib())
 
         body = {"prompt": "a cat walking in the rain at night, cinematic close up shot", "size": args.size,
-                "sample_steps": args.steps, "frame_num": args.frames, "seed": 42}
+                "frame_num": args.frames, "seed": 42} | ({} if args.preset else {"sample_steps": args.steps})
         ids = [api(base, "POST", "/v1/videos", body)[1]["id"] for _ in range(args.jobs)]
         jobs = []
         for job_id in ids:
@@ -115,17 +117,17 @@ def main() -> None:
             jobs.append({"id": job_id, "state": job["state"], "error": (job["error"] or {}).get("message"), **(job["timings"] or {}),
                          "gpu_mib_after": gpu_memory_mib()})
         result["jobs"] = jobs
-
-        long = api(base, "POST", "/v1/videos", body | {"sample_steps": max(args.steps * 10, 40)})[1]["id"]
-        wait_job(base, long, until=lambda j: j["progress_detail"]["step"] >= 2)
-        t0 = time.time()
-        api(base, "POST", f"/v1/videos/{long}/cancel")
-        cancelled = wait_job(base, long)
-        cancel_s = time.time() - t0
-        after = wait_job(base, api(base, "POST", "/v1/videos", body)[1]["id"])
-        result["cancel"] = {"state": cancelled["state"], "stopped_at_step": cancelled["progress_detail"]["step"],
-                            "seconds_to_cancelled": cancel_s, "gpu_mib_after_cancel": gpu_memory_mib(),
-                            "next_job": {"state": after["state"], **(after["timings"] or {})}}
+        if not args.no_cancel:
+            long = api(base, "POST", "/v1/videos", body | {"sample_steps": max(args.steps * 10, 40)})[1]["id"]
+            wait_job(base, long, until=lambda j: j["progress_detail"]["step"] >= 2)
+            t0 = time.time()
+            api(base, "POST", f"/v1/videos/{long}/cancel")
+            cancelled = wait_job(base, long)
+            cancel_s = time.time() - t0
+            after = wait_job(base, api(base, "POST", "/v1/videos", body)[1]["id"])
+            result["cancel"] = {"state": cancelled["state"], "stopped_at_step": cancelled["progress_detail"]["step"],
+                                "seconds_to_cancelled": cancel_s, "gpu_mib_after_cancel": gpu_memory_mib(),
+                                "next_job": {"state": after["state"], **(after["timings"] or {})}}
         _, metrics = 200, urllib.request.urlopen(base + "/metrics").read().decode()
         result["metrics"] = [line for line in metrics.splitlines() if line and not line.startswith("#")]
     finally:
@@ -143,10 +145,11 @@ def main() -> None:
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"{n:>3} {j['state']:>9} {f(j.get('start_latency_s')):>8} {f(j.get('denoise_s')):>9} "
               f"{f(j.get('seconds_per_step')):>7} {f(j.get('decode_save_s')):>10} {f(j.get('total_s')):>8}  {j['gpu_mib_after']}")
-    c = result["cancel"]
-    print(f"cancel: {c['state']} at step {c['stopped_at_step']} after {c['seconds_to_cancelled']:.2f} s, "
-          f"GPU MiB {c['gpu_mib_after_cancel']}; next job {c['next_job']['state']}, "
-          f"start {c['next_job'].get('start_latency_s')}")
+    c = result.get("cancel")
+    if c:
+        print(f"cancel: {c['state']} at step {c['stopped_at_step']} after {c['seconds_to_cancelled']:.2f} s, "
+              f"GPU MiB {c['gpu_mib_after_cancel']}; next job {c['next_job']['state']}, "
+              f"start {c['next_job'].get('start_latency_s')}")
     print(f"wrote {path}")
 
 

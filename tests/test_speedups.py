@@ -439,3 +439,91 @@ def test_fast_swap_on_gpu_resident_without_offload(swapping, monkeypatch):
     reference = _Pipeline(torch.device("cuda", 0)).high_noise_model.to("cuda")(x)
     assert torch.equal(pipe._prepare_model_for_timestep(torch.tensor(900), 875, False)(x), reference)
     assert _devices(pipe.low_noise_model) == {"cuda"}
+
+
+# ---- WAN22_FAST_T5_LOAD ---------------------------------------------------------------------------
+
+T5_MODULE = '''
+import torch
+from torch import nn
+
+inits = []
+
+
+def init_weights(m):
+    if isinstance(m, nn.Linear):
+        inits.append(m.weight.device.type)
+        nn.init.normal_(m.weight, std=0.02)
+
+
+class Encoder(nn.Module):
+    def __init__(self, vocab, dim, num_layers):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_layers))
+        self.apply(init_weights)
+
+    def forward(self, ids):
+        x = self.token_embedding(ids)
+        for b in self.blocks:
+            x = x + b(x)
+        return x
+
+
+def _t5(name, encoder_only=False, return_tokenizer=False, dtype=torch.float32, device="cpu", **kwargs):
+    with torch.device(device):  # upstream: wan/modules/t5.py _t5
+        model = Encoder(**kwargs)
+    return model.to(dtype=dtype, device=device)
+
+
+def umt5_xxl(**kwargs):
+    cfg = dict(vocab=64, dim=32, num_layers=3)
+    cfg.update(**kwargs)
+    return _t5("umt5-xxl", **cfg)
+
+
+class T5EncoderModel:  # upstream's __init__, line for line, minus the tokenizer
+    def __init__(self, text_len, dtype=torch.bfloat16, device="cpu", checkpoint_path=None):
+        model = umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=dtype, device=device).eval().requires_grad_(False)
+        model.load_state_dict(torch.load(checkpoint_path, map_location="cpu"))
+        self.model = model
+        self.model.to(device)
+'''
+
+
+@pytest.fixture
+def t5_module(tmp_path):
+    module = types.ModuleType("wan.modules.t5")
+    exec(T5_MODULE, module.__dict__)
+    ckpt = tmp_path / "t5.pth"
+    torch.manual_seed(0)
+    torch.save(module.umt5_xxl(dtype=torch.bfloat16).state_dict(), ckpt)
+    module.inits.clear()
+    return module, str(ckpt)
+
+
+@pytest.mark.parametrize("flag", ["1", "0"])
+def test_fast_t5_load_builds_uninitialized_and_loads_the_same_weights(t5_module, monkeypatch, flag):
+    module, ckpt = t5_module
+    reference = torch.load(ckpt)
+    monkeypatch.setenv("WAN22_FAST_T5_LOAD", flag)
+    S._patch_t5_module(module)
+    enc = module.T5EncoderModel(text_len=8, checkpoint_path=ckpt)
+    state = enc.model.state_dict()
+    assert state.keys() == reference.keys()
+    assert all(torch.equal(state[k], reference[k]) and state[k].dtype == torch.bfloat16 for k in state)
+    assert {p.device.type for p in enc.model.parameters()} == {"cpu"}
+    # on: the random init ran on meta tensors only (nothing filled); off: upstream's CPU init
+    assert module.inits == (["meta"] * 3 if flag == "1" else ["cpu"] * 3)
+    assert module.umt5_xxl(dtype=torch.bfloat16).blocks[0].weight.device.type == "cpu"  # restored after __init__
+
+
+def test_fast_t5_load_keeps_upstreams_error_for_a_checkpoint_that_misses_weights(t5_module, tmp_path, monkeypatch):
+    module, ckpt = t5_module
+    partial = torch.load(ckpt)
+    partial.pop("blocks.2.weight")
+    torch.save(partial, tmp_path / "partial.pth")
+    monkeypatch.setenv("WAN22_FAST_T5_LOAD", "1")
+    S._patch_t5_module(module)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        module.T5EncoderModel(text_len=8, checkpoint_path=str(tmp_path / "partial.pth"))

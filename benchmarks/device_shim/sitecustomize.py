@@ -74,3 +74,25 @@ def _stub_module(name: str) -> types.ModuleType:
 for _name in ("decord", "librosa"):
     if importlib.util.find_spec(_name) is None:
         sys.modules[_name] = _stub_module(_name)
+
+# WAN22_BENCH_GPU_CAP_GIB=N (set by e2e_run.py --emulate-gpu-gib): emulate an N GiB card on a larger
+# one. Every process that initializes CUDA (the launcher's generate.py) caps its caching allocator at
+# N GiB of the card with torch.cuda.set_per_process_memory_fraction, right after CUDA initializes:
+# an allocation past the cap fails with CUDA out of memory as it would on the smaller card.
+import os as _os
+
+if _os.environ.get("WAN22_BENCH_GPU_CAP_GIB"):
+    import torch.cuda as _tc
+
+    _lazy_init = _tc._lazy_init
+
+    def _capped_lazy_init():
+        first = not _tc.is_initialized()
+        _lazy_init()
+        if first:
+            cap = float(_os.environ["WAN22_BENCH_GPU_CAP_GIB"])
+            total = _tc.get_device_properties(0).total_memory / 2**30
+            _tc.set_per_process_memory_fraction(min(1.0, cap / total))
+            print(f"wan22ctl bench shim: GPU memory capped at {cap:g} of {total:.1f} GiB", file=sys.stderr)
+
+    _tc._lazy_init = _capped_lazy_init

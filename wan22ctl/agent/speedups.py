@@ -47,6 +47,12 @@ Each is switched by an environment variable (1 = on, 0 = off) and installed by `
         runs a step is exactly 1.0 (per A14B expert: the (low, high) pair), the unconditional call
         returns the conditional output instead of running: the mix is then `cond` exactly (upstream
         differs by fp32 rounding), and each such step costs one forward instead of two.
+    WAN22_FAST_T5_LOAD (default 1)
+        Upstream's `T5EncoderModel` builds umt5-xxl's encoder (5.7 B parameters) on the CPU in
+        float32, fills every weight with random numbers (`init_weights`), casts it to bf16 and only
+        then loads the checkpoint over all of it. Here the encoder is built on the meta device and
+        materialized uninitialized in the requested dtype before the same `load_state_dict` (strict:
+        every parameter comes from the checkpoint, as before): same weights, tens of seconds less load.
     WAN22_FORWARD_TIMES (default 0; measurement, not a speedup)
         Synchronize around every DiT forward and print a `forward` event (seconds, which model
         instance: the two A14B experts are told apart) for per-expert step times.
@@ -69,7 +75,7 @@ from wan22ctl.agent.attention import _compiling
 from wan22ctl.protocol import emit
 
 FLAGS = {"WAN22_TIME_EMBED_ONCE": "1", "WAN22_FAST_ROPE": "1", "WAN22_COMPILE": "auto", "WAN22_FAST_SWAP": "1",
-         "WAN22_SKIP_UNCOND": "1", "WAN22_FORWARD_TIMES": "0"}
+         "WAN22_SKIP_UNCOND": "1", "WAN22_FAST_T5_LOAD": "1", "WAN22_FORWARD_TIMES": "0"}
 # WAN22_COMPILE=auto: compile when a run denoises at least this many steps. Measured on an H100
 # (BENCHMARKS.md): 720P pays ~17 s once and saves 1.4 s per forward (back within 7 steps), 480P
 # ~10 s and 0.6 s (back within 9 steps); 20 leaves room for slower compilers.
@@ -538,10 +544,35 @@ def _patch_pipeline_module(module) -> None:
         _patch_swap(cls)
 
 
+def _patch_t5_module(module) -> None:
+    """WAN22_FAST_T5_LOAD: `T5EncoderModel` builds its encoder uninitialized (meta, then `to_empty`)
+    since its `__init__` loads the checkpoint over every weight right after (strict load_state_dict)."""
+    cls, build = module.T5EncoderModel, getattr(module, "umt5_xxl", None)
+    if build is None or not enabled("WAN22_FAST_T5_LOAD") or "_wan22_init" in cls.__dict__:
+        return
+    init = cls._wan22_init = cls.__init__
+
+    def build_empty(**kwargs):
+        device = kwargs.pop("device", "cpu")
+        return build(device="meta", **kwargs).to_empty(device=device)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        module.umt5_xxl = build_empty
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            module.umt5_xxl = build
+
+    cls.__init__ = __init__
+
+
 def _patcher(fullname: str):
     patches = []
     if fullname == "wan.modules.model":
         patches.append(_patch_model_module)
+    if fullname == "wan.modules.t5":
+        patches.append(_patch_t5_module)
     if fullname in SWAP_MODULES:
         patches.append(_patch_pipeline_module)
     if fullname in GUIDED_MODULES:
@@ -592,7 +623,7 @@ def install(steps: int | None = None, offload: bool | None = None) -> dict[str, 
     flags = active()
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())
-    for name in ("wan.modules.model", *SWAP_MODULES, *GUIDED_MODULES):
+    for name in ("wan.modules.model", "wan.modules.t5", *SWAP_MODULES, *GUIDED_MODULES):
         loaded = sys.modules.get(name)
         if loaded is not None:
             _patcher(name)(loaded)
