@@ -66,6 +66,8 @@ COPY --from=wan22-source /opt/wan22ctl-source.requirements_animate.txt /tmp/wan2
 COPY --from=wan22-source /opt/wan22ctl-source.requirements_s2v.txt /tmp/wan22ctl-build/requirements_s2v.txt
 COPY docker/gpu-stack/family-requirements.sh /tmp/wan22ctl-build/
 RUN if [ "$GPU_STACK" = "true" ]; then bash /tmp/wan22ctl-build/family-requirements.sh; fi && rm -rf /tmp/wan22ctl-build
+# What the agent's inventory reports: `generate --tts-text` is refused up front without these packages.
+ENV WAN22_S2V_TTS=${WAN_S2V_TTS}
 
 # Attention kernels: flash-attn 2 (optional: the kit's default backends need none of it) and
 # FlashAttention-4 (CuTe DSL wheels, the fastest backend measured on Hopper).

@@ -166,8 +166,14 @@ def fixture_repos() -> dict[str, dict[str, bytes]]:
         for expert in ("high_noise_model", "low_noise_model"):
             lightning[f"{folder}/{expert}.safetensors"] = _payload(folder + expert, 48 * 1024)
         lightning[f"{folder}/{folder}-NativeComfy.json"] = _json({"nodes": []})
+    cosyvoice = {**{name: _payload("cosyvoice-" + name, 4096) for name in
+                    ("llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v2.onnx")},
+                 "cosyvoice2.yaml": b"sample_rate: 24000\n",
+                 "CosyVoice-BlankEN/config.json": _json({"model_type": "qwen2"}),
+                 "CosyVoice-BlankEN/model.safetensors": _payload("cosyvoice-blank-en", 8192)}
     return {
         "lightx2v/Wan2.2-Lightning": lightning,
+        "FunAudioLLM/CosyVoice2-0.5B": cosyvoice,
         "Wan-AI/Wan2.2-S2V-14B": s2v,
         "Wan-AI/Wan2.2-Animate-14B": animate,
         **{m.repo_id: fun_a14b(m.key) for m in catalog.FAMILY_MODELS if "a14b" in m.key},

@@ -415,17 +415,20 @@ def test_download_in_container_keeps_token_out_of_inspect_and_logs(dl_container,
 
 def test_the_rest_of_the_family_downloads_into_its_layouts(dl):
     """s2v and animate land under CHECKPOINT_DIR in upstream's layout (wav2vec2 folder; CLIP,
-    xlm-roberta, relighting LoRA and the preprocessing checkpoints); the Fun A14B models land in
-    VideoX-Fun's models/Diffusion_Transformer with their two experts; every one complete."""
-    r = dl("download", "s2v", "animate", "fun-a14b", "--local")
+    xlm-roberta, relighting LoRA and the preprocessing checkpoints), CosyVoice 2 (s2v's --tts-text)
+    beside them; the Fun A14B models land in VideoX-Fun's models/Diffusion_Transformer with their
+    two experts; every one complete."""
+    r = dl("download", "s2v", "animate", "cosyvoice", "fun-a14b", "--local")
     assert r.returncode == 0, r.stderr
     assert_same_tree(dl.hub, "Wan-AI/Wan2.2-S2V-14B", ckpt(dl) / "Wan2.2-S2V-14B")
+    assert_same_tree(dl.hub, "FunAudioLLM/CosyVoice2-0.5B", ckpt(dl) / "CosyVoice2-0.5B")
     assert_same_tree(dl.hub, "Wan-AI/Wan2.2-Animate-14B", ckpt(dl) / "Wan2.2-Animate-14B")
     assert (ckpt(dl) / "Wan2.2-Animate-14B/process_checkpoint/pose2d/vitpose_h_wholebody.onnx").is_file()
     videox = Path(dl.env["VIDEOX_MODELS_DIR"]) / "Diffusion_Transformer"
     for name in ("Wan2.2-Fun-A14B-InP", "Wan2.2-Fun-A14B-Control"):
         assert_same_tree(dl.hub, f"alibaba-pai/{name}", videox / name)
     states = models_json(dl)
-    assert {k: states[k]["state"] for k in ("s2v", "animate", "fun-a14b-inp", "fun-a14b-control", "vace-fun-a14b")} == \
-        {"s2v": "complete", "animate": "complete", "fun-a14b-inp": "complete", "fun-a14b-control": "complete",
-         "vace-fun-a14b": "absent"}
+    assert {k: states[k]["state"] for k in ("s2v", "animate", "cosyvoice", "fun-a14b-inp", "fun-a14b-control",
+                                            "vace-fun-a14b")} == \
+        {"s2v": "complete", "animate": "complete", "cosyvoice": "complete", "fun-a14b-inp": "complete",
+         "fun-a14b-control": "complete", "vace-fun-a14b": "absent"}

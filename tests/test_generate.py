@@ -29,9 +29,8 @@ H100 = "NVIDIA H100 80GB HBM3"
 
 
 def fake_checkpoints(root: Path) -> None:
-    """Every required file of the three Wan models, tiny, with a manifest: what `download` leaves."""
-    for task in catalog.TASKS.values():
-        model = catalog.model_for_task(task.name)
+    """Every required file of the Wan models (and CosyVoice's), tiny, with a manifest: what `download` leaves."""
+    for model in [catalog.model_for_task(task) for task in catalog.TASKS] + [catalog.COSYVOICE]:
         base = root / model.subdir
         files = {}
         for entry in model.required:

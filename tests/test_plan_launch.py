@@ -23,7 +23,7 @@ from wan22ctl.agent import outputs
 from wan22ctl.agent import progress as upstream_progress
 from wan22ctl.errors import UserError
 from wan22ctl.plan.inventory import Runtime
-from wan22ctl.plan.launch import LaunchPlan, build_request, plan_launch, synthetic_inventory
+from wan22ctl.plan.launch import LaunchPlan, build_request, plan_launch, staged_files, synthetic_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MP4 = REPO / "tests" / "standins" / "tiny.mp4"
@@ -446,6 +446,76 @@ def test_agent_runs_a_plan_without_docker(tmp_path, monkeypatch):
     calls = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     assert sorted(c["RANK"] for c in calls) == ["0", "1"] and {c["WORLD_SIZE"] for c in calls} == {"2"}
     assert not list((tmp_path / "out").glob(".partial-*"))
+
+
+def tts_request(voice: str, image: str = "/host/face.png", **kw):
+    return build_request("s2v-14B", "she speaks", seed=5, image=image, tts_text="hello there",
+                         tts_prompt_audio=voice, file_exists=lambda p: True, **kw)
+
+
+def test_tts_needs_an_image_built_with_cosyvoice():
+    """--tts-text is refused (exit 3, the fix named) where the agent says Wan's Python lacks CosyVoice's
+    packages; an offline plan (runtime not known) and an image built with them plan it."""
+    from wan22ctl.errors import EnvError
+
+    request = tts_request("/host/voice.wav", probe_inputs=False)
+    with pytest.raises(EnvError) as refused:
+        plan_launch(request, synthetic_inventory(1, 141), None, run_id="r1", runtime=Runtime(tts=False))
+    assert refused.value.exit_code == 3 and "WAN_S2V_TTS=true" in refused.value.fix
+    for runtime in (Runtime(), Runtime(tts=True)):
+        argv = plan_launch(request, synthetic_inventory(1, 141), None, run_id="r1", runtime=runtime).argv
+        assert "--enable_tts" in argv and "--audio" not in argv
+    assert Runtime.from_environ({"WAN22_S2V_TTS": "false"}, "/kit").tts is False
+    assert Runtime.from_environ({}, "/kit").tts is None
+
+
+def test_agent_runs_tts_with_the_checkpoint_dirs_cosyvoice(tmp_path):
+    """s2v --tts-text without Docker: the prompt recording is staged, CosyVoice2-0.5B in Wan2.2's
+    folder points at CHECKPOINT_DIR's (where upstream's load_tts looks), the stand-in speaks the
+    recording into tts.wav and runs the clips it needs; the sidecar names the text and the voice."""
+    pytest.importorskip("torch", reason="torch (the CPU wheel .ci/run installs) is needed to start wanrun")
+    import wave
+
+    wan = tmp_path / "wan2.2"
+    wan.mkdir()
+    shutil.copy(REPO / "tests" / "standins" / "wan2.2" / "generate.py", wan / "generate.py")
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "Wan2.2-S2V-14B").mkdir(parents=True)
+    (ckpt / "CosyVoice2-0.5B").mkdir()
+    image, voice = tmp_path / "face.png", tmp_path / "my voice.wav"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with wave.open(str(voice), "wb") as w:  # 6 s: two clips of 48 frames at 16 fps
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(b"\0\0" * 96000)
+    runtime = Runtime(python=sys.executable, wan22_dir=str(wan), output_dir=str(tmp_path / "out"),
+                      checkpoint_dir=str(ckpt), pythonpath=str(REPO), tts=True)
+    request = tts_request(str(voice), str(image), frame_num=48, sample_steps=2, tts_prompt_text="what I say")
+    p = plan_launch(request, synthetic_inventory(1, 141), None, run_id="tts1", runtime=runtime)
+    staged = dict(staged_files(p))
+    for source, target in ((str(image), p.image), *staged.items()):  # what `generate` copies into the container
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy(source, target)
+    env = {**os.environ, "WAN22_DIR": str(wan), "WAN22_OUTPUT_DIR": runtime.output_dir,
+           "WAN22_CHECKPOINT_DIR": str(ckpt), "WAN22_PYTHON": sys.executable, "WAN22_S2V_TTS": "true",
+           "WAN22_STANDIN_MP4": str(TINY_MP4), "WAN22_STANDIN_LOG": str(tmp_path / "calls.jsonl"),
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "generate", "--plan-json", json.dumps(p.to_dict())],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.readlink(wan / "CosyVoice2-0.5B") == str(ckpt / "CosyVoice2-0.5B")
+    assert (wan / "tts.wav").read_bytes() == voice.read_bytes()
+    (call,) = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    argv = call["argv"]
+    assert argv[argv.index("--tts_prompt_audio") + 1] == staged[str(voice)] and "--enable_tts" in argv
+    assert argv[argv.index("--tts_text") + 1] == "hello there" and "--audio" not in argv
+    clips = [json.loads(line.split(" ", 1)[1]).get("clip", 1) for line in proc.stdout.splitlines()
+             if line.startswith("@@wan22ctl ") and '"progress"' in line]
+    assert max(clips) == 2
+    (video,) = (tmp_path / "out").glob("*.mp4")
+    side = json.loads(video.with_suffix(".json").read_text())
+    assert (side["tts_text"], side["tts_prompt_text"], side["audio"]) == ("hello there", "what I say", None)
+    assert side["tts_prompt_audio"] == {"source": str(voice), "staged_as": staged[str(voice)]}
+    assert side["clips_expected"] is None and side["clips_run"] == 2
 
 
 def test_prompt_file_lines(tmp_path):

@@ -122,6 +122,42 @@ def test_submit_watch_cancel_and_play(tmp_path, browser):
         server.stop()
 
 
+def test_s2v_page_takes_an_image_and_the_speech(tmp_path, browser):
+    """A speech-to-video server: the page asks for an image and the speech (no seconds: the audio
+    sets the length) and shows the clips as they run."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_server import image_bytes
+    from tests.test_server_s2v import wav_bytes
+
+    face, talk = tmp_path / "face.png", tmp_path / "talk.wav"
+    face.write_bytes(image_bytes(64, 48, "PNG"))
+    talk.write_bytes(wav_bytes(7.0))  # two clips of 80 frames
+    server = Server(tmp_path, task="s2v-14B", env={"FAKE_WAN_STEP_S": "0.06"}).start()
+    try:
+        browser.get(server.api.base + "/")
+        wait_for(lambda: browser.find_element(By.ID, "create").is_displayed(), what="the prompt form")
+        assert browser.find_element(By.ID, "audio").is_displayed() and browser.find_element(By.ID, "image").is_displayed()
+        assert not browser.find_element(By.ID, "seconds").is_displayed()
+        browser.find_element(By.ID, "prompt").send_keys("she reads the news")
+        browser.find_element(By.ID, "steps").send_keys("6")
+        browser.find_element(By.ID, "image").send_keys(str(face))
+        browser.find_element(By.ID, "audio").send_keys(str(talk))
+        browser.find_element(By.ID, "submit").click()
+        card = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "li.job"), what="the job card")[0]
+        details = set()
+        while card.get_attribute("data-state") not in ("succeeded", "failed"):
+            details.add(card.find_element(By.CSS_SELECTOR, ".detail").text)
+            time.sleep(0.03)
+        assert card.get_attribute("data-state") == "succeeded", card.find_element(By.CSS_SELECTOR, ".error").text
+        assert any("clip 2 of 2" in d and "/12" in d for d in details), details  # steps count on across clips
+        assert "2 clip(s) of 80 frames" in card.find_element(By.CSS_SELECTOR, ".settings").text
+        call = next(c for c in server.calls_made() if c["input_prompt"] == "she reads the news")
+        assert call["audio_path"].endswith(".wav") and call["clips"] == 2
+    finally:
+        server.stop()
+
+
 def test_docs_page_renders_the_schema(tmp_path, browser):
     from selenium.webdriver.common.by import By
 

@@ -147,6 +147,8 @@ S2V = {"image": "/host/face.png", "audio": "/host/talk.wav"}
     ("ti2v-5B", 1, 141, {"guide_scale": 4.0}), ("ti2v-5B", 3, 24, {"offload": "on"}),
     ("s2v-14B", 1, 80, {**S2V, "pose_video": "/host/pose.mp4", "num_clip": 2, "start_from_ref": True}),
     ("s2v-14B", 8, 80, {**S2V, "frame_num": 48}),
+    ("s2v-14B", 1, 141, {"image": "/host/face.png", "tts_text": "hello there", "tts_prompt_audio": "/host/voice.wav",
+                         "tts_prompt_text": "what the voice says"}),
     ("animate-14B", 1, 141, {"src_root": "/host/process_results"}),
     ("animate-14B", 4, 80, {"src_root": "/host/process_results", "refert_num": 5, "replace": True,
                             "relighting_lora": True}),
@@ -162,9 +164,11 @@ def test_every_planned_argv_parses_with_upstreams_parser(task, count, mem, extra
         (task, request.size, request.frame_num, request.sample_steps)
     assert args.offload_model is plan.offload_model and args.ulysses_size == (plan.nproc if plan.nproc > 1 else 1)
     if task == "s2v-14B":  # upstream reads these, or falls back to its examples/ files
-        assert args.audio == plan.inputs["audio"] and args.image == plan.image
+        assert args.audio == plan.inputs.get("audio") and args.image == plan.image
         assert (args.pose_video, args.num_clip, args.start_from_ref) == \
             (plan.inputs.get("pose_video"), request.num_clip, request.start_from_ref)
+        assert (args.enable_tts, args.tts_prompt_audio, args.tts_text, args.tts_prompt_text) == \
+            (request.tts_text is not None, plan.inputs.get("tts_prompt_audio"), request.tts_text, request.tts_prompt_text)
     if task == "animate-14B":
         assert args.src_root_path == plan.inputs["src_root"] and args.prompt is None
         assert (args.refert_num, args.replace_flag, args.use_relighting_lora) == \

@@ -21,6 +21,7 @@ INPUTS = Path(__file__).resolve().parent / "inputs"  # media made once for this 
 WAV, TRUNCATED_WAV = str(INPUTS / "talk.wav"), str(INPUTS / "cut.wav")
 ANIMATE, ANIMATE_UNEVEN = str(INPUTS / "process_results"), str(INPUTS / "uneven")
 ENTRY_POINTS = (["plan"], ["generate", "--dry-run"], ["generate"])
+S2V_UPLOADS = {"image": "aGk=", "audio": "aGk="}  # their content is judged after the request's values
 
 # (CLI arguments, (server task, body) or None where the input has no server form, the one line)
 BAD_INPUTS = [
@@ -44,24 +45,41 @@ BAD_INPUTS = [
     (["--task", "t2v-A14B", "--offload", "maybe"], None, "--offload 'maybe'; choose auto, on, off or blocks"),
     (["--task", "t2v-A14B", "--gpus", "x"], None, "--gpus 'x': must be all, a count (e.g. 2) or indices (e.g. 0,2 or device=1)"),
     (["--task", "wan"], None, "unknown task 'wan'; choose one of t2v-A14B, i2v-A14B, ti2v-5B, s2v-14B, animate-14B"),
-    # s2v-14B: image and audio both required, the audio must decode, frames a clip are a multiple of 4
-    (["--task", "s2v-14B", "--audio", WAV], None, "s2v-14B needs --image PATH (upstream would silently use its example image)"),
-    (["--task", "s2v-14B", "--image", HERE], None,
-     "s2v-14B needs --audio PATH (upstream would silently use its example talk.wav)"),
+    # s2v-14B: image and speech both required (an audio file, or text CosyVoice speaks in a recorded
+    # voice), the audio must decode, frames a clip are a multiple of 4; the server gets uploads
+    (["--task", "s2v-14B", "--audio", WAV], ("s2v-14B", {"audio": "aGk="}),
+     "s2v-14B needs --image PATH (upstream would silently use its example image)"),
+    (["--task", "s2v-14B", "--image", HERE], ("s2v-14B", {"image": "aGk="}),
+     "s2v-14B needs --audio PATH or --tts-text TEXT (upstream would silently use its example talk.wav)"),
     (["--task", "s2v-14B", "--image", HERE, "--audio", "/nonexistent/talk.wav"], None,
      "audio /nonexistent/talk.wav: does not exist"),
     (["--task", "s2v-14B", "--image", HERE, "--audio", HERE], None,
      f"audio {HERE}: not audio that can be decoded (WAV, FLAC, MP3, Ogg or M4A, checked by its header)"),
     (["--task", "s2v-14B", "--image", HERE, "--audio", TRUNCATED_WAV], None, f"audio {TRUNCATED_WAV}: WAV without audio data"),
-    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--frame-num", "81"], None,
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--frame-num", "81"],
+     ("s2v-14B", {**S2V_UPLOADS, "frame_num": 81}),
      "--frame-num 81 is not a multiple of 4 for s2v-14B (frames a clip, generate.py's --infer_frames); use 80 or 84"),
-    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--num-clip", "0"], None, "--num-clip 0 must be at least 1"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--num-clip", "0"], ("s2v-14B", {**S2V_UPLOADS, "num_clip": 0}),
+     "--num-clip 0 must be at least 1"),
     (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--pose-video", HERE], None,
      f"pose video {HERE}: not a video (MP4, MOV, MKV/WebM or AVI, checked by its header)"),
-    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--size", "1280*960"], None,
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--size", "1280*960"],
+     ("s2v-14B", {**S2V_UPLOADS, "size": "1280*960"}),
      "size 1280*960 is not supported by s2v-14B; choose one of 720*1280, 1280*720, 480*832, 832*480, 1024*704, "
      "704*1024, 704*1280, 1280*704"),
-    (["--task", "t2v-A14B", "--audio", WAV], None, "--audio is for s2v-14B, not t2v-A14B"),
+    (["--task", "t2v-A14B", "--audio", WAV], ("t2v-A14B", {"audio": "aGk="}), "--audio is for s2v-14B, not t2v-A14B"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--tts-text", "hello", "--tts-prompt-audio", WAV], None,
+     "give --audio or --tts-text, not both (--tts-text has CosyVoice speak the text)"),
+    (["--task", "s2v-14B", "--image", HERE, "--tts-text", "hello"], None,
+     "--tts-text needs --tts-prompt-audio PATH, a recording of the voice to speak in (upstream would silently use "
+     "its example zero_shot_prompt.wav)"),
+    (["--task", "s2v-14B", "--image", HERE, "--tts-text", "  ", "--tts-prompt-audio", WAV], None,
+     "--tts-text is empty; give the words to speak"),
+    (["--task", "s2v-14B", "--image", HERE, "--audio", WAV, "--tts-prompt-audio", WAV], None,
+     "--tts-prompt-audio goes with --tts-text (the words CosyVoice speaks)"),
+    (["--task", "s2v-14B", "--image", HERE, "--tts-text", "hello", "--tts-prompt-audio", HERE], None,
+     f"TTS prompt audio {HERE}: not audio that can be decoded (WAV, FLAC, MP3, Ogg or M4A, checked by its header)"),
+    (["--task", "t2v-A14B", "--tts-text", "hello"], None, "--tts-text is for s2v-14B, not t2v-A14B"),
     # animate-14B: the prepared folder, its files and lengths, refert 1 or 5, no prompt, no size
     (["--task", "animate-14B"], None,
      "animate-14B needs --src-root FOLDER: what `wan22ctl animate-prep` wrote (src_pose.mp4, src_face.mp4, src_ref.png)"),
@@ -153,6 +171,15 @@ def test_generate_names_the_download_that_completes_the_checkpoints(tmp_path):
     r = cli_without_docker(tmp_path, "generate", "--task", "i2v-A14B", "--prompt", "x", "--image", HERE)
     assert r.returncode == 2 and r.stderr.strip().endswith("run: wan22ctl download i2v"), r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_tts_names_the_cosyvoice_download(tmp_path):
+    """--tts-text needs CosyVoice 2 under CHECKPOINT_DIR (upstream would fetch it from ModelScope mid-run)."""
+    r = cli_without_docker(tmp_path, "generate", "--task", "s2v-14B", "--prompt", "x", "--image", HERE,
+                           "--tts-text", "hello there", "--tts-prompt-audio", WAV)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"checkpoints for --tts-text are absent in {tmp_path / 'ckpt' / 'CosyVoice2-0.5B'}" in r.stderr
+    assert r.stderr.strip().endswith("run: wan22ctl download cosyvoice"), r.stderr
 
 
 def test_plan_without_docker(tmp_path):

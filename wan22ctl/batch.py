@@ -27,9 +27,9 @@ from wan22ctl.settings import Settings, read_user_text
 LINE_KEYS = ("task", "size", "frame_num", "steps", "sample_steps", "shift", "guide_scale", "seed", "solver", "image",
              "offload", "gpus", "dtype", "preset")
 # s2v-14B and animate-14B's inputs, under the same names; their paths are relative to the prompt file.
-INPUT_LINE_KEYS = ("audio", "pose_video", "num_clip", "start_from_ref", "src_root", "refert_num", "replace",
-                   "relighting_lora")
-PATH_KEYS = ("image", "audio", "pose_video", "src_root")
+INPUT_LINE_KEYS = ("audio", "pose_video", "num_clip", "start_from_ref", "tts_text", "tts_prompt_audio",
+                   "tts_prompt_text", "src_root", "refert_num", "replace", "relighting_lora")
+PATH_KEYS = ("image", "audio", "pose_video", "tts_prompt_audio", "src_root")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ class RequestOptions:
     pose_video: Any = None
     num_clip: Any = None
     start_from_ref: Any = False
+    tts_text: Any = None
+    tts_prompt_audio: Any = None
+    tts_prompt_text: Any = None
     src_root: Any = None
     refert_num: Any = None
     replace: Any = False
@@ -83,7 +86,8 @@ class RequestOptions:
             sample_shift=self.shift, guide_scale=self.guide_scale, seed=seed, solver=self.solver, image=paths["image"],
             offload=self.offload, gpus=self.gpus, dtype=dtype, preset=self.preset, loras=self.loras,
             audio=paths["audio"], pose_video=paths["pose_video"],
-            num_clip=self.num_clip, start_from_ref=self.start_from_ref, src_root=paths["src_root"],
+            num_clip=self.num_clip, start_from_ref=self.start_from_ref, tts_text=self.tts_text,
+            tts_prompt_audio=paths["tts_prompt_audio"], tts_prompt_text=self.tts_prompt_text, src_root=paths["src_root"],
             refert_num=self.refert_num, replace=self.replace, relighting_lora=self.relighting_lora,
             **({} if check_image else {"file_exists": lambda _: True, "probe_inputs": False}),
         )
@@ -194,17 +198,20 @@ NO_VALID_LINE = "no valid line in the prompt file"
 
 
 def checkpoint_problems(settings: Settings, jobs: list[Job]) -> list[str]:
-    """Problems with the checkpoints the jobs' tasks need, each naming the download that fixes it."""
+    """Problems with the checkpoints the jobs need (their tasks', and CosyVoice's for --tts-text),
+    each naming the download that fixes it."""
     from wan22ctl.hub.state import model_dir, model_state
 
+    needed = {task: catalog.model_for_task(task) for task in sorted({j.request.task for j in valid_jobs(jobs)})}
+    if any(j.request.tts_text is not None for j in valid_jobs(jobs)):
+        needed["--tts-text"] = catalog.COSYVOICE
     problems = []
-    for task in sorted({j.request.task for j in valid_jobs(jobs)}):
-        model = catalog.model_for_task(task)
+    for label, model in needed.items():
         state, missing, _ = model_state(model, settings.checkpoint_dir)
         if state != "complete":
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             problems.append(
-                f"checkpoints for {task} are {state} in {model_dir(model, settings.checkpoint_dir)}"
+                f"checkpoints for {label} are {state} in {model_dir(model, settings.checkpoint_dir)}"
                 f" (missing: {shown}); run: wan22ctl download {model.key}")
     return problems
 

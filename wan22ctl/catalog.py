@@ -180,6 +180,17 @@ FAMILY_MODELS: tuple[Model, ...] = (
 )
 MODELS = MODELS + FAMILY_MODELS
 
+# CosyVoice 2 (FunAudioLLM), the text-to-speech model s2v-14B's --enable_tts runs: upstream's
+# WanS2V.load_tts opens `CosyVoice2-0.5B` in its working folder (and downloads it from ModelScope
+# there when absent, at run time); the kit keeps it under CHECKPOINT_DIR and links it in per run.
+COSYVOICE = Model(
+    key="cosyvoice", repo_id="FunAudioLLM/CosyVoice2-0.5B", modelscope_id="iic/CosyVoice2-0.5B",
+    subdir="CosyVoice2-0.5B", mount="checkpoints",
+    required=("llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v2.onnx", "CosyVoice-BlankEN/"),
+    approx_gb=5, description="CosyVoice 2 text-to-speech (0.5B) for s2v-14B's --tts-text",
+)
+MODELS += (COSYVOICE,)
+
 # Wan2.2-Lightning (ModelTC, weights at lightx2v/Wan2.2-Lightning): one rank-64 LoRA per A14B expert,
 # `high_noise_model.safetensors` + `low_noise_model.safetensors` in a folder per release. The repo holds
 # several releases and ComfyUI workflows; a selector fetches its folder alone. Not on ModelScope here.
@@ -220,6 +231,7 @@ SELECTORS: dict[str, tuple[str, ...]] = {
     "cogvideox-fun": ("cogvideox-fun",),
     "all-wan": ("t2v", "i2v", "ti2v-5b"),
     **{m.key: (m.key,) for m in FAMILY_MODELS},
+    "cosyvoice": ("cosyvoice",),
     "fun-a14b": ("fun-a14b-inp", "fun-a14b-control"),  # the two the VideoX-Fun UI serves
     "lightning-t2v": ("lightning-t2v",),
     "lightning-i2v": ("lightning-i2v",),
@@ -272,7 +284,7 @@ class Task:
     clips: bool = False  # the denoising loop runs once per clip (upstream's own clip count)
     dit_dtype: str = "fp32"  # how the DiT is stored and loaded: s2v/animate load bf16 (from_pretrained torch_dtype)
     memory_source: str = "official table"  # where the memory figures come from
-    served: bool = True  # the resident server can load it (`up --serve`, SERVER_TASK)
+    unserved_because: str = ""  # why the resident server cannot load it ("": it can; `up --serve`, SERVER_TASK)
 
 
 TASKS: dict[str, Task] = {
@@ -304,8 +316,8 @@ TASKS: dict[str, Task] = {
         default_size="1024*704", frame_num=80, sample_steps=40, sample_shift=3.0, guide_scale=(4.5,), fps=16,
         needs_image=True, accepts_image=True, moe=False, boundary=None,
         dit_params_b=16.0, single_gpu_min_gb=80, frame_rule="4n", frame_flag="--infer_frames",
-        inputs=("audio", "pose_video", "num_clip", "start_from_ref"), clips=True, dit_dtype="bf16",
-        memory_source="estimate (README: 80 GB for one GPU; no measured table)", served=False,
+        inputs=("audio", "pose_video", "num_clip", "start_from_ref", "tts_text", "tts_prompt_audio", "tts_prompt_text"),
+        clips=True, dit_dtype="bf16", memory_source="estimate (README: 80 GB for one GPU; no measured table)",
     ),
     # Clips of --frame_num frames (77) overlapping by --refert_num, over the preprocessed pose video.
     "animate-14B": Task(
@@ -315,7 +327,11 @@ TASKS: dict[str, Task] = {
         needs_image=False, accepts_image=False, moe=False, boundary=None,
         dit_params_b=17.3, single_gpu_min_gb=80, takes_prompt=False, size_from_inputs=True,
         inputs=("src_root", "refert_num", "replace", "relighting_lora"), clips=True, dit_dtype="bf16",
-        memory_source="estimate (no official figure)", served=False,
+        memory_source="estimate (no official figure)",
+        unserved_because="its input is a folder that `wan22ctl animate-prep` makes from a driving video and a "
+                         "character image (pose and face videos, minutes of preprocessing models), not something a "
+                         "request uploads; run `wan22ctl animate-prep --video V --image I`, then `wan22ctl generate "
+                         "--task animate-14B --src-root FOLDER`",
     ),
 }
 
@@ -373,7 +389,16 @@ def task_names() -> list[str]:
 
 def served_task_names() -> list[str]:
     """The tasks the resident server can load (SERVER_TASK's choices)."""
-    return [name for name, t in TASKS.items() if t.served]
+    return [name for name, t in TASKS.items() if not t.unserved_because]
+
+
+def check_served(task: str) -> str:
+    """`task` when the resident server can load it; UserError saying why not and what to run instead."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; the server runs {', '.join(served_task_names())}")
+    if TASKS[task].unserved_because:
+        raise UserError(f"the server does not run {task}: {TASKS[task].unserved_because}")
+    return task
 
 
 def s2v_clip_count(audio_seconds: float, infer_frames: int, fps: int = 16) -> int:

@@ -9,7 +9,8 @@ ends in a traceback. These readers parse the containers' own headers with the st
 - video: MP4/MOV (the video track's sample count, size and duration), the container
   preprocessing and most tools write; Matroska/WebM and AVI are recognised, not counted;
 - images: PNG, JPEG, WebP or BMP by their first bytes.
-Used on the host (`plan.launch.build_request`) and in the container (the agent records what it read).
+Used on the host (`plan.launch.build_request`), in the container (the agent records what it read)
+and by the resident server on uploads (`audio_info_of`, `video_info_of`: the same readers on bytes).
 """
 
 from __future__ import annotations
@@ -218,7 +219,11 @@ def _m4a(data: bytes) -> float:
 
 def audio_info(path: str) -> AudioInfo:
     """The audio's format and length; MediaError when it is none of the formats or is damaged."""
-    data = _read(path)
+    return audio_info_of(_read(path))
+
+
+def audio_info_of(data: bytes) -> AudioInfo:
+    """`audio_info` of a file's bytes (an upload)."""
     if not data:
         raise MediaError("is empty")
     readers = ((lambda d: d[:4] == b"RIFF" and d[8:12] == b"WAVE", "wav", _wav),
@@ -240,7 +245,11 @@ def audio_info(path: str) -> AudioInfo:
 
 def video_info(path: str) -> VideoInfo:
     """An MP4's video track (frames, size, seconds); MKV/WebM and AVI recognised without counting."""
-    data = _read(path)
+    return video_info_of(_read(path))
+
+
+def video_info_of(data: bytes) -> VideoInfo:
+    """`video_info` of a file's bytes (an upload)."""
     if not data:
         raise MediaError("is empty")
     if data[:4] == b"\x1aE\xdf\xa3":

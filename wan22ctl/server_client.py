@@ -14,6 +14,7 @@ import base64
 import json
 from typing import Callable, Iterator
 
+from wan22ctl import catalog
 from wan22ctl.errors import EnvError, RunFailed, UserError
 from wan22ctl.settings import Settings
 
@@ -148,7 +149,7 @@ def call(settings: Settings, method: str, path: str, body=None):
 
 
 def request_body(request) -> dict:
-    """The `POST /v1/videos` body for a `plan.launch.GenerationRequest` (its image read and encoded)."""
+    """The `POST /v1/videos` body for a `plan.launch.GenerationRequest` (its files read and encoded)."""
     from wan22ctl.paths import CONTAINER_CHECKPOINT_DIR
 
     body = {"prompt": request.prompt, "task": request.task, "size": request.size, "frame_num": request.frame_num,
@@ -161,9 +162,15 @@ def request_body(request) -> dict:
         body["preset"] = request.preset
     if request.guide_scale is not None:
         body["sample_guide_scale"] = float(request.guide_scale)
-    if request.image:
-        with open(request.image, "rb") as f:
-            body["image"] = base64.b64encode(f.read()).decode("ascii")
+    for name in ("image", "audio", "pose_video"):
+        path = getattr(request, name)
+        if path:
+            with open(path, "rb") as f:
+                body[name] = base64.b64encode(f.read()).decode("ascii")
+    if "audio" in catalog.TASKS[request.task].inputs:  # s2v-14B
+        body.update(num_clip=request.num_clip, start_from_ref=request.start_from_ref)
+        if request.tts_text is not None:  # the server says why it does not synthesize speech (400)
+            body["tts_text"] = request.tts_text
     return body
 
 

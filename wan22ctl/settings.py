@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from wan22ctl.catalog import served_task_names
+from wan22ctl.catalog import TASKS, served_task_names
 from wan22ctl.errors import UserError
 
 # ---------------------------------------------------------------------------- value parsers
@@ -158,17 +158,14 @@ def _git_ref(value: str) -> str:
     return v
 
 
-def _choice_exact(*choices: str) -> Callable[[str], str]:
-    """Like _choice, for case-sensitive names (Wan2.2 task names)."""
-    by_lower = {c.lower(): c for c in choices}
-
-    def parse(value: str) -> str:
-        v = by_lower.get(value.strip().lower())
-        if v is None:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return v
-
-    return parse
+def _server_task(value: str) -> str:
+    """A task the resident server can load (case-insensitive); a task it cannot says why."""
+    name = {t.lower(): t for t in TASKS}.get(value.strip().lower())
+    if name is None:
+        raise ValueError(f"must be one of {', '.join(served_task_names())}")
+    if TASKS[name].unserved_because:
+        raise ValueError(f"the server does not run {name}: {TASKS[name].unserved_because}")
+    return name
 
 
 def _ip_address(value: str) -> str:
@@ -264,7 +261,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("WAN22_REF", "42bf4cfaa384bc21833865abc2f9e6c0e67233dc", _git_ref, "Wan2.2 commit the image is pinned to", group="image"),
     SettingSpec("WAN22_SOURCE", "", _source_path, "Wan2.2 tree or .tar/.tar.gz inside the kit folder to build from instead of cloning WAN22_REPO (no GitHub needed; name its commit in WAN22_REF)", group="image"),
     SettingSpec("WAN_ANIMATE_PREP", "true", _bool, "install Wan2.2's requirements_animate.txt (what `wan22ctl animate-prep` runs)", group="image", typed=_true),
-    SettingSpec("WAN_S2V_TTS", "false", _bool, "install Wan2.2's requirements_s2v.txt (CosyVoice text-to-speech for s2v; it downloads its model at run time)", group="image", typed=_true),
+    SettingSpec("WAN_S2V_TTS", "false", _bool, "install Wan2.2's requirements_s2v.txt (CosyVoice text-to-speech for `generate --task s2v-14B --tts-text`; model: `wan22ctl download cosyvoice`)", group="image", typed=_true),
     SettingSpec("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cu128", _nonempty, "pip index torch comes from (https://pypi.org/simple serves the same CUDA 12.8 build; or a mirror)", group="image"),
     SettingSpec("REGISTRY_USERNAME", "", _text, "user for `wan22ctl push`/`pull` to a private registry", group="image"),
     SettingSpec("REGISTRY_PASSWORD", "", _text, "password or token for that registry (never stored or logged)", secret=True, group="image"),
@@ -299,7 +296,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_UI_MODE", "auto", _choice("auto", "host", "normal"), "host: load VIDEOX_MODEL at start; normal: VideoX-Fun's model picker; auto: host when the model is downloaded", group="videox"),
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
     # -- resident server (`wan22ctl up --serve`, `jobs`, `wait`, `cancel`)
-    SettingSpec("SERVER_TASK", "ti2v-5B", _choice_exact(*served_task_names()), "task the resident server loads once and serves (`up --serve`)", group="server"),
+    SettingSpec("SERVER_TASK", "ti2v-5B", _server_task, "task the resident server loads once and serves (`up --serve`)", group="server"),
     SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server", typed=int),
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),

@@ -8,7 +8,8 @@
 #   without its optional CUDA extension; moviepy is added (the preprocessing imports it, upstream
 #   does not list it).
 # - requirements_s2v.txt when WAN_S2V_TTS=true (default false): CosyVoice's stack for s2v's
-#   `--enable_tts`, which also clones CosyVoice and downloads its model at run time (network).
+#   `--enable_tts` (`generate --tts-text`). Upstream clones CosyVoice's code at the first such run
+#   (network); the model is CHECKPOINT_DIR's (`wan22ctl download cosyvoice`), linked in per run.
 # A tree without the file (a stand-in, an older Wan2.2) skips that part and says so.
 set -euo pipefail
 dir=/tmp/wan22ctl-build

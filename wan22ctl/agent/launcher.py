@@ -9,7 +9,8 @@ at real folders). Steps:
    image's) is re-rendered for this one, and the agent says so (`plan_adjusted` event);
 2. lock the plan's GPUs (`locks.py`): a second run on the same GPUs waits, saying who holds
    them, or exits 75 at once with --no-wait;
-3. start the plan's argv with the plan's environment in its own process group;
+3. start the plan's argv with the plan's environment in its own process group (s2v with
+   --tts-text: CHECKPOINT_DIR's CosyVoice model linked where upstream looks for it);
 4. turn upstream's log lines and tqdm bar into `phase` and `progress` events (`progress.py`);
 5. after exit 0, check the temporary file is a complete MP4 (upstream exits 0 when saving
    failed), move it to a readable final name without overwriting anything, and write the
@@ -217,6 +218,20 @@ def _video_size(video: str, size: str) -> tuple[int, int]:
     return w, h
 
 
+def link_tts_model(plan: LaunchPlan) -> None:
+    """Point `CosyVoice2-0.5B` in Wan2.2's working folder at CHECKPOINT_DIR's copy: upstream's
+    WanS2V.load_tts opens that relative name (and would download the model there, from
+    ModelScope, when it is absent). A real folder of that name is upstream's own download: kept."""
+    from wan22ctl import catalog
+
+    link = os.path.join(plan.cwd, catalog.COSYVOICE.subdir)
+    target = os.path.join(plan.runtime.checkpoint_dir, catalog.COSYVOICE.subdir)
+    if os.path.islink(link) and os.readlink(link) != target:
+        os.unlink(link)
+    if not os.path.lexists(link):
+        os.symlink(target, link)
+
+
 def _task_input_record(plan: LaunchPlan, tracker: ProgressTracker) -> dict:
     """s2v / animate fields of the sidecar: each input's original and staged path, the clip settings."""
     from wan22ctl import catalog
@@ -297,6 +312,8 @@ def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_i
         if not progress:
             echo(sys.stderr, line)
 
+    if plan.request.get("tts_text") is not None:
+        link_tts_model(plan)
     try:
         proc = subprocess.Popen(argv, cwd=plan.cwd, env={**os.environ, **plan.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -29,7 +29,7 @@ PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="What to gene
 PromptFileOpt = Annotated[Optional[Path], typer.Option("--prompt-file", help="A batch: one prompt a line, or JSONL lines with per-line options.")]
 
 # -- download / verify
-SelectorsArg = Annotated[list[str], typer.Argument(help="Models: t2v, i2v, ti2va (= t2v + i2v), ti2v-5b, s2v, animate, all-wan, the VideoX-Fun models (fun-control, fun-a14b, ...: see README), or a repo id.")]
+SelectorsArg = Annotated[list[str], typer.Argument(help="Models: t2v, i2v, ti2va (= t2v + i2v), ti2v-5b, s2v, animate, cosyvoice (s2v's text-to-speech), all-wan, the VideoX-Fun models (fun-control, fun-a14b, ...: see README), or a repo id.")]
 LocalOpt = Annotated[bool, typer.Option("--local", help="Run on the host instead of in the container.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Files transferred (or hashed) in parallel.")]
 RevisionOpt = Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the repos.")]
@@ -60,6 +60,9 @@ REQUEST_OPTIONS: dict[str, tuple[Any, Any]] = {
     "pose_video": (Annotated[Optional[Path], typer.Option("--pose-video", help="s2v-14B: a DW-pose video that drives the body.")], None),
     "num_clip": (Annotated[Optional[int], typer.Option("--num-clip", help="s2v-14B: at most this many clips (default: as many as the audio needs).")], None),
     "start_from_ref": (Annotated[bool, typer.Option("--start-from-ref", help="s2v-14B: the image is the first frame.")], False),
+    "tts_text": (Annotated[Optional[str], typer.Option("--tts-text", help="s2v-14B: words CosyVoice speaks instead of --audio (image built with WAN_S2V_TTS=true; `wan22ctl download cosyvoice`).")], None),
+    "tts_prompt_audio": (Annotated[Optional[Path], typer.Option("--tts-prompt-audio", help="s2v-14B with --tts-text: a recording of the voice to speak in (upstream: at least 16 kHz, 5-15 s).")], None),
+    "tts_prompt_text": (Annotated[Optional[str], typer.Option("--tts-prompt-text", help="s2v-14B with --tts-text: exactly what the prompt recording says (left out: CosyVoice's cross-lingual mode).")], None),
     # animate-14B
     "src_root": (Annotated[Optional[Path], typer.Option("--src-root", help="animate-14B: the folder `wan22ctl animate-prep` wrote.")], None),
     "refert_num": (Annotated[Optional[int], typer.Option("--refert-num", help="animate-14B: frames carried from clip to clip, 1 (default) or 5.")], None),

@@ -185,8 +185,9 @@ class RunView:
             self._server_phase = p["phase"]
             self.on_event({"event": "phase", "name": SERVER_PHASES[p["phase"]], "state": "start"})
         if p.get("phase") in ("denoising", "decoding", "saving"):
+            clips = {"clip": p["clip"], "clips": p["clips"]} if p.get("clips", 1) > 1 else {}  # steps count on across them
             self.on_event({"event": "progress", "step": p.get("step", 0), "total": p.get("total"),
-                           "eta_s": p.get("eta_seconds")})
+                           "eta_s": p.get("eta_seconds"), **clips})
             if p.get("expert") and p["phase"] == "denoising":
                 self._describe(f"denoising ({p['expert'].replace('_', '-')} expert)")
 

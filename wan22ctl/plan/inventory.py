@@ -52,7 +52,7 @@ class Runtime:
     """How and where the container side starts Wan2.2. The defaults are the image's; a machine
     running the agent outside the image (or a test image) says otherwise through its environment:
     WAN22_PYTHON, WAN22_TORCHRUN, WAN22_BOOTSTRAP (0: run upstream's generate.py as is), WAN22_DIR,
-    WAN22_OUTPUT_DIR, WAN22_CHECKPOINT_DIR, and PYTHONPATH/WAN22CTL_SRC for the kit's source."""
+    WAN22_OUTPUT_DIR, WAN22_CHECKPOINT_DIR, WAN22_S2V_TTS, and PYTHONPATH/WAN22CTL_SRC for the kit's source."""
 
     python: str = "python3"
     torchrun: str = "torchrun"
@@ -61,6 +61,9 @@ class Runtime:
     output_dir: str = paths.CONTAINER_OUTPUT_DIR
     checkpoint_dir: str = paths.CONTAINER_CHECKPOINT_DIR
     pythonpath: str = paths.CONTAINER_KIT_DIR  # what Wan's python is started with (the kit's source first)
+    # Wan's Python has CosyVoice's packages for s2v's text-to-speech (the image's WAN22_S2V_TTS, from
+    # its WAN_S2V_TTS build argument); None: not known (a machine that does not say, an offline plan)
+    tts: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +84,7 @@ class Runtime:
             output_dir=environ.get("WAN22_OUTPUT_DIR") or paths.CONTAINER_OUTPUT_DIR,
             checkpoint_dir=environ.get("WAN22_CHECKPOINT_DIR") or paths.CONTAINER_CHECKPOINT_DIR,
             pythonpath=os.pathsep.join(p for p in (kit_dir, environ.get("PYTHONPATH")) if p),
+            tts={"true": True, "false": False}.get(environ.get("WAN22_S2V_TTS", "").strip().lower()),
         )
 
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 from wan22ctl import catalog, schedules
-from wan22ctl.errors import UserError
+from wan22ctl.errors import EnvError, UserError
 from wan22ctl.plan import lowmem
 from wan22ctl.plan.inventory import Gpu, Runtime
 from wan22ctl.settings import GpuSelection, parse_gpu_selection
@@ -71,6 +71,11 @@ class GenerationRequest:
     pose_video: str | None = None
     num_clip: int | None = None  # None: as many clips as the audio needs
     start_from_ref: bool = False
+    # s2v-14B's speech made by CosyVoice instead of --audio: the words, the voice to speak them in
+    # (a host path) and, optionally, what that recording says (else CosyVoice's cross-lingual mode)
+    tts_text: str | None = None
+    tts_prompt_audio: str | None = None
+    tts_prompt_text: str | None = None
     # animate-14B: the folder `animate-prep` wrote
     src_root: str | None = None
     refert_num: int | None = None
@@ -134,6 +139,9 @@ def build_request(
     pose_video: str | None = None,
     num_clip: int | None = None,
     start_from_ref: bool = False,
+    tts_text: str | None = None,
+    tts_prompt_audio: str | None = None,
+    tts_prompt_text: str | None = None,
     src_root: str | None = None,
     refert_num: int | None = None,
     replace: bool = False,
@@ -205,7 +213,8 @@ def build_request(
         raise UserError(f"image {image} does not exist or is not a file")
     gpu_selection(gpus)
     extra = task_inputs(t, frame_num, audio=audio, pose_video=pose_video, num_clip=num_clip,
-                        start_from_ref=start_from_ref, src_root=src_root, refert_num=refert_num, replace=replace,
+                        start_from_ref=start_from_ref, tts_text=tts_text, tts_prompt_audio=tts_prompt_audio,
+                        tts_prompt_text=tts_prompt_text, src_root=src_root, refert_num=refert_num, replace=replace,
                         relighting_lora=relighting_lora, probe=probe_inputs)
     return GenerationRequest(
         task=task, prompt=prompt.strip(), size=size, frame_num=frame_num, sample_steps=sample_steps,
@@ -229,25 +238,31 @@ def check_frames(task: catalog.Task, frames: int) -> None:
 
 # The s2v/animate request fields: their option names (messages) and which task takes them.
 INPUT_FLAGS = {"audio": "--audio", "pose_video": "--pose-video", "num_clip": "--num-clip",
-               "start_from_ref": "--start-from-ref", "src_root": "--src-root", "refert_num": "--refert-num",
+               "start_from_ref": "--start-from-ref", "tts_text": "--tts-text", "tts_prompt_audio": "--tts-prompt-audio",
+               "tts_prompt_text": "--tts-prompt-text", "src_root": "--src-root", "refert_num": "--refert-num",
                "replace": "--replace", "relighting_lora": "--relighting-lora"}
 _INPUT_TASKS = {name: next(t.name for t in catalog.TASKS.values() if name in t.inputs) for name in INPUT_FLAGS}
 
 
 def task_inputs(task: catalog.Task, frame_num: int, *, audio=None, pose_video=None, num_clip=None,
-                start_from_ref=False, src_root=None, refert_num=None, replace=False, relighting_lora=False,
-                probe: bool = True) -> dict:
+                start_from_ref=False, tts_text=None, tts_prompt_audio=None, tts_prompt_text=None, src_root=None,
+                refert_num=None, replace=False, relighting_lora=False, probe: bool = True) -> dict:
     """The s2v / animate fields of a request, checked; UserError for the first problem.
 
-    s2v-14B: an audio file (its length decides the clips), an optional pose video, a clip cap.
+    s2v-14B: the speech, as an audio file (its length decides the clips) or as text CosyVoice
+    speaks in the voice of a prompt recording (its length is known only once spoken); an optional
+    pose video, a clip cap.
     animate-14B: the folder `animate-prep` wrote, with the files Wan-Animate opens (replacement
     also src_bg.mp4 and src_mask.mp4), videos of one frame count, --refert-num 1 or 5.
     """
     from wan22ctl import media
 
     given = {"audio": audio, "pose_video": pose_video, "num_clip": num_clip, "start_from_ref": start_from_ref,
+             "tts_text": tts_text, "tts_prompt_audio": tts_prompt_audio, "tts_prompt_text": tts_prompt_text,
              "src_root": src_root, "refert_num": refert_num, "replace": replace, "relighting_lora": relighting_lora}
-    _check_types(text={"--audio": audio, "--pose-video": pose_video, "--src-root": src_root},
+    _check_types(text={"--audio": audio, "--pose-video": pose_video, "--tts-text": tts_text,
+                       "--tts-prompt-audio": tts_prompt_audio, "--tts-prompt-text": tts_prompt_text,
+                       "--src-root": src_root},
                  whole={"--num-clip": num_clip, "--refert-num": refert_num}, number={})
     for name in ("start_from_ref", "replace", "relighting_lora"):
         if not isinstance(given[name], bool):
@@ -257,14 +272,14 @@ def task_inputs(task: catalog.Task, frame_num: int, *, audio=None, pose_video=No
             raise UserError(f"{INPUT_FLAGS[name]} is for {_INPUT_TASKS[name]}, not {task.name}")
     out = {k: v for k, v in given.items() if k in task.inputs}
     if "audio" in task.inputs:
-        if not audio:
-            raise UserError(f"{task.name} needs --audio PATH (upstream would silently use its example talk.wav)")
+        speech(audio, tts_text, tts_prompt_audio, tts_prompt_text, task.name)
         if num_clip is not None and num_clip < 1:
             raise UserError(f"--num-clip {num_clip} must be at least 1")
         if probe:
-            seconds = _probe(media.audio_info, "audio", audio).seconds
-            clips = catalog.s2v_clip_count(seconds, frame_num, task.fps)
-            out["clips"] = min(clips, num_clip) if num_clip else clips
+            if audio:
+                out["clips"] = s2v_clips(_probe(media.audio_info, "audio", audio).seconds, frame_num, num_clip)
+            else:
+                _probe(media.audio_info, "TTS prompt audio", tts_prompt_audio)
             if pose_video:
                 _probe(media.video_info, "pose video", pose_video)
     if "src_root" in task.inputs:
@@ -279,6 +294,34 @@ def task_inputs(task: catalog.Task, frame_num: int, *, audio=None, pose_video=No
         if probe:
             out["clips"] = catalog.animate_clip_count(_animate_source_frames(src_root, replace), frame_num, refert)
     return out
+
+
+def speech(audio, tts_text, tts_prompt_audio, tts_prompt_text, task: str) -> None:
+    """s2v's speech: an audio file, or text for CosyVoice with the recording whose voice it takes
+    (upstream fills whichever is missing from its examples/ folder without a word)."""
+    if audio and tts_text is not None:
+        raise UserError("give --audio or --tts-text, not both (--tts-text has CosyVoice speak the text)")
+    if tts_text is None:
+        for name, value in (("--tts-prompt-audio", tts_prompt_audio), ("--tts-prompt-text", tts_prompt_text)):
+            if value is not None:
+                raise UserError(f"{name} goes with --tts-text (the words CosyVoice speaks)")
+        if not audio:
+            raise UserError(f"{task} needs --audio PATH or --tts-text TEXT (upstream would silently use its "
+                            "example talk.wav)")
+        return
+    if not tts_text.strip():
+        raise UserError("--tts-text is empty; give the words to speak")
+    if not tts_prompt_audio:
+        raise UserError("--tts-text needs --tts-prompt-audio PATH, a recording of the voice to speak in "
+                        "(upstream would silently use its example zero_shot_prompt.wav)")
+    if tts_prompt_text is not None and not tts_prompt_text.strip():
+        raise UserError("--tts-prompt-text is empty; give what the prompt recording says, or leave it out")
+
+
+def s2v_clips(audio_seconds: float, frame_num: int, num_clip: int | None) -> int:
+    """The clips WanS2V runs for an audio of this length, at most `num_clip`."""
+    clips = catalog.s2v_clip_count(audio_seconds, frame_num, catalog.TASKS["s2v-14B"].fps)
+    return min(clips, num_clip) if num_clip else clips
 
 
 def _probe(read, what: str, path: str):
@@ -676,7 +719,7 @@ class LaunchPlan:
 _BOOTSTRAP_REASON = f"started through {BOOTSTRAP_MODULE}"
 
 # Inputs besides the image that are copied into the run's staging folder (host paths in the request).
-STAGED_INPUTS = ("audio", "pose_video", "src_root")
+STAGED_INPUTS = ("audio", "pose_video", "tts_prompt_audio", "src_root")
 
 
 def staged_input_path(output_dir: str, run_id: str, name: str, host_path: str) -> str:
@@ -710,6 +753,10 @@ def task_input_args(req: dict, inputs: dict[str, str]) -> list[str]:
         args += ["--num_clip", str(req["num_clip"])]
     if req.get("start_from_ref"):
         args.append("--start_from_ref")
+    if req.get("tts_text") is not None:
+        args += ["--enable_tts", "--tts_prompt_audio", inputs["tts_prompt_audio"], "--tts_text", req["tts_text"]]
+        if req.get("tts_prompt_text") is not None:
+            args += ["--tts_prompt_text", req["tts_prompt_text"]]
     if "src_root" in inputs:
         args += ["--src_root_path", inputs["src_root"], "--refert_num", str(req["refert_num"])]
     if req.get("replace"):
@@ -853,6 +900,9 @@ def plan_launch(
     if not runtime.bootstrap and (request.loras or request.solver == "euler"):
         raise UserError("LoRAs and the euler solver need the kit's bootstrap (wan22ctl.agent.wanrun); "
                         "upstream's generate.py has neither")
+    if request.tts_text is not None and runtime.tts is False:
+        raise EnvError("--tts-text needs CosyVoice's packages (Wan2.2's requirements_s2v.txt), which this image was "
+                       "built without", fix="set WAN_S2V_TTS=true in .env and run `wan22ctl up` (it rebuilds the image)")
     allowed, fixed = _select_gpus(request, inventory)
     heads = task.num_heads
     reasons: list[str] = []

@@ -18,7 +18,9 @@ Behaviour on request, by a marker in the prompt:
   @@badsave  write half an MP4 (a cut-short write) and exit 0
   @@slow     0.25 s per denoising step (default WAN22_STANDIN_STEP_S or 0.005 s)
 s2v-14B and animate-14B run their clips as upstream does: one bar a clip, the clip count from the
-audio's length (WAV, read with the standard library; other formats make one clip) or from
+audio's length (WAV, read with the standard library; other formats make one clip; with
+--enable_tts the "speech" is the prompt recording, copied to tts.wav in the working folder once
+CosyVoice2-0.5B is found there, as WanS2V.tts writes it) or from
 src_pose.mp4's frame count; the audio, pose video and source folder are opened where upstream
 opens them, and animate's refert_num is asserted after the "load", as WanAnimate.generate does.
 Every process appends one JSON line (argv, RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES, pid) to
@@ -109,6 +111,10 @@ def _validate_args(args):
         args.image = EXAMPLE_PROMPT[args.task]["image"]
     if args.audio is None and args.enable_tts is False and "audio" in EXAMPLE_PROMPT[args.task]:
         args.audio = EXAMPLE_PROMPT[args.task]["audio"]
+    if (args.tts_prompt_audio is None or args.tts_text is None) and args.enable_tts is True and "audio" in EXAMPLE_PROMPT[args.task]:
+        args.tts_prompt_audio = EXAMPLE_PROMPT[args.task]["tts_prompt_audio"]
+        args.tts_prompt_text = EXAMPLE_PROMPT[args.task]["tts_prompt_text"]
+        args.tts_text = EXAMPLE_PROMPT[args.task]["tts_text"]
     if args.task == "i2v-A14B":
         assert args.image is not None, "Please specify the image path for i2v."
     cfg = WAN_CONFIGS[args.task]
@@ -235,6 +241,15 @@ def _wav_seconds(path):
         return None
 
 
+def _tts(args):
+    """WanS2V.tts: CosyVoice2 loaded from CosyVoice2-0.5B in the working folder (upstream downloads
+    it there when absent; the stand-in has no network and raises), speech written to tts.wav.
+    The stand-in's speech is the prompt recording itself."""
+    os.listdir("CosyVoice2-0.5B")
+    shutil.copyfile(args.tts_prompt_audio, "tts.wav")
+    return "tts.wav"
+
+
 def _mp4_frames(path):
     """The first stsz box's sample count (the stand-in's pose videos have one track)."""
     with open(path, "rb") as f:
@@ -246,6 +261,8 @@ def _mp4_frames(path):
 def _clips(args):
     """How many clips upstream's loops run (speech2video.py / animate.py), the inputs opened where they are."""
     if args.task == "s2v-14B":
+        if args.enable_tts:
+            args.audio = _tts(args)
         with open(args.image, "rb"), open(args.audio, "rb"):  # PIL and librosa raise FileNotFoundError alike
             pass
         if args.pose_video is not None:

@@ -2,6 +2,7 @@
 
 Examples (inside the container, or anywhere with the kit installed):
     wan22ctl-agent server --task ti2v-5B                        # 127.0.0.1:8000, no key needed
+    wan22ctl-agent server --task s2v-14B --plan auto            # requests upload an image and an audio
     wan22ctl-agent server --task t2v-A14B --lora /opt/checkpoints/loras/lightning-t2v/Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1
     WAN22_API_KEY=... wan22ctl-agent server --task t2v-A14B --host 0.0.0.0
     wan22ctl-agent server --task t2v-A14B --plan auto            # GPUs and flags as `generate` picks them
@@ -66,9 +67,7 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s", stream=sys.stdout)
     log = logging.getLogger("wan22ctl.server")
-    if args.task not in catalog.served_task_names():
-        raise UserError(f"the server does not run {args.task!r}; choose one of {', '.join(catalog.served_task_names())}"
-                        + (" (run it with `wan22ctl generate`)" if args.task in catalog.TASKS else ""))
+    catalog.check_served(args.task)
     if args.api_only and not os.environ.get("WAN22_QUEUE_URL"):
         raise UserError("--api-only answers for the replicas of a shared queue: set WAN22_QUEUE_URL")
     if args.api_only and args.plan == "auto":
@@ -157,7 +156,8 @@ def _serve_rank0(args, api_key, engine, control, log, plan_info, lora_set) -> in
     state_dir.mkdir(parents=True, exist_ok=True)
     store, owner, replica = _open_store(args, state_dir)
     config = ServiceConfig(task=args.task, output_dir=output_dir, state_dir=state_dir,
-                           max_image_bytes=args.max_image_mb * 1024 * 1024, loras=tuple(lora_set),
+                           max_image_bytes=args.max_image_mb * 1024 * 1024,
+                           max_media_bytes=args.max_media_mb * 1024 * 1024, loras=tuple(lora_set),
                            preset=args.preset, replica=replica)
     service = Service(config, store, engine, control)
     for job_id, state in service.recover_outputs() + store.recover(args.on_interrupt, args.max_attempts):
@@ -340,6 +340,8 @@ def add_parser(sub) -> None:
                         "pods on one node share the outputs volume but not their GPUs")
     p.add_argument("--max-body-mb", type=int, default=24, help="largest request body accepted")
     p.add_argument("--max-image-mb", type=int, default=16, help="largest input image accepted")
+    p.add_argument("--max-media-mb", type=int, default=16,
+                   help="s2v-14B: largest audio, and largest pose video, accepted")
     p.add_argument("--max-concurrent", type=int, default=512,
                    help="requests in progress at once (an event stream counts for its life); more get 429")
     p.add_argument("--client-timeout", type=float, default=10.0,

@@ -3,8 +3,9 @@
 
 Routes:
     POST   /v1/videos                 submit: multipart form as `openai.videos.create` sends it (prompt,
-                                      model, seconds, size, input_reference file, and any kit field), or
-                                      JSON (the kit's fields, or OpenAI's); `Idempotency-Key` header.
+                                      model, seconds, size, input_reference file, and any kit field; s2v:
+                                      audio and pose_video files), or JSON (the kit's fields, files in
+                                      base64, or OpenAI's); `Idempotency-Key` header.
                                       -> 201 Video, 200 for a replay
     GET    /v1/videos                 cursor page (?after=ID&limit=100&order=asc|desc; the kit adds
                                       before=ID and state=queued|running|...)
@@ -56,7 +57,7 @@ from wan22ctl.agent.server.store import STATES, TERMINAL, IdempotencyConflict, S
 log = logging.getLogger("wan22ctl.server")
 
 WEB_DIR = Path(__file__).with_name("web")
-MAX_BODY_BYTES = 24 * 1024 * 1024  # a 16 MiB image in base64 plus the rest
+MAX_BODY_BYTES = 24 * 1024 * 1024  # a 16 MiB image in base64 plus the rest (s2v with big uploads: --max-body-mb)
 MAX_CONCURRENT = 512  # requests in progress at once (each event stream counts for its life)
 BODY_IDLE_TIMEOUT_S = 10.0  # a client that stops sending its body mid-way is answered 408
 SSE_KEEPALIVE_S = 15.0
@@ -137,15 +138,22 @@ _CREATE_BODY = {"requestBody": {"required": True, "content": {
         "model": {"type": "string", "description": "the task this server loaded (or its checkpoint folder)"},
         "seconds": {"type": "string", "description": "clip length; frames = the 4n+1 nearest to seconds x fps"},
         "size": {"type": "string", "example": "1280x720"},
-        "input_reference": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP (i2v, ti2v)"},
+        "input_reference": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP (i2v, ti2v, s2v)"},
+        "audio": {"type": "string", "format": "binary", "description": "s2v: the speech (WAV, FLAC, MP3, Ogg, M4A)"},
+        "pose_video": {"type": "string", "format": "binary", "description": "s2v: a DW-pose video (MP4)"},
         **{name: {"type": "string"} for name in ("negative_prompt", "frame_num", "sample_steps", "sample_shift",
-                                                 "sample_guide_scale", "sample_solver", "seed")}}}},
+                                                 "sample_guide_scale", "sample_solver", "seed", "num_clip",
+                                                 "start_from_ref")}}}},
     "application/json": {"schema": {"type": "object", "required": ["prompt"], "properties": {
         "prompt": {"type": "string"}, "negative_prompt": {"type": "string"}, "size": {"type": "string"},
         "frame_num": {"type": "integer"}, "sample_steps": {"type": "integer"}, "sample_shift": {"type": "number"},
         "sample_guide_scale": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
         "sample_solver": {"type": "string", "enum": ["unipc", "dpm++"]}, "seed": {"type": "integer"},
         "image": {"type": "string", "description": "base64 or a data: URL"},
+        "audio": {"type": "string", "description": "s2v: base64 or a data: URL"},
+        "pose_video": {"type": "string", "description": "s2v: base64 or a data: URL"},
+        "num_clip": {"type": "integer", "description": "s2v: at most this many clips"},
+        "start_from_ref": {"type": "boolean", "description": "s2v: the image is the first frame"},
         "model": {"type": "string"}, "seconds": {"type": "string"}}}}}}}
 
 
@@ -293,7 +301,8 @@ def parse_json(raw: bytes):
 async def parse_form(request: Request) -> dict:
     """A multipart (or urlencoded) form as a request body: text fields, files as their bytes."""
     try:
-        form = await request.form(max_files=2, max_fields=64)
+        # one file more than the uploads, so that one given twice is answered "given more than once"
+        form = await request.form(max_files=len(reqs.UPLOADS) + 1, max_fields=64)
     except StarletteHTTPException as exc:  # python-multipart could not parse it
         raise ApiError(400, f"malformed form body: {exc.detail}") from None
     except (ValueError, UnicodeDecodeError, AssertionError) as exc:
@@ -526,7 +535,7 @@ def _task_facts(task_name: str) -> dict:
     t = catalog.TASKS[task_name]
     return {"sizes": [s.replace("*", "x") for s in t.sizes], "default_size": t.default_size.replace("*", "x"),
             "fps": t.fps, "default_frames": t.frame_num, "default_steps": t.sample_steps,
-            "accepts_image": t.accepts_image, "needs_image": t.needs_image}
+            "accepts_image": t.accepts_image, "needs_image": t.needs_image, "needs_audio": "audio" in t.inputs}
 
 
 def _int_param(value: Optional[str], name: str, default: Optional[int], lo: int, hi: int) -> Optional[int]:

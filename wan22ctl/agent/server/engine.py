@@ -1,17 +1,19 @@
-"""The resident pipeline: Wan2.2's own `WanT2V`/`WanI2V`/`WanTI2V` built once, then one job per call.
+"""The resident pipeline: Wan2.2's own `WanT2V`/`WanI2V`/`WanTI2V`/`WanS2V` built once, then one job per call.
 
 Construction mirrors Wan2.2's `generate.py` at the pinned commit (same constructor arguments,
 same per-task `generate()` call, `offload_model` defaulting to True on one process and False
-under torchrun). The pipeline classes come from a *backend*: the real `wan` package, or any
-module with the same surface (`WanT2V`, `WanI2V`, `WanTI2V`, `WAN_CONFIGS`, `SIZE_CONFIGS`,
-`MAX_AREA_CONFIGS`, `save_video`; optionally `load_image`), which is how CPU tests run the
-server against a stand-in.
+under torchrun; s2v's speech merged into the saved video with `merge_video_audio`, as
+generate.py does). The pipeline classes come from a *backend*: the real `wan` package, or any
+module with the same surface (`WanT2V`, `WanI2V`, `WanTI2V`, `WanS2V`, `WAN_CONFIGS`,
+`SIZE_CONFIGS`, `MAX_AREA_CONFIGS`, `save_video`, `merge_video_audio`; optionally
+`load_image`), which is how CPU tests run the server against a stand-in.
 
 Upstream has no progress callback. Each sampling loop is `for _, t in enumerate(tqdm(timesteps))`
 with `tqdm` imported into the pipeline's module, so the engine replaces that module-level name
 with a wrapper (upstream files are not edited): the wrapper reports each step (index, total,
-timestep, expert, seconds) and, before each step, asks the control channel whether to stop —
-on every rank at the same step, so no rank is left waiting in a collective.
+timestep, expert, seconds, clip) and, before each step, asks the control channel whether to
+stop — on every rank at the same step, so no rank is left waiting in a collective. WanS2V runs
+that loop once per clip; each new loop of a job is its next clip.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class Backend:
 
     name: str
     module: Any  # the module the classes were read from
-    classes: dict[str, type]  # "t2v" / "i2v" / "ti2v" -> class
+    classes: dict[str, type]  # "t2v" / "i2v" / "ti2v" / "s2v" -> class
     configs: Any  # WAN_CONFIGS
     size_configs: dict
     max_area_configs: dict
     save_video: Callable
+    merge_video_audio: Callable  # s2v: the speech into the saved video (ffmpeg), in place
     load_image: Callable
     init_distributed_group: Callable | None = None
 
@@ -70,10 +73,11 @@ def load_backend(name: str, wan_dir: str | None = None, offload: bool | None = N
         import wan  # noqa: F401  (Wan2.2, cloned into the image)
         from wan.configs import MAX_AREA_CONFIGS, SIZE_CONFIGS, WAN_CONFIGS
         from wan.distributed.util import init_distributed_group
-        from wan.utils.utils import save_video
+        from wan.utils.utils import merge_video_audio, save_video
 
-        return Backend("wan", wan, {"t2v": wan.WanT2V, "i2v": wan.WanI2V, "ti2v": wan.WanTI2V}, WAN_CONFIGS,
-                       SIZE_CONFIGS, MAX_AREA_CONFIGS, save_video, _pil_loader, init_distributed_group)
+        return Backend("wan", wan, {"t2v": wan.WanT2V, "i2v": wan.WanI2V, "ti2v": wan.WanTI2V, "s2v": wan.WanS2V},
+                       WAN_CONFIGS, SIZE_CONFIGS, MAX_AREA_CONFIGS, save_video, merge_video_audio, _pil_loader,
+                       init_distributed_group)
     if name.endswith(".py"):
         spec = importlib.util.spec_from_file_location("wan22ctl_pipeline_backend", name)
         module = importlib.util.module_from_spec(spec)
@@ -81,9 +85,11 @@ def load_backend(name: str, wan_dir: str | None = None, offload: bool | None = N
         spec.loader.exec_module(module)
     else:
         module = importlib.import_module(name)
-    return Backend(name, module, {"t2v": module.WanT2V, "i2v": module.WanI2V, "ti2v": module.WanTI2V},
+    return Backend(name, module, {"t2v": module.WanT2V, "i2v": module.WanI2V, "ti2v": module.WanTI2V,
+                                  "s2v": module.WanS2V},
                    module.WAN_CONFIGS, module.SIZE_CONFIGS, module.MAX_AREA_CONFIGS, module.save_video,
-                   getattr(module, "load_image", _pil_loader), getattr(module, "init_distributed_group", None))
+                   module.merge_video_audio, getattr(module, "load_image", _pil_loader),
+                   getattr(module, "init_distributed_group", None))
 
 
 def _install_attention(offload: bool | None = None) -> None:
@@ -101,6 +107,8 @@ def _install_attention(offload: bool | None = None) -> None:
 
 def pipeline_kind(task: str) -> str:
     """Which class serves a task, chosen the way generate.py chooses it."""
+    if "s2v" in task:
+        return "s2v"
     if "ti2v" in task:
         return "ti2v"
     if "t2v" in task:
@@ -137,6 +145,7 @@ class StepReport:
     total: int
     expert: str | None  # expert of the step now running: "high_noise"/"low_noise" (A14B MoE), None (ti2v-5B)
     step_seconds: float | None  # the step just completed (None before the first)
+    clip: int = 1  # the clip this loop denoises (s2v runs one loop a clip); step and total are the clip's
 
 
 @dataclass
@@ -146,6 +155,7 @@ class JobHooks:
     should_stop: Callable[[int], str | None]  # None to go on, "cancel" or "shutdown" to stop
     report: Callable[[StepReport], None]
     boundary: float | None = None  # timestep at or above which the high-noise expert runs
+    loops: int = 0  # sampling loops the job has started: the clip now running
 
 
 _current = threading.local()
@@ -161,11 +171,14 @@ def _expert(t, boundary: float | None) -> str | None:
 def _hooked_loop(iterable, hooks: JobHooks):
     items = list(iterable) if not hasattr(iterable, "__len__") else iterable
     total = len(items)
+    hooks.loops += 1
+    clip = hooks.loops
     last = None
     for i, t in enumerate(items):
         now = time.monotonic()
         # step i is about to run on this expert; the one before it took now - last
-        hooks.report(StepReport("denoising", i, total, _expert(t, hooks.boundary), None if i == 0 else now - last))
+        hooks.report(StepReport("denoising", i, total, _expert(t, hooks.boundary), None if i == 0 else now - last,
+                                clip))
         stop = hooks.should_stop(i)
         if stop == "cancel":
             raise JobCancelled(f"cancelled before step {i + 1} of {total}")
@@ -174,7 +187,8 @@ def _hooked_loop(iterable, hooks: JobHooks):
         last = time.monotonic()
         yield t
     if total:
-        hooks.report(StepReport("decoding", total, total, _expert(items[-1], hooks.boundary), time.monotonic() - last))
+        hooks.report(StepReport("decoding", total, total, _expert(items[-1], hooks.boundary), time.monotonic() - last,
+                                clip))
 
 
 def install_progress_hook(backend: Backend) -> list[str]:
@@ -241,29 +255,42 @@ class Engine:
         b = getattr(self.config, "boundary", None)
         return None if b is None else b * self.config.num_train_timesteps
 
-    def run(self, params: dict, seed: int, image_path: str | None, hooks: JobHooks):
-        """Run one job on this rank through upstream's `generate()`; the video on rank 0, else None."""
+    def run(self, params: dict, seed: int, hooks: JobHooks):
+        """Run one job on this rank through upstream's `generate()`; the video on rank 0, else None.
+
+        Uploads are read from the paths the service staged them at (`image_path`, s2v's
+        `audio_path` and `pose_video_path`)."""
         b = self.backend
         size = params["size"]
         guide = params["sample_guide_scale"]
         guide = tuple(float(g) for g in guide) if isinstance(guide, (list, tuple)) else float(guide)
         common = dict(
-            frame_num=int(params["frame_num"]), shift=float(params["sample_shift"]),
-            sample_solver=params["sample_solver"], sampling_steps=int(params["sample_steps"]),
-            guide_scale=guide, n_prompt=params.get("negative_prompt") or "", seed=int(seed),
+            shift=float(params["sample_shift"]), sample_solver=params["sample_solver"],
+            sampling_steps=int(params["sample_steps"]), guide_scale=guide,
+            n_prompt=params.get("negative_prompt") or "", seed=int(seed),
             offload_model=self.options.resolved_offload(self.world_size),
         )
-        img = b.load_image(image_path) if image_path else None
+        frames = int(params["frame_num"])
+        image_path = params.get("image_path")
         kind = pipeline_kind(self.options.task)
         hooks.boundary = self.boundary()
         _current.hooks = hooks
         try:
+            if kind == "s2v":  # generate.py's call; the speech is always a recording here (no TTS)
+                return self.pipeline.generate(
+                    input_prompt=params["prompt"], ref_image_path=image_path, audio_path=params["audio_path"],
+                    enable_tts=False, tts_prompt_audio=None, tts_prompt_text=None, tts_text=None,
+                    num_repeat=params["num_clip"], pose_video=params.get("pose_video_path"),
+                    max_area=b.max_area_configs[size], infer_frames=frames,
+                    init_first_frame=params["start_from_ref"], **common)
+            img = b.load_image(image_path) if image_path else None
             if kind == "t2v":
-                return self.pipeline.generate(params["prompt"], size=b.size_configs[size], **common)
+                return self.pipeline.generate(params["prompt"], size=b.size_configs[size], frame_num=frames, **common)
             if kind == "ti2v":
                 return self.pipeline.generate(params["prompt"], img=img, size=b.size_configs[size],
-                                              max_area=b.max_area_configs[size], **common)
-            return self.pipeline.generate(params["prompt"], img, max_area=b.max_area_configs[size], **common)
+                                              max_area=b.max_area_configs[size], frame_num=frames, **common)
+            return self.pipeline.generate(params["prompt"], img, max_area=b.max_area_configs[size], frame_num=frames,
+                                          **common)
         finally:
             _current.hooks = None
 
@@ -275,18 +302,21 @@ class Engine:
         exception is gone (its traceback keeps the step's tensors alive).
         """
         if self.options.resolved_offload(self.world_size) and not self.options.dit_fsdp:
-            for name in ("low_noise_model", "high_noise_model", "model"):
+            for name in ("low_noise_model", "high_noise_model", "model", "noise_model"):
                 model = getattr(self.pipeline, name, None)
                 if model is not None and hasattr(model, "cpu"):
                     model.cpu()
         release_cached_memory()
 
-    def save(self, video, temp_path: str) -> None:
-        """Write the video as generate.py does, then check it: upstream's save_video only logs its errors."""
+    def save(self, video, temp_path: str, audio_path: str | None = None) -> None:
+        """Write the video as generate.py does (s2v: with `audio_path` merged in), then check it:
+        upstream's save_video and merge_video_audio only log their errors."""
         from wan22ctl.agent.outputs import check_mp4
 
         self.backend.save_video(tensor=video[None], save_file=temp_path, fps=self.config.sample_fps, nrow=1,
                                 normalize=True, value_range=(-1, 1))
+        if audio_path is not None:
+            self.backend.merge_video_audio(video_path=temp_path, audio_path=audio_path)
         problem = check_mp4(temp_path)
         if problem:
             raise RuntimeError(f"the video written by save_video is unusable: {problem}")

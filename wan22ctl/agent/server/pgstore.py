@@ -372,8 +372,8 @@ class PgJobStore:
         rows = self._rows(f"SELECT * FROM {TABLE} WHERE state = 'running' AND owner = %s ORDER BY seq", (self.replica,))
         return [self._job(r) for r in rows]
 
-    def image_users(self, sha256: str) -> int:
-        return self._first(f"SELECT COUNT(*) AS n FROM {TABLE} WHERE params->>'image_sha256' = %s", (sha256,))["n"]
+    def upload_users(self, key: str, sha256: str) -> int:
+        return self._first(f"SELECT COUNT(*) AS n FROM {TABLE} WHERE params->>%s = %s", (key, sha256))["n"]
 
     # ------------------------------------------------------------------ worker side
 

@@ -1,8 +1,9 @@
 """Turning a `POST /v1/videos` body into job parameters, or a 422 naming the field and the reason.
 
 The rules are the CLI's (`wan22ctl generate`, through `plan.launch.build_request`): sizes per
-task, frame count 4n+1, the solver list, an image required by i2v and refused by t2v; this
-module adds JSON types and the server's resource limits (prompt length, steps, frames). Fields the
+task, frame count 4n+1 (s2v: frames a clip, a multiple of 4), the solver list, an image required
+by i2v and s2v and refused by t2v, s2v's audio required and its clip cap; this module adds JSON
+types and the server's resource limits (prompt length, steps, frames, upload sizes). Fields the
 request leaves out are filled from the task's Wan2.2 config, because upstream's `generate()`
 keyword defaults differ from `generate.py`'s (e.g. `WanT2V.generate(shift=5.0,
 sampling_steps=50)` against t2v-A14B's 12.0 and 40). A guide scale is always sent as float
@@ -14,6 +15,9 @@ can carry) or a control character other than newline and tab is refused. Uploade
 decoded here, at submit, with Pillow: a size cap on the bytes, the dimensions read from the
 header before any pixel is decoded (so a decompression bomb never is), then a full decode, so a
 damaged image is a 422 now and never a failed job (under torchrun, every rank's exit) later.
+s2v's audio and pose video are read by the CLI's own readers (`wan22ctl.media`, on the bytes):
+the audio's length gives the clips the job will run. Text-to-speech (CosyVoice) is not served:
+its model loads per run, in generate.py.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ import re
 import struct
 from dataclasses import dataclass
 
-from wan22ctl import catalog, paths
+from wan22ctl import catalog, media, paths
 from wan22ctl.agent.inventory import runtime
 
 MAX_PROMPT_CHARS = 10_000
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
+MAX_MEDIA_BYTES = 16 * 1024 * 1024  # s2v's audio, and its pose video, each (a minute of 44.1 kHz stereo WAV is 10 MB)
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 40_000_000  # 8K UHD is 33 MP; Wan2.2 resizes to at most 1280x720 anyway
 IMAGE_KINDS = ("png", "jpeg", "mpo", "webp")  # MPO: a phone camera's JPEG with a preview
@@ -45,12 +50,18 @@ MAX_SEED = 2**63 - 1
 _BAD_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 FIELDS = ("prompt", "negative_prompt", "task", "size", "frame_num", "sample_steps", "sample_shift",
-          "sample_guide_scale", "sample_solver", "seed", "image", "preset", "loras")
+          "sample_guide_scale", "sample_solver", "seed", "image", "preset", "loras",
+          "audio", "pose_video", "num_clip", "start_from_ref")
 # OpenAI's Videos API names (`openai.videos.create`): mapped onto the fields above by `from_openai`.
 OPENAI_FIELDS = ("model", "seconds", "input_reference")
-# Form fields arrive as text: these are converted to numbers first.
-_INT_FIELDS = ("frame_num", "sample_steps", "seed")
+# Files a request carries (multipart files, or base64 in JSON); each is kept once by its sha256.
+UPLOADS = ("image", "audio", "pose_video")
+# generate's --tts-* options: CosyVoice loads per generate.py run, the resident pipeline has none.
+TTS_FIELDS = ("tts_text", "tts_prompt_audio", "tts_prompt_text")
+# Form fields arrive as text: these are converted to numbers (or true/false) first.
+_INT_FIELDS = ("frame_num", "sample_steps", "seed", "num_clip")
 _FLOAT_FIELDS = ("sample_shift", "sample_guide_scale")
+_BOOL_FIELDS = ("start_from_ref",)
 
 
 class RequestInvalid(Exception):
@@ -103,31 +114,75 @@ def _decode(data: bytes) -> tuple[str, int, int]:
     return ("jpeg" if kind == "mpo" else kind), w, h
 
 
+@dataclass(frozen=True)
+class CheckedMedia:
+    """An uploaded audio or pose video that the CLI's readers accept: its bytes, its kind (the
+    file's extension when staged) and, for audio, its length."""
+
+    data: bytes
+    kind: str  # wav, flac, mp3, ogg, m4a; mp4, mkv, avi
+    seconds: float | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def check_audio_bytes(data: bytes, max_bytes: int = MAX_MEDIA_BYTES) -> CheckedMedia:
+    """An uploaded audio's bytes checked as `generate --audio` checks a file (`media.audio_info`)."""
+    _check_size(data, "audio", max_bytes)
+    try:
+        info = media.audio_info_of(data)
+    except media.MediaError as exc:
+        raise RequestInvalid("audio", str(exc)) from None
+    return CheckedMedia(data, info.kind, info.seconds)
+
+
+def check_pose_bytes(data: bytes, max_bytes: int = MAX_MEDIA_BYTES) -> CheckedMedia:
+    """An uploaded pose video's bytes checked as `generate --pose-video` checks a file (`media.video_info`)."""
+    _check_size(data, "pose_video", max_bytes)
+    try:
+        info = media.video_info_of(data)
+    except media.MediaError as exc:
+        raise RequestInvalid("pose_video", str(exc)) from None
+    return CheckedMedia(data, info.kind)
+
+
+def _check_size(data: bytes, field: str, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise RequestInvalid(field, f"larger than {max_bytes} bytes")
+    if not data:
+        raise RequestInvalid(field, "the file is empty")
+
+
+def upload_bytes(value, field: str, max_bytes: int) -> bytes:
+    """An upload's bytes: a multipart file as it came, or base64 / a `data:...;base64,` URL from JSON."""
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str) or not value:
+        raise RequestInvalid(field, "must be a base64 string or a data: URL")
+    if value.startswith("data:"):
+        head, _, value = value.partition(",")
+        if not head.endswith(";base64"):
+            raise RequestInvalid(field, "a data: URL must be base64-encoded")
+    if len(value) > (max_bytes * 4) // 3 + 8:
+        raise RequestInvalid(field, f"larger than {max_bytes} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestInvalid(field, "is not valid base64") from None
+
+
 def check_image_bytes(data: bytes, max_bytes: int = MAX_IMAGE_BYTES) -> CheckedImage:
     """Check an uploaded image's bytes (a multipart file): size cap, header dimensions, full decode."""
-    if len(data) > max_bytes:
-        raise RequestInvalid("image", f"larger than {max_bytes} bytes")
-    if not data:
-        raise RequestInvalid("image", "the file is empty")
+    _check_size(data, "image", max_bytes)
     kind, w, h = _decode(data)
     return CheckedImage(data, kind, w, h)
 
 
 def check_image(value, max_bytes: int = MAX_IMAGE_BYTES) -> CheckedImage:
-    """Decode and check an uploaded image given as base64 or a `data:image/...;base64,` URL."""
-    if not isinstance(value, str) or not value:
-        raise RequestInvalid("image", "must be a base64 string or a data: URL")
-    if value.startswith("data:"):
-        head, _, value = value.partition(",")
-        if not head.endswith(";base64"):
-            raise RequestInvalid("image", "a data: URL must be base64-encoded")
-    if len(value) > (max_bytes * 4) // 3 + 8:
-        raise RequestInvalid("image", f"larger than {max_bytes} bytes")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestInvalid("image", "is not valid base64") from None
-    return check_image_bytes(data, max_bytes)
+    """Check an uploaded image: multipart bytes, or base64 / a `data:image/...;base64,` URL."""
+    return check_image_bytes(upload_bytes(value, "image", max_bytes), max_bytes)
 
 
 def check_text(value: str, field: str) -> str:
@@ -165,20 +220,24 @@ def _number(v, name: str) -> float:
 # Which request field a CLI validation message is about (the CLI names its flags).
 _MESSAGE_FIELDS = (("size ", "size"), ("--frame-num", "frame_num"), ("--steps", "sample_steps"),
                    ("--shift", "sample_shift"), ("--guide-scale", "sample_guide_scale"), ("--seed", "seed"),
-                   ("solver", "sample_solver"), ("prompt", "prompt"), ("image", "image"), ("task", "task"))
+                   ("solver", "sample_solver"), ("--audio", "audio"),
+                   ("--pose-video", "pose_video"), ("--num-clip", "num_clip"), ("--start-from-ref", "start_from_ref"),
+                   ("prompt", "prompt"), ("image", "image"), ("task", "task"))
 
 
-def _cli_rules(task_name: str, prompt, size, frame_num, steps, shift, guide, seed, solver, has_image, preset, loras):
+def _cli_rules(task_name: str, prompt, size, frame_num, steps, shift, guide, seed, solver, preset, loras, body):
     """Apply `wan22ctl generate`'s own checks (plan.launch.build_request): the checked request,
-    with a preset's values filled in."""
+    with a preset's values filled in. Uploads are judged present here, their content later."""
     from wan22ctl.errors import UserError
     from wan22ctl.plan.launch import build_request
 
+    uploaded = {name: "upload" if body.get(name) is not None else None for name in UPLOADS}
     try:
         return build_request(
             task_name, prompt, size=size, frame_num=frame_num, sample_steps=steps, sample_shift=shift,
             guide_scale=guide, seed=max(seed, 0) if seed is not None else 0, solver=solver,
-            image="upload" if has_image else None, preset=preset, loras=loras, file_exists=lambda _: True,
+            preset=preset, loras=loras, file_exists=lambda _: True, probe_inputs=False,
+            num_clip=body.get("num_clip"), start_from_ref=body.get("start_from_ref", False), **uploaded,
         )
     except UserError as exc:
         message = exc.message
@@ -235,7 +294,12 @@ def form_fields(form: dict) -> dict:
     """A multipart form as a request body: numbers parsed from text, files as their bytes."""
     body = {}
     for name, value in form.items():
-        if isinstance(value, str) and name in _INT_FIELDS:
+        if isinstance(value, str) and name in _BOOL_FIELDS:
+            flag = value.strip().lower()
+            if flag not in ("true", "false", "1", "0"):
+                raise RequestInvalid(name, "must be true or false")
+            value = flag in ("true", "1")
+        elif isinstance(value, str) and name in _INT_FIELDS:
             try:
                 value = int(value.strip())
             except ValueError:
@@ -266,6 +330,9 @@ def from_openai(body: dict, task_name: str) -> dict:
     if isinstance(size, str) and "x" in size.lower():
         body["size"] = size.lower().replace("x", "*")
     seconds = body.pop("seconds", None)
+    if seconds is not None and "audio" in task.inputs:
+        raise RequestInvalid("seconds", f"a {task_name} video lasts as long as its audio; leave seconds out "
+                                        "(num_clip caps the clips, frame_num sets the frames a clip)")
     if seconds is not None:
         if body.get("frame_num") is not None:
             raise RequestInvalid("seconds", "give seconds or frame_num, not both")
@@ -293,8 +360,10 @@ def from_openai(body: dict, task_name: str) -> dict:
 
 
 def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES, *, loras=(),
-             checkpoint_root: str | None = None, default_preset: str | None = None) -> tuple[dict, CheckedImage | None]:
-    """Checked job parameters for the server's task, and the checked image if one was sent.
+             checkpoint_root: str | None = None, default_preset: str | None = None,
+             max_media_bytes: int = MAX_MEDIA_BYTES) -> tuple[dict, dict]:
+    """Checked job parameters for the server's task, and the checked uploads that came with it
+    ({"image": CheckedImage, "audio"/"pose_video": CheckedMedia}; params name each by sha256).
 
     JSON types and the server's own limits are checked here; the value rules are the CLI's
     (`plan.launch.build_request`). Fields left out stay None for `fill_defaults` (a `preset`
@@ -307,6 +376,11 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES, *, lo
     if not isinstance(body, dict):
         raise RequestInvalid("body", "must be a JSON object")
     body = from_openai(body, task_name)
+    tts = next((name for name in TTS_FIELDS if name in body), None)
+    if tts is not None:
+        raise RequestInvalid(tts, "the resident server does not synthesize speech (CosyVoice loads per generate.py "
+                                  "run): send the speech as audio, or run `wan22ctl generate --task s2v-14B "
+                                  "--tts-text ...` where no server serves s2v-14B", status=400)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise RequestInvalid(unknown[0], f"unknown field; known fields: {', '.join(FIELDS + OPENAI_FIELDS)}")
@@ -355,18 +429,19 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES, *, lo
         raise RequestInvalid("preset", f"choose one of {', '.join(catalog.PRESETS)}")
     refs = _lora_refs(body["loras"]) if body.get("loras") is not None else ()
 
-    request = _cli_rules(task_name, prompt, size, frame_num, steps, shift, guide, seed, solver,
-                         body.get("image") is not None, preset, refs)
+    request = _cli_rules(task_name, prompt, size, frame_num, steps, shift, guide, seed, solver, preset, refs, body)
     if body.get("loras") is not None or preset is not None:
         root = checkpoint_root or runtime().checkpoint_dir
         check_lora_set(request.loras, task_name, loras, root)
     if preset is not None:  # the preset's values where the request gave none
         steps, shift, guide = request.sample_steps, request.sample_shift, request.guide_scale
     size, solver = request.size, request.solver
-    raw = body.get("image")
-    image = None
-    if raw is not None:  # bytes: a multipart file; text: base64 or a data: URL in JSON
-        image = check_image_bytes(raw, max_image_bytes) if isinstance(raw, bytes) else check_image(raw, max_image_bytes)
+    uploads: dict = {}
+    if body.get("image") is not None:  # bytes: a multipart file; text: base64 or a data: URL in JSON
+        uploads["image"] = check_image(body["image"], max_image_bytes)
+    for name, check in (("audio", check_audio_bytes), ("pose_video", check_pose_bytes)):
+        if body.get(name) is not None:
+            uploads[name] = check(upload_bytes(body[name], name, max_media_bytes), max_media_bytes)
     params = {
         "task": task_name,
         "prompt": prompt.strip(),
@@ -381,9 +456,17 @@ def validate(body, task_name: str, max_image_bytes: int = MAX_IMAGE_BYTES, *, lo
         "sample_solver": solver,
         "preset": preset,
         "seed": -1 if seed is None else seed,
-        "image_sha256": image.sha256 if image else None,
+        "image_sha256": uploads["image"].sha256 if "image" in uploads else None,
     }
-    return params, image
+    if "audio" in task.inputs:
+        from wan22ctl.plan.launch import s2v_clips
+
+        # frames a clip: generate.py's --infer_frames default, not WAN_CONFIGS' frame_num (81, never read)
+        params.update(frame_num=request.frame_num, num_clip=request.num_clip, start_from_ref=request.start_from_ref,
+                      clips=s2v_clips(uploads["audio"].seconds, request.frame_num, request.num_clip),
+                      audio_seconds=uploads["audio"].seconds, audio_sha256=uploads["audio"].sha256,
+                      pose_video_sha256=uploads["pose_video"].sha256 if "pose_video" in uploads else None)
+    return params, uploads
 
 
 def fill_defaults(params: dict, config) -> dict:

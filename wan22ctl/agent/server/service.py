@@ -47,12 +47,14 @@ class Summary:
 
 @dataclass
 class Live:
-    """The running job's progress, in memory only."""
+    """The running job's progress, in memory only; steps count across clips (s2v)."""
 
     phase: str = "starting"
     step: int = 0
     total: int = 0
     expert: str | None = None
+    clip: int = 1
+    clips: int = 1
     step_times: deque = field(default_factory=lambda: deque(maxlen=8))
     dequeued_at: float = field(default_factory=time.monotonic)
     first_step_latency: float | None = None
@@ -68,6 +70,7 @@ class ServiceConfig:
     output_dir: Path
     state_dir: Path
     max_image_bytes: int = reqs.MAX_IMAGE_BYTES
+    max_media_bytes: int = reqs.MAX_MEDIA_BYTES  # s2v's audio and pose video, each
     loras: tuple = ()  # the LoRA set merged at load (`loras.canonical`); requests must name this one or none
     preset: str | None = None  # requests that name no preset (and no LoRAs) get this one
     replica: str | None = None  # set when replicas share the queue (and the outputs volume)
@@ -93,9 +96,19 @@ VIDEO_STATUS = {"queued": "queued", "running": "in_progress", "succeeded": "comp
                 "cancelled": "failed"}
 
 
-def video_seconds(frame_num: int, fps: int) -> str:
-    """A clip's length as OpenAI's `seconds` (text): 81 frames at 16 fps is "5"."""
-    return format(round((frame_num - 1) / fps, 2), "g")
+def video_seconds(params: dict, fps: int) -> str:
+    """A video's length as OpenAI's `seconds` (text): 81 frames at 16 fps is "5"; s2v's clips of
+    frame_num frames each, cut to the audio's length when the speech is merged in (ffmpeg -shortest)."""
+    if params.get("clips"):
+        seconds = min(params["frame_num"] * params["clips"] / fps, params["audio_seconds"])
+    else:
+        seconds = (params["frame_num"] - 1) / fps
+    return format(round(seconds, 2), "g")
+
+
+def total_steps(params: dict) -> int:
+    """Denoising steps of the whole job: s2v denoises each clip."""
+    return params["sample_steps"] * (params.get("clips") or 1)
 
 
 EXIT_RANK_FAILED = 70  # a rank's job failed under torchrun: the whole server restarts (see run_on_rank)
@@ -118,7 +131,7 @@ def run_on_rank(engine: Engine, control: Control, message: dict, report, on_fata
 
     hooks = JobHooks(should_stop=should_stop, report=report)
     try:
-        video = engine.run(message["params"], message["seed"], message["params"].get("image_path"), hooks)
+        video = engine.run(message["params"], message["seed"], hooks)
         return video, _outcome_of(None)
     except Exception as exc:  # the job's failure, reported; the server lives on
         if not isinstance(exc, (JobCancelled, ServerStopping)):
@@ -220,18 +233,18 @@ class Service:
     # ------------------------------------------------------------------ API operations
 
     def submit(self, body, idempotency_key: str | None) -> tuple[Job, bool]:
-        """Validate, store an uploaded image, fill defaults from WAN_CONFIGS[task], queue."""
-        params, image = reqs.validate(body, self.config.task, self.config.max_image_bytes, loras=self.config.loras,
-                                      default_preset=self.config.preset)
+        """Validate, store the uploads (once per content), fill defaults from WAN_CONFIGS[task], queue."""
+        params, uploads = reqs.validate(body, self.config.task, self.config.max_image_bytes, loras=self.config.loras,
+                                        default_preset=self.config.preset, max_media_bytes=self.config.max_media_bytes)
         params = reqs.fill_defaults(params, self.engine.config)
         digest = reqs.request_hash(params)
-        if image is not None:
-            path = self.config.state_dir / "inputs" / f"{image.sha256}.{image.kind}"
+        for name, upload in uploads.items():
+            path = self.config.state_dir / "inputs" / f"{upload.sha256}.{upload.kind}"
             if not path.exists():
                 tmp = path.with_suffix(".part")
-                tmp.write_bytes(image.data)
+                tmp.write_bytes(upload.data)
                 os.replace(tmp, path)
-            params["image_path"] = str(path)
+            params[f"{name}_path"] = str(path)
         job, created = self.store.submit(params, digest, idempotency_key)
         if created:
             self._wake.set()
@@ -256,9 +269,10 @@ class Service:
             if path and os.path.exists(path):
                 os.remove(path)
         self.store.delete(job_id)
-        image = job.params.get("image_path")
-        if image and os.path.exists(image) and not self.store.image_users(job.params["image_sha256"]):
-            os.remove(image)  # uploads are kept by hash, once for all the jobs that sent them
+        for name in reqs.UPLOADS:  # uploads are kept by hash, once for all the jobs that sent them
+            path, key = job.params.get(f"{name}_path"), f"{name}_sha256"
+            if path and os.path.exists(path) and not self.store.upload_users(key, job.params[key]):
+                os.remove(path)
         self.notify()
         return True, None
 
@@ -288,8 +302,11 @@ class Service:
         seconds, error {code, message}) plus the kit's keys (state, live steps, expert, ETA, seed,
         timings, files), with live progress for the running job."""
         p = job.params
-        detail: dict = {"phase": job.state, "step": 0, "total": p["sample_steps"], "expert": None,
+        steps = total_steps(p)
+        detail: dict = {"phase": job.state, "step": 0, "total": steps, "expert": None,
                         "seconds_per_step": None, "eta_seconds": None}
+        if p.get("clips"):
+            detail.update(clip=1, clips=p["clips"])
         live = self.live if job.id == self.current_id else None
         if job.state == "queued":
             detail["queue_position"] = self._queue_position(job.seq, queued)
@@ -297,12 +314,14 @@ class Service:
             detail.update({k: job.progress[k] for k in detail if k in job.progress})
         elif live is not None:
             sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
-            remaining = max(live.total - live.step, 0) if live.total else p["sample_steps"]
+            remaining = max(live.total - live.step, 0) if live.total else steps
             eta = None if sps is None else remaining * sps + (self.last_decode_seconds or 0.0)
-            detail.update(phase=live.phase, step=live.step, total=live.total or p["sample_steps"],
+            detail.update(phase=live.phase, step=live.step, total=live.total or steps,
                           expert=live.expert, seconds_per_step=sps, eta_seconds=eta)
+            if p.get("clips"):
+                detail.update(clip=live.clip, clips=live.clips)
         elif job.state == "succeeded":
-            detail.update(phase="done", step=job.steps_done or p["sample_steps"], eta_seconds=0.0)
+            detail.update(phase="done", step=job.steps_done or steps, eta_seconds=0.0)
         elif job.steps_done is not None:
             detail["step"] = job.steps_done
         total = detail["total"] or 1
@@ -313,12 +332,12 @@ class Service:
             error = {"code": "cancelled" if job.state == "cancelled" else "generation_failed",
                      "message": job.error or job.state}
         width, height = p["size"].split("*")
-        shown = {k: v for k, v in p.items() if k != "image_path"}
+        shown = {k: v for k, v in p.items() if k not in {f"{name}_path" for name in reqs.UPLOADS}}
         return {
             "id": job.id, "object": "video", "status": VIDEO_STATUS[job.state], "progress": percent,
             "created_at": int(job.created_at), "completed_at": None if job.finished_at is None else int(job.finished_at),
             "expires_at": None, "model": p["task"], "prompt": p["prompt"], "size": f"{width}x{height}",
-            "seconds": video_seconds(p["frame_num"], catalog.TASKS[p["task"]].fps),
+            "seconds": video_seconds(p, catalog.TASKS[p["task"]].fps),
             "remixed_from_video_id": None, "error": error,
             # the kit's keys
             "state": job.state, "seq": job.seq, "task": p["task"], "submitted_at": job.created_at,
@@ -369,13 +388,17 @@ class Service:
             # dequeue -> the first denoising step starts: what a resident pipeline makes short
             live.first_step_latency = time.monotonic() - live.dequeued_at
             self.start_latency.observe(live.first_step_latency)
-        live.phase, live.step, live.total, live.expert = r.phase, r.step, r.total, r.expert
+        # one loop a clip (s2v): the job's steps count on across its clips, as generate's progress does
+        live.clips = max(live.clips, r.clip)
+        live.phase, live.expert, live.clip = r.phase, r.expert, r.clip
+        live.step, live.total = (r.clip - 1) * r.total + r.step, live.clips * r.total
         if r.phase == "decoding":
             live.decode_started = time.monotonic()
         if self.current_id is not None:
             sps = sum(live.step_times) / len(live.step_times) if live.step_times else None
             self.store.report_progress(self.current_id, {
                 "phase": live.phase, "step": live.step, "total": live.total, "expert": live.expert,
+                "clip": live.clip, "clips": live.clips,
                 "seconds_per_step": sps, "eta_seconds": None if sps is None else max(live.total - live.step, 0) * sps})
         self.notify(progress_only=True)
 
@@ -397,7 +420,7 @@ class Service:
     def _run(self, job: Job) -> None:
         started = time.monotonic()
         self.current_id = job.id
-        self.live = Live(total=job.params["sample_steps"], phase="encoding")
+        self.live = Live(total=total_steps(job.params), phase="encoding", clips=job.params.get("clips") or 1)
         self._cancel_current.clear()
         self._lease_lost.clear()
         if job.cancel_requested:
@@ -415,7 +438,7 @@ class Service:
                                                                    else random.randint(0, sys.maxsize))
         self.store.set_seed(job.id, seed)
         self.notify()
-        problem = self._image_problem(job.params.get("image_path"))
+        problem = self._upload_problem(job.params)
         if problem:  # refused here, on rank 0 alone: a rank that failed to load it would take all down
             self.store.finish(job.id, "failed", error=problem, steps_done=0, timings=None)
             self._end_job()
@@ -460,17 +483,23 @@ class Service:
                  t["start_latency_s"] or 0.0, t["seconds_per_step"] or 0.0, t["total_s"])
         self._end_job()
 
-    def _image_problem(self, path: str | None) -> str | None:
-        """Why the job's staged image cannot be used (gone or damaged since submit), or None."""
-        if not path:
-            return None
-        try:
-            with open(path, "rb") as f:
-                reqs.check_image_bytes(f.read(), self.config.max_image_bytes)
-        except OSError as exc:
-            return f"the uploaded image {os.path.basename(path)} cannot be read: {exc.strerror}"
-        except reqs.RequestInvalid as exc:
-            return f"the uploaded image {os.path.basename(path)} is unusable: {exc.reason}"
+    def _upload_problem(self, params: dict) -> str | None:
+        """Why one of the job's staged uploads cannot be used (gone or damaged since submit), or None."""
+        checks = {"image": lambda data: reqs.check_image_bytes(data, self.config.max_image_bytes),
+                  "audio": lambda data: reqs.check_audio_bytes(data, self.config.max_media_bytes),
+                  "pose_video": lambda data: reqs.check_pose_bytes(data, self.config.max_media_bytes)}
+        for name in reqs.UPLOADS:
+            path = params.get(f"{name}_path")
+            if not path:
+                continue
+            what = f"the uploaded {name.replace('_', ' ')} {os.path.basename(path)}"
+            try:
+                with open(path, "rb") as f:
+                    checks[name](f.read())
+            except OSError as exc:
+                return f"{what} cannot be read: {exc.strerror}"
+            except reqs.RequestInvalid as exc:
+                return f"{what} is unusable: {exc.reason}"
         return None
 
     @staticmethod
@@ -504,7 +533,7 @@ class Service:
 
         temp = str(self.config.tmp_dir / f"{job.id}.mp4")
         os.makedirs(os.path.dirname(temp), exist_ok=True)
-        self.engine.save(video, temp)
+        self.engine.save(video, temp, job.params.get("audio_path"))
         p = job.params
         stem = outputs.final_stem(p["task"], p["size"], p["prompt"], datetime.fromtimestamp(job.created_at))
         while True:
@@ -533,7 +562,7 @@ class Service:
                 continue
             if outputs.settle_files(job.output, job.sidecar):
                 self.store.finish(job.id, "succeeded", output=job.output, sidecar=job.sidecar,
-                                  steps_done=job.params["sample_steps"], timings=None)
+                                  steps_done=total_steps(job.params), timings=None)
                 settled.append((job.id, "succeeded"))
                 continue
             self.store.set_output(job.id, None, None)
@@ -566,7 +595,12 @@ class Service:
             "guide_scale": p["sample_guide_scale"],
             "guide_scale_source": "request" if p.get("guide_scale_given") else "config default",
             "seed": seed, "solver": p["sample_solver"],
-            "image": {"sha256": p["image_sha256"], "staged_as": p.get("image_path")} if p.get("image_sha256") else None,
+            **{name: {"sha256": p[f"{name}_sha256"], "staged_as": p.get(f"{name}_path")}
+               if p.get(f"{name}_sha256") else None for name in reqs.UPLOADS if f"{name}_sha256" in p},
+            # s2v: generate's keys for its inputs (the tts_* ones stay None: the server takes recorded speech)
+            **({**{name: p.get(name) for name in catalog.TASKS[p["task"]].inputs if name not in reqs.UPLOADS},
+                "frames_per_clip": p["frame_num"], "clips_expected": p["clips"], "clips_run": live.clip}
+               if p.get("clips") else {}),
             "plan": {"server": True, "world_size": eng.world_size, "pipeline": eng.backend.name,
                      **{k: v for k, v in vars(eng.options).items()},
                      "offload_model": eng.options.resolved_offload(eng.world_size)},

@@ -310,11 +310,11 @@ class JobStore:
                 self._db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
             return self._one("SELECT * FROM jobs WHERE id=?", (job_id,))
 
-    def image_users(self, sha256: str) -> int:
-        """How many jobs use the uploaded image with this hash."""
+    def upload_users(self, key: str, sha256: str) -> int:
+        """How many jobs use the upload with this hash under params[key] (image_sha256, audio_sha256, ...)."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE json_extract(params, '$.image_sha256')=?",
-                                    (sha256,)).fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE json_extract(params, ?)=?",
+                                    (f"$.{key}", sha256)).fetchone()[0]
 
     def delete(self, job_id: str) -> bool:
         with self._lock:

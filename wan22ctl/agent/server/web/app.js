@@ -70,13 +70,15 @@ function render(v) {
   if (v.state === "queued") detail = "position " + ((d.queue_position || 0) + 1) + " in the queue";
   else if (v.state === "running") {
     detail = d.phase + (d.phase === "denoising" ? " step " + d.step + "/" + d.total : "");
+    if (d.clips > 1) detail += " · clip " + d.clip + " of " + d.clips;
     if (d.expert) detail += " · " + d.expert.replace("_", "-") + " expert";
     if (d.seconds_per_step) detail += " · " + d.seconds_per_step.toFixed(2) + " s/step";
     if (d.eta_seconds !== null && d.eta_seconds !== undefined) detail += " · ETA " + fmtSeconds(d.eta_seconds);
   } else if (v.state === "succeeded" && v.timings) detail = "done in " + fmtSeconds(v.timings.total_s);
   li.querySelector(".detail").textContent = detail;
   const p = v.params || {};
-  li.querySelector(".settings").textContent = [v.size, v.seconds + " s", p.frame_num + " frames",
+  li.querySelector(".settings").textContent = [v.size, v.seconds + " s",
+    p.clips ? p.clips + " clip(s) of " + p.frame_num + " frames" : p.frame_num + " frames",
     p.sample_steps + " steps", "seed " + (v.seed ?? "random"), p.image_sha256 ? "with image" : ""]
     .filter(Boolean).join(" · ");
   li.querySelector(".error").textContent = v.error ? v.error.message : "";
@@ -159,9 +161,10 @@ async function submit(ev) {
   form.append("prompt", $("prompt").value);
   form.append("size", $("size").value);
   for (const [id, name] of [["seconds", "seconds"], ["steps", "sample_steps"], ["seed", "seed"]]) {
-    if ($(id).value !== "") form.append(name, $(id).value);
+    if ($(id).value !== "" && !$(id).closest("label").hidden) form.append(name, $(id).value);
   }
   if (!$("imagebox").hidden && $("image").files.length) form.append("input_reference", $("image").files[0]);
+  if (!$("audiobox").hidden && $("audio").files.length) form.append("audio", $("audio").files[0]);
   $("submit").disabled = true;
   try {
     const r = await api("/v1/videos", {method: "POST", body: form});
@@ -191,6 +194,9 @@ async function start() {
   $("steps").placeholder = info.default_steps;
   $("imagebox").hidden = !info.accepts_image;
   $("image").required = info.needs_image;
+  $("audiobox").hidden = !info.needs_audio;  // s2v: the speech, whose length sets the video's
+  $("audio").required = info.needs_audio;
+  $("secondsbox").hidden = info.needs_audio;
   $("create").hidden = false;
   await refresh();
 }
