@@ -81,18 +81,40 @@ for _name in ("decord", "librosa"):
 # an allocation past the cap fails with CUDA out of memory as it would on the smaller card.
 import os as _os
 
-if _os.environ.get("WAN22_BENCH_GPU_CAP_GIB"):
-    import torch.cuda as _tc
+class _CapOnCudaInit:
+    """Meta-path hook: once torch.cuda has loaded, wrap its _lazy_init to cap the allocator right
+    after CUDA initializes (nothing of torch is imported here, at interpreter start)."""
 
-    _lazy_init = _tc._lazy_init
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch.cuda":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _wrap_lazy_init(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _wrap_lazy_init(tc):
+    lazy_init, state = tc._lazy_init, {"done": False}
 
     def _capped_lazy_init():
-        first = not _tc.is_initialized()
-        _lazy_init()
-        if first:
-            cap = float(_os.environ["WAN22_BENCH_GPU_CAP_GIB"])
-            total = _tc.get_device_properties(0).total_memory / 2**30
-            _tc.set_per_process_memory_fraction(min(1.0, cap / total))
-            print(f"wan22ctl bench shim: GPU memory capped at {cap:g} of {total:.1f} GiB", file=sys.stderr)
+        lazy_init()
+        if state["done"]:
+            return
+        state["done"] = True  # before the calls below, which re-enter _lazy_init
+        cap = float(_os.environ["WAN22_BENCH_GPU_CAP_GIB"])
+        total = tc.get_device_properties(0).total_memory / 2**30
+        tc.set_per_process_memory_fraction(min(1.0, cap / total))
+        print(f"wan22ctl bench shim: GPU memory capped at {cap:g} of {total:.1f} GiB", file=sys.stderr)
 
-    _tc._lazy_init = _capped_lazy_init
+    tc._lazy_init = _capped_lazy_init
+
+
+if _os.environ.get("WAN22_BENCH_GPU_CAP_GIB"):
+    sys.meta_path.insert(0, _CapOnCudaInit())

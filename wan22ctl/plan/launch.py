@@ -700,6 +700,8 @@ class LaunchPlan:
             "WAN22_RESIDENT_BLOCKS": str(self.resident_blocks or 0),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.offload_mode == "blocks":  # streamed blocks fragment the caching allocator (plan/lowmem.py)
+            env["PYTORCH_CUDA_ALLOC_CONF"] = lowmem.STREAM_ALLOC_CONF
         reasons = [r for r in self.reasons if not r.startswith(_BOOTSTRAP_REASON)]
         if runtime.bootstrap:
             env["PYTHONPATH"] = runtime.pythonpath

@@ -31,12 +31,19 @@ VAE_DECODE_GIB = {"720p": 19.4, "480p": 8.4}
 T5_GIB = 10.6
 # CUDA context, cuBLAS/attention workspaces and allocator fragmentation left free beside the estimate
 MARGIN_GIB = 1.5
+# Streamed blocks come and go every forward, so the caching allocator's free-but-reserved pieces grow:
+# an eager 720P Lightning video under a 24 GiB cap with 13 resident blocks (the plan before this
+# allowance) ran out of memory in its first forward with 20.3 GiB allocated, 2.9 GiB reserved but
+# unallocated, asking for 1.44 GiB (H200, 2026-12-01, BENCHMARKS.md). Streamed plans keep this much
+# more free and run with PYTORCH_CUDA_ALLOC_CONF=STREAM_ALLOC_CONF.
+FRAGMENTATION_GIB = 3.0
+STREAM_ALLOC_CONF = "expandable_segments:True"
 # Page-locked host memory measured on an H200: 55.5 GB/s into the GPU; one block's 720P forward
 # takes ~245 ms, 480P ~64 ms (kit defaults, compiled, 9.8 s and 2.57 s per 40-block forward).
 COPY_GBPS = 55.5
 BLOCK_FORWARD_S = {"720p": 0.245, "480p": 0.064}
-# streamed forward / resident forward, measured (H200, bf16, 13 resident blocks at 720P under a 24 GiB
-# cap, 23 at 480P; BENCHMARKS.md)
+# streamed forward / resident forward, measured per compiled forward (H200, bf16, 13 resident blocks at
+# 720P under a 24 GiB cap, 23 at 480P; BENCHMARKS.md); FRAGMENTATION_GIB now keeps fewer resident
 MEASURED_STREAM_COST = {"720p": 1.001, "480p": 1.006}
 DTYPES = ("bf16", "fp8")
 
@@ -84,7 +91,7 @@ def placement(mem_gib: float, size: str, dtype: str = "bf16", *, force_blocks: b
                          peak + MARGIN_GIB <= mem_gib,
                          f"the active {dtype} expert ({whole:.1f} GB) and {res} activations (~{act:.0f} GB) fit "
                          f"in {mem_gib:.0f} GB: experts swap whole through page-locked host copies")
-    room = mem_gib - MARGIN_GIB - act - REST_GIB - SLOTS * block
+    room = mem_gib - MARGIN_GIB - FRAGMENTATION_GIB - act - REST_GIB - SLOTS * block
     resident = max(0, min(BLOCKS, int(room // block)))
     streamed = BLOCKS - resident
     denoise = REST_GIB + (resident + min(SLOTS, streamed)) * block + act
