@@ -562,6 +562,20 @@ def test_progress_tracker_follows_s2v_clips(capsys):
                                                        and e["state"] == "end")
 
 
+def test_progress_tracker_counts_the_last_step_of_two_step_clips(capsys):
+    """Seen on the H200 (s2v-14B, 2 steps, 2 clips): clip 2's final 2/2 after its 1/2 was taken for a
+    late redraw of clip 1's finished bar and dropped, so the run seemed to end one step short."""
+    t = upstream_progress.ProgressTracker(clock=iter(range(100)).__next__, clips=2)
+    t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")
+    for _ in range(2):
+        for line in ("  0%|          | 0/2 [00:00<?, ?it/s]", " 50%|█████     | 1/2 [00:18<00:18, 18.00s/it]",
+                     "100%|██████████| 2/2 [00:36<00:00, 18.00s/it]"):
+            assert t.on_stderr(line)
+    assert t.on_stderr("100%|██████████| 2/2 [00:36<00:00, 18.00s/it]")  # another rank, late
+    events = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["clip"], e["step"]) for e in events if e["event"] == "progress"] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+
+
 def test_one_video_tasks_never_see_a_second_clip(capsys):
     t = upstream_progress.ProgressTracker(clock=iter(range(100)).__next__)
     t.on_stdout("[2026-01-01 10:00:00,000] INFO: Generating video ...")

@@ -110,8 +110,10 @@ class ProgressTracker:
             self.clip += 1
             self.step = -1
             self._begin("denoise")
-        elif finished or (self.clip > 1 and step == total and self.step <= 1 < total):
-            return True  # another rank's redraw of a finished bar
+        elif finished or (self.clip > 1 and step == total and self.step <= min(1, total - 2)):
+            # another rank's redraw of the last clip's finished bar, early in this clip (with 2 steps a
+            # clip, the end after step 1 is this clip's own last step)
+            return True
         if self.current in ("load", "text_encode"):
             self._begin("denoise")
         # Under torchrun every rank draws a bar; report each step once, in order.
