@@ -616,3 +616,38 @@ def test_server_without_loras_refuses_a_preset_request(tmp_path):
         assert status == 400 and "this server merged no LoRA" in err["error"]["message"], err
     finally:
         srv.stop()
+
+
+def test_up_serve_with_server_preset(tmp_path):
+    """SERVER_PRESET reaches the server's command; a task without the preset's LoRAs and LoRAs not
+    downloaded are one line and exit 2, before Docker is asked."""
+    def up(**env):
+        return subprocess.run([sys.executable, "-m", "wan22ctl", "up", "--serve", "--dry-run", "--json"], cwd=tmp_path,
+                              env=clean_environ() | {"DOCKER_HOST": "unix:///nonexistent/docker.sock", "GPUS": "none",
+                                                     "CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+                                                     "OUTPUT_DIR": str(tmp_path / "out"), **env},
+                              capture_output=True, text=True, timeout=60)
+
+    from tests.conftest import clean_environ
+
+    r = up(SERVER_TASK="ti2v-5B", SERVER_PRESET="lightning")
+    assert r.returncode == 2 and "SERVER_PRESET=lightning has no distilled LoRA for SERVER_TASK=ti2v-5B" in r.stderr
+    r = up(SERVER_TASK="t2v-A14B", SERVER_PRESET="turbo")
+    assert r.returncode == 2 and "SERVER_PRESET" in r.stderr and "lightning" in r.stderr
+    r = up(SERVER_TASK="t2v-A14B", SERVER_PRESET="lightning")
+    assert r.returncode == 2 and "run: wan22ctl download lightning-t2v" in r.stderr, r.stderr
+    from wan22ctl.hub.state import MANIFEST_NAME
+
+    folder, _, _ = lightning_folder(tmp_path)
+    target = tmp_path / "checkpoints" / "loras" / "lightning-t2v"
+    target.mkdir(parents=True)
+    os.rename(folder, target / os.path.basename(folder))
+    r = up(SERVER_TASK="t2v-A14B", SERVER_PRESET="lightning")
+    assert r.returncode == 2 and "run: wan22ctl download lightning-t2v" in r.stderr  # never verified: as generate
+    files = {str(p.relative_to(target)): {"size": p.stat().st_size} for p in target.rglob("*") if p.is_file()}
+    (target / MANIFEST_NAME).write_text(json.dumps({"commit": "c", "files": files}))
+    r = up(SERVER_TASK="t2v-A14B", SERVER_PRESET="lightning")
+    assert r.returncode == 0, r.stderr
+    command = json.loads(r.stdout)["container"]["command"]
+    assert command[command.index("--preset") + 1] == "lightning" and command[command.index("--task") + 1] == "t2v-A14B"
+    assert "--preset" not in json.loads(up(SERVER_TASK="t2v-A14B").stdout)["container"]["command"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from wan22ctl.catalog import TASKS, served_task_names
+from wan22ctl.catalog import PRESETS, TASKS, served_task_names
 from wan22ctl.errors import UserError
 
 # ---------------------------------------------------------------------------- value parsers
@@ -168,6 +168,14 @@ def _server_task(value: str) -> str:
     return name
 
 
+def _server_preset(value: str) -> str:
+    """Empty (no preset) or a catalog preset whose LoRAs the server merges at start."""
+    v = value.strip().lower()
+    if v and v not in PRESETS:
+        raise ValueError(f"must be empty or one of {', '.join(PRESETS)}")
+    return v
+
+
 def _ip_address(value: str) -> str:
     import ipaddress
 
@@ -297,6 +305,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("VIDEOX_GPU_MEMORY_MODE", "auto", _choice("auto", "model_full_load", "model_cpu_offload", "model_cpu_offload_and_qfloat8", "sequential_cpu_offload"), "VideoX-Fun GPU memory mode (auto: chosen from GPU memory)", group="videox"),
     # -- resident server (`wan22ctl up --serve`, `jobs`, `wait`, `cancel`)
     SettingSpec("SERVER_TASK", "ti2v-5B", _server_task, "task the resident server loads once and serves (`up --serve`)", group="server"),
+    SettingSpec("SERVER_PRESET", "", _server_preset, "preset the resident server starts with (`up --serve`): empty, or lightning (its catalog LoRAs merged once at load; requests that name no preset get its 4-step settings)", group="server"),
     SettingSpec("SERVER_PORT", "8000", _port, "host port the resident server is published on", group="server", typed=int),
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),

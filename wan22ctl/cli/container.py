@@ -48,6 +48,8 @@ def up(
         raise UserError("--build and --pull exclude each other")
     settings = load_cli_settings({"GPUS": gpus})
     spec = plan_serve_container(settings, the_stack) if serve else plan_container(settings, the_stack)
+    if serve and settings["SERVER_PRESET"]:
+        _require_preset_loras(settings)
     out = Output(as_json)
     if dry_run:  # read-only; without a Docker daemon the plan says the local image was not checked
         try:
@@ -79,6 +81,17 @@ def up(
     out.result({"action": result.action, "changes": result.changes, "name": spec.name,
                 "container_id": result.container_id, "health": status},
                lambda _: out.say(_next_step(settings, the_stack, serve, spec.name)))
+
+
+def _require_preset_loras(settings) -> None:
+    """SERVER_PRESET's catalog LoRAs are downloaded: else one line naming the download, before the
+    image or the container (the server would stop at its load with the same line in its log)."""
+    from wan22ctl.hub.state import model_state
+
+    key = catalog.PRESETS[settings["SERVER_PRESET"]].loras[settings["SERVER_TASK"]]
+    if model_state(catalog.MODEL_BY_KEY[key], settings.checkpoint_dir)[0] != "complete":
+        raise UserError(f"SERVER_PRESET={settings['SERVER_PRESET']} needs the {key} LoRAs, which are not downloaded "
+                        f"in {settings.checkpoint_dir}", fix=f"run: wan22ctl download {key}")
 
 
 def _say_done(out: Output, name: str, result) -> None:

@@ -102,6 +102,11 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
     if not ipaddress.ip_address(settings.server_host).is_loopback and not settings.wan22_api_key:
         raise UserError(f"SERVER_HOST={settings.server_host} publishes the server beyond this machine without a key",
                         fix="set WAN22_API_KEY (clients send Authorization: Bearer KEY), or SERVER_HOST=127.0.0.1")
+    preset = settings["SERVER_PRESET"]
+    if preset and settings["SERVER_TASK"] not in catalog.PRESETS[preset].loras:
+        raise UserError(f"SERVER_PRESET={preset} has no distilled LoRA for SERVER_TASK={settings['SERVER_TASK']} "
+                        f"(it has: {', '.join(catalog.PRESETS[preset].loras)})",
+                        fix="set SERVER_TASK to one of those, or SERVER_PRESET= (empty)")
     base = plan_main_container(settings)
     # Wan2.2's python (torch, the `wan` package's requirements), not the kit's venv: the server
     # imports `wan` in-process, and its HTTP stack is installed there (docker/requirements-server.txt).
@@ -109,6 +114,8 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
                "--port", str(SERVER_CONTAINER_PORT)]
     if settings.gpus.kind != "none":
         command += ["--plan", "auto"]
+    if preset:
+        command += ["--preset", preset]
     command += ["--api-key-file", SERVER_KEY_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
     run_env = server_run_env(settings)
