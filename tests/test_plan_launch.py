@@ -484,7 +484,7 @@ def test_agent_runs_tts_with_the_checkpoint_dirs_cosyvoice(tmp_path):
     (ckpt / "CosyVoice2-0.5B").mkdir()
     image, voice = tmp_path / "face.png", tmp_path / "my voice.wav"
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
-    with wave.open(str(voice), "wb") as w:  # 6 s: two clips of 48 frames at 16 fps
+    with wave.open(str(voice), "wb") as w:  # 6 s: upstream's bucket formula makes 3 clips of 48 frames (int(180 / 90) + 1)
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes(b"\0\0" * 96000)
     runtime = Runtime(python=sys.executable, wan22_dir=str(wan), output_dir=str(tmp_path / "out"),
@@ -510,12 +510,12 @@ def test_agent_runs_tts_with_the_checkpoint_dirs_cosyvoice(tmp_path):
     assert argv[argv.index("--tts_text") + 1] == "hello there" and "--audio" not in argv
     clips = [json.loads(line.split(" ", 1)[1]).get("clip", 1) for line in proc.stdout.splitlines()
              if line.startswith("@@wan22ctl ") and '"progress"' in line]
-    assert max(clips) == 2
+    assert max(clips) == 3
     (video,) = (tmp_path / "out").glob("*.mp4")
     side = json.loads(video.with_suffix(".json").read_text())
     assert (side["tts_text"], side["tts_prompt_text"], side["audio"]) == ("hello there", "what I say", None)
     assert side["tts_prompt_audio"] == {"source": str(voice), "staged_as": staged[str(voice)]}
-    assert side["clips_expected"] is None and side["clips_run"] == 2
+    assert side["clips_expected"] is None and side["clips_run"] == 3
 
 
 def test_prompt_file_lines(tmp_path):
