@@ -128,23 +128,24 @@ class CheckedMedia:
         return hashlib.sha256(self.data).hexdigest()
 
 
+def _read_upload(data: bytes, field: str, read, max_bytes: int):
+    """An upload's size and decodability, with the reader `generate` uses for the same file."""
+    _check_size(data, field, max_bytes)
+    try:
+        return read(data)
+    except media.MediaError as exc:
+        raise RequestInvalid(field, str(exc)) from None
+
+
 def check_audio_bytes(data: bytes, max_bytes: int = MAX_MEDIA_BYTES) -> CheckedMedia:
     """An uploaded audio's bytes checked as `generate --audio` checks a file (`media.audio_info`)."""
-    _check_size(data, "audio", max_bytes)
-    try:
-        info = media.audio_info_of(data)
-    except media.MediaError as exc:
-        raise RequestInvalid("audio", str(exc)) from None
+    info = _read_upload(data, "audio", media.audio_info_of, max_bytes)
     return CheckedMedia(data, info.kind, info.seconds)
 
 
 def check_pose_bytes(data: bytes, max_bytes: int = MAX_MEDIA_BYTES) -> CheckedMedia:
     """An uploaded pose video's bytes checked as `generate --pose-video` checks a file (`media.video_info`)."""
-    _check_size(data, "pose_video", max_bytes)
-    try:
-        info = media.video_info_of(data)
-    except media.MediaError as exc:
-        raise RequestInvalid("pose_video", str(exc)) from None
+    info = _read_upload(data, "pose_video", media.video_info_of, max_bytes)
     return CheckedMedia(data, info.kind)
 
 
