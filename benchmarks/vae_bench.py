@@ -13,6 +13,11 @@ GPU->uint8->host conversion and the libx264 encode through imageio. Variants:
 
 Each variant's frames are compared with the default's as uint8 (max/mean abs difference).
 
+Then decode + save as one phase, twice in the same process, with upstream's VAE: `sequential`
+(upstream: decode, then save_video) and `streamed` (the kit's WAN22_STREAM_SAVE,
+wan22ctl.agent.videosave: the libx264 writer fed chunk by chunk while the VAE decodes), with the
+two MP4s' sha256 (the same file is the claim).
+
     python3 benchmarks/vae_bench.py --vae /tmp/ckpt/Wan2.2-T2V-A14B/Wan2.1_VAE.pth --size 1280*720
 
 WAN22_DIR must name the Wan2.2 checkout. Writes vae-bench.json under $OUT (or /tmp).
@@ -115,6 +120,7 @@ def main() -> None:
         encode_s = round(time.perf_counter() - start, 3)
     save = {"save_video_s": save_s, "to_host_s": convert_s, "encode_s": encode_s, "mp4_mb": size_mb}
     print(json.dumps(save), flush=True)
+    phases = decode_and_save(vae, latent, args.fps)
 
     print(f"\n{args.size}, {args.frames} frames, latent {tuple(latent.shape)}, {torch.cuda.get_device_name(device)}")
     print(f"{'variant':<16} {'first s':>8} {'second s':>9} {'peak GiB':>9} {'max|d| u8':>10} {'mean|d| u8':>11}")
@@ -122,10 +128,52 @@ def main() -> None:
         print(f"{r['variant']:<16} {r['first_s']:>8.2f} {r['second_s']:>9.2f} {r['peak_gib']:>9.2f} "
               f"{r['max_abs_u8']:>10} {r['mean_abs_u8']:>11.4f}")
     print(f"save_video {save_s:.2f} s (to host uint8 {convert_s:.2f} s, libx264 {encode_s:.2f} s), {size_mb} MB")
+    for r in phases:
+        print(f"decode + save, {r['mode']:<10} {r['seconds']:>6.2f} s  sha256 {r['sha256'][:16]}")
     out_dir = os.environ.get("OUT", "/tmp")
     with open(os.path.join(out_dir, "vae-bench.json"), "w") as f:
         json.dump({"size": args.size, "frames": args.frames, "gpu": torch.cuda.get_device_name(device),
-                   "decode": rows, "save": save, "command": " ".join(sys.argv)}, f, indent=1)
+                   "decode": rows, "save": save, "decode_and_save": phases, "command": " ".join(sys.argv)}, f,
+                  indent=1)
+
+
+def decode_and_save(vae, latent, fps: int) -> list[dict]:
+    """The phase after the last step, upstream's way and streamed (WAN22_STREAM_SAVE), one process."""
+    import hashlib
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import wan.modules.vae2_1 as vae_module
+    import wan.utils.utils as utils
+
+    from wan22ctl.agent import videosave
+
+    videosave._patch_vae(vae_module)
+    videosave._patch_utils(utils)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        videosave.use_directory(tmp)
+        for mode in ("sequential", "streamed", "sequential", "streamed"):
+            path = os.path.join(tmp, f"{mode}.mp4")
+
+            def run():
+                with torch.amp.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
+                    if mode == "streamed":
+                        with videosave.streaming(fps):
+                            video = vae.decode([latent])[0]
+                    else:
+                        video = vae.decode([latent])[0]
+                utils.save_video(tensor=video[None], save_file=path, fps=fps, nrow=1, normalize=True,
+                                 value_range=(-1, 1))
+
+            published = videosave.published()
+            _, seconds, peak = _timed(run)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            rows.append({"mode": mode, "seconds": seconds, "peak_gib": peak, "sha256": digest,
+                         "from_stream": videosave.published() > published})
+            print(json.dumps(rows[-1]), flush=True)
+            os.unlink(path)
+    return rows
 
 
 if __name__ == "__main__":

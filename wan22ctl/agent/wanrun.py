@@ -171,6 +171,10 @@ def install(argv: list[str]) -> tuple[str, dict[str, bool], list[str]]:
     name = attention.install()
     fp8.requested(), streaming.requested()  # validate WAN22_DTYPE / WAN22_OFFLOAD
     flags = speedups.install(steps=_sample_steps(argv), offload=_offload_model(argv))
+    if flags["WAN22_STREAM_SAVE"] and _flag(argv, "--save_file"):
+        from wan22ctl.agent import videosave
+
+        videosave.use_directory(os.path.dirname(os.path.abspath(_flag(argv, "--save_file"))))
     euler.install(force=use_euler)
     _install_loras(specs, argv)
     return name, flags, argv

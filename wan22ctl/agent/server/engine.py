@@ -306,6 +306,9 @@ class Engine:
                 model = getattr(self.pipeline, name, None)
                 if model is not None and hasattr(model, "cpu"):
                     model.cpu()
+        videosave = sys.modules.get("wan22ctl.agent.videosave")
+        if videosave is not None:  # a video decoded but never saved: drop its stream
+            videosave.discard()
         release_cached_memory()
 
     def save(self, video, temp_path: str, audio_path: str | None = None) -> None:

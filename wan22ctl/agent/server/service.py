@@ -187,6 +187,10 @@ class Service:
         (config.state_dir / "inputs").mkdir(parents=True, exist_ok=True)
         # Half-written videos of a server that died mid-save: their jobs run again.
         shutil.rmtree(config.tmp_dir, ignore_errors=True)
+        videosave = sys.modules.get("wan22ctl.agent.videosave")
+        if videosave is not None:  # WAN22_STREAM_SAVE: streams next to the videos being written
+            config.tmp_dir.mkdir(parents=True, exist_ok=True)
+            videosave.use_directory(str(config.tmp_dir))
         store.listen(self._on_store_event)
 
     def stop(self) -> None:
