@@ -188,6 +188,45 @@ def test_install_patches_wan_before_model_import(tmp_path):
     assert "patched" in res.stdout
 
 
+def test_animate_face_blocks_use_the_kits_backend(tmp_path):
+    """Wan-Animate's face blocks call flash-attn 2's `flash_attn_func` directly, None where flash-attn
+    2 is absent (found on an H200 with flash-attn-4 only: TypeError in the first step); the kit's
+    backend takes its place, computing the same attention ([b, s, heads, dim] in and out)."""
+    pkg = tmp_path / "wan" / "modules" / "animate"
+    pkg.mkdir(parents=True)
+    (tmp_path / "wan" / "__init__.py").write_text("")
+    (tmp_path / "wan" / "modules" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "face_blocks.py").write_text(textwrap.dedent("""
+        try:  # upstream's import (wan/modules/animate/face_blocks.py)
+            from flash_attn import flash_attn_qkvpacked_func, flash_attn_func
+        except ImportError:
+            flash_attn_func = None
+        def attention(q, k, v, batch_size=1, max_seqlen_q=None):
+            x = flash_attn_func(q, k, v)
+            return x.view(batch_size, max_seqlen_q, x.shape[-2], x.shape[-1])
+    """))
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(tmp_path)!r})
+        import torch
+        from wan22ctl.agent import attention as A
+        A.install()
+        import wan.modules.animate.face_blocks as fb
+        assert fb.flash_attn_func is A.face_flash_attn_func, fb.flash_attn_func
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 24, 4, 16, generator=g) for _ in range(3))
+        out = fb.attention(q, k, v, batch_size=1, max_seqlen_q=24)
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            *(t.to(torch.bfloat16).float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        err = ((out.float() - ref).norm() / ref.norm()).item()
+        assert out.shape == (1, 24, 4, 16) and err < 1e-2, err
+        print("face blocks", err)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "face blocks" in res.stdout
+
+
 # ---- GPU: every backend this machine has, bf16 tolerance, fresh inputs -------------------------
 
 GPU_BACKENDS = ["auto", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "flash2", "flash3", "flash4"]

@@ -380,7 +380,21 @@ def attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=No
                            dtype=dtype, version=fa_version)
 
 
+def face_flash_attn_func(q, k, v):
+    """flash-attn 2's `flash_attn_func(q, k, v)` as Wan-Animate's face blocks call it ([b, s, heads,
+    dim] in and out, no mask): the kit's backend instead. Upstream imports it from `flash_attn`
+    and, where flash-attn 2 is absent (flash-attn-3/4, SDPA), calls None."""
+    return flash_attention(q, k, v)
+
+
+# module -> patch: what each upstream module gets from the kit's backend as it loads
+PATCHED = ("wan.modules.attention", "wan.modules.animate.face_blocks")
+
+
 def _patch_module(module) -> None:
+    if module.__name__ == "wan.modules.animate.face_blocks":
+        module.flash_attn_func = face_flash_attn_func
+        return
     module.flash_attention = flash_attention
     if hasattr(module, "attention") and module.__name__ == "wan.modules.attention":
         module.attention = attention
@@ -391,7 +405,7 @@ class _PatchAfterLoad:
     so every later `from .attention import flash_attention` (model.py, ulysses.py, ...) binds ours."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "wan.modules.attention":
+        if fullname not in PATCHED:
             return None
         from importlib.machinery import PathFinder
 
@@ -446,6 +460,6 @@ def install() -> str:
         sys.meta_path.insert(0, _PatchAfterLoad())
     for mod_name, module in list(sys.modules.items()):
         if mod_name == "wan" or mod_name.startswith("wan."):
-            if hasattr(module, "flash_attention"):
+            if hasattr(module, "flash_attention") or mod_name in PATCHED:
                 _patch_module(module)
     return name
