@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -118,6 +119,13 @@ def test_local_download_lands_in_wan_layout_and_models_reports_states(dl):
     assert r.returncode == 0, r.stderr
     assert fetched(dl.hub, T2V) == {SHARD, "google/umt5-xxl/spiece.model"}
     assert models_json(dl)["t2v"]["state"] == "complete"
+
+    # A Kubernetes pod's init container waits for each model it needs in turn (`kube render`).
+    wait = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "models", "--checkpoint-dir", str(ckpt(dl)),
+                           "--wait-for", "t2v", "--wait-for", "no-such-model"], capture_output=True, text=True,
+                          timeout=60)
+    assert wait.stdout.startswith("t2v: complete") and wait.returncode == 2, (wait.stdout, wait.stderr)
+    assert "unknown model 'no-such-model'" in wait.stderr
 
 
 LIGHTNING = "lightx2v/Wan2.2-Lightning"

@@ -243,6 +243,37 @@ def test_server_pods_from_settings_catalog_and_planner(built):
     assert all(dep["spec"]["template"]["metadata"]["labels"][k] == v for k, v in svc["spec"]["selector"].items())
 
 
+def test_server_preset_reaches_replicas_api_and_download(tmp_path):
+    """SERVER_PRESET=lightning (as `up --serve`): the replicas and the API pod start with --preset, the
+    download Job fetches the preset's LoRAs beside the model, and both pods wait for both."""
+    tree = render(tmp_path, {"SERVER_TASK": "t2v-A14B", "SERVER_PRESET": "lightning"})
+    docs = kustomize(tree, "keda")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for name in ("wan22-server", "wan22-api"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        command = pod["containers"][0]["command"]
+        assert command[command.index("--preset") + 1] == "lightning", name
+        wait = pod["initContainers"][0]["command"]
+        assert wait == ["wan22ctl-agent", "models", "--wait-for", "t2v", "--wait-for", "lightning-t2v"], name
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["checkpoints"]["readOnly"] is True, name
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "wan22ctl-agent", "download", "t2v", "lightning-t2v", "--events"]
+    # without the preset the API pod needs no checkpoints
+    (tmp_path / "plain").mkdir()
+    plain = kustomize(render(tmp_path / "plain", {"SERVER_TASK": "t2v-A14B"}), "keda")
+    api = next(d for d in plain if d["kind"] == "Deployment" and d["metadata"]["name"] == "wan22-api")
+    assert "--preset" not in api["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "initContainers" not in api["spec"]["template"]["spec"]
+
+
+def test_server_preset_without_loras_for_the_task_is_refused(tmp_path):
+    out = wan22ctl(tmp_path, "kube", "render", "-o", "k8s", env={"SERVER_TASK": "ti2v-5B", "SERVER_PRESET": "lightning"})
+    assert out.returncode == 2 and not (tmp_path / "k8s").exists()
+    assert out.stderr.startswith("error: SERVER_PRESET=lightning has no distilled LoRA for SERVER_TASK=ti2v-5B"), out.stderr
+
+
 def test_multi_gpu_pods_use_generates_planner(tmp_path):
     tree = render(tmp_path, {"SERVER_TASK": "t2v-A14B", "KUBE_GPUS_PER_POD": "8"}, "--overlay", "postgres")
     server = _server(kustomize(tree, "postgres"))["spec"]["template"]["spec"]["containers"][0]

@@ -164,8 +164,12 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_models(args) -> int:
+    for key in args.wait_for or ():
+        code = _wait_for(key, _roots(args))
+        if code:
+            return code
     if args.wait_for:
-        return _wait_for(args.wait_for, _roots(args))
+        return 0
     rows = model_rows(_roots(args))
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
@@ -221,6 +225,7 @@ def add_parser(sub) -> None:
 
     m = sub.add_parser("models", help="state of each catalog model on disk")
     m.add_argument("--json", action="store_true")
-    m.add_argument("--wait-for", metavar="MODEL", help="wait until this model (a catalog key) is complete, then exit 0")
+    m.add_argument("--wait-for", metavar="MODEL", action="append",
+                   help="wait until this model (a catalog key) is complete, then exit 0; repeatable")
     _common(m)
     m.set_defaults(func=_cmd_models)

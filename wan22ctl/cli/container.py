@@ -88,7 +88,9 @@ def _require_preset_loras(settings) -> None:
     image or the container (the server would stop at its load with the same line in its log)."""
     from wan22ctl.hub.state import model_state
 
-    key = catalog.PRESETS[settings["SERVER_PRESET"]].loras[settings["SERVER_TASK"]]
+    from wan22ctl.plan.container import server_preset_lora
+
+    key = server_preset_lora(settings)
     if model_state(catalog.MODEL_BY_KEY[key], settings.checkpoint_dir)[0] != "complete":
         raise UserError(f"SERVER_PRESET={settings['SERVER_PRESET']} needs the {key} LoRAs, which are not downloaded "
                         f"in {settings.checkpoint_dir}", fix=f"run: wan22ctl download {key}")

@@ -86,6 +86,20 @@ def server_run_env(settings: Settings) -> dict[str, str]:
             "WAN22_DTYPE": settings["WAN22_DTYPE"]}
 
 
+def server_preset_lora(settings: Settings) -> str | None:
+    """The catalog LoRA model SERVER_PRESET merges for SERVER_TASK (None without a preset); UserError
+    when the preset has none for the task. `up --serve` and `kube render` both ask."""
+    preset = settings["SERVER_PRESET"]
+    if not preset:
+        return None
+    key = catalog.PRESETS[preset].loras.get(settings["SERVER_TASK"])
+    if key is None:
+        raise UserError(f"SERVER_PRESET={preset} has no distilled LoRA for SERVER_TASK={settings['SERVER_TASK']} "
+                        f"(it has: {', '.join(catalog.PRESETS[preset].loras)})",
+                        fix="set SERVER_TASK to one of those, or SERVER_PRESET= (empty)")
+    return key
+
+
 def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> ContainerSpec:
     """The main container running `wan22ctl-agent server` for SERVER_TASK.
 
@@ -103,10 +117,7 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
         raise UserError(f"SERVER_HOST={settings.server_host} publishes the server beyond this machine without a key",
                         fix="set WAN22_API_KEY (clients send Authorization: Bearer KEY), or SERVER_HOST=127.0.0.1")
     preset = settings["SERVER_PRESET"]
-    if preset and settings["SERVER_TASK"] not in catalog.PRESETS[preset].loras:
-        raise UserError(f"SERVER_PRESET={preset} has no distilled LoRA for SERVER_TASK={settings['SERVER_TASK']} "
-                        f"(it has: {', '.join(catalog.PRESETS[preset].loras)})",
-                        fix="set SERVER_TASK to one of those, or SERVER_PRESET= (empty)")
+    server_preset_lora(settings)
     base = plan_main_container(settings)
     # Wan2.2's python (torch, the `wan` package's requirements), not the kit's venv: the server
     # imports `wan` in-process, and its HTTP stack is installed there (docker/requirements-server.txt).

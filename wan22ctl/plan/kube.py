@@ -107,6 +107,13 @@ class KubePlan:
     secrets: tuple[SecretNeed, ...]
     reasons: tuple[str, ...]
     warnings: tuple[str, ...] = field(default=())
+    preset: str | None = None  # SERVER_PRESET: the replicas merge its LoRAs at load
+    lora_model: str | None = None  # the preset's catalog LoRA model, downloaded beside `model`
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """What the download Job fetches and the pods wait for."""
+        return (self.model, self.lora_model) if self.lora_model else (self.model,)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,9 +126,9 @@ def shm_quantity(size: str) -> str:
     return f"{int(number)}{unit}"
 
 
-def checkpoint_size_gi(model: catalog.Model) -> int:
-    """The checkpoint volume: the model plus headroom, rounded up to 10 Gi."""
-    return int(math.ceil(model.approx_gb * 1e9 / 2**30 * PVC_HEADROOM / 10) * 10)
+def checkpoint_size_gi(*models: catalog.Model) -> int:
+    """The checkpoint volume: the models (the task's, a preset's LoRAs) plus headroom, rounded up to 10 Gi."""
+    return int(math.ceil(sum(m.approx_gb for m in models) * 1e9 / 2**30 * PVC_HEADROOM / 10) * 10)
 
 
 def _parse_tolerations(value: str) -> list[dict]:
@@ -137,6 +144,7 @@ def _parse_tolerations(value: str) -> list[dict]:
 def plan_kube(settings: Settings, overlays: tuple[str, ...] | None = None) -> KubePlan:
     """Decide the manifests' contents from settings, the catalog and the launch planner."""
     from wan22ctl.errors import UserError
+    from wan22ctl.plan.container import server_preset_lora
     from wan22ctl.plan.launch import plan_launch, server_request, synthetic_inventory
 
     chosen = tuple(overlays or OVERLAYS)
@@ -145,6 +153,8 @@ def plan_kube(settings: Settings, overlays: tuple[str, ...] | None = None) -> Ku
         raise UserError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
     task = settings["SERVER_TASK"]
     model = catalog.model_for_task(task)
+    lora_key = server_preset_lora(settings)
+    stored = (model, catalog.MODEL_BY_KEY[lora_key]) if lora_key else (model,)
     gpus = settings.kube_gpus_per_pod
     mem = float(settings.kube_gpu_memory_gb)
     # WAN22_DTYPE is about the A14B experts (as for `server --plan auto`): other tasks keep bf16
@@ -161,8 +171,13 @@ def plan_kube(settings: Settings, overlays: tuple[str, ...] | None = None) -> Ku
     reasons = [f"{launch.nproc} GPU(s) per pod: {launch.reasons[0]}", *kept,
                f"memory request {host_ram + shm_gi}Gi: loading needs about {launch.host_ram_need_gb:.0f} GB of host RAM "
                f"(every rank reads the weights on the CPU) plus {shm} of /dev/shm, which counts as pod memory",
-               f"checkpoint volume {checkpoint_size_gi(model)}Gi: {model.repo_id} is about {model.approx_gb:g} GB, "
+               f"checkpoint volume {checkpoint_size_gi(*stored)}Gi: "
+               + " and ".join(f"{m.repo_id} is about {m.approx_gb:g} GB" for m in stored) + ", "
                f"+{int((PVC_HEADROOM - 1) * 100)}% for partial files while a download resumes",
+               *([f"--preset {settings['SERVER_PRESET']}: every replica merges the {lora_key} LoRAs once at load and "
+                  f"requests that name no preset get its settings; the download Job fetches {lora_key} beside "
+                  f"{model.key}, and the API pod waits for both to check requests against the same LoRA set"]
+                 if lora_key else []),
                f"startup probe allows {startup_s} s: {LOAD_FIXED_S} s to start plus reading "
                f"{model.approx_gb:g} GB at {SLOW_VOLUME_BPS / 1e6:.0f} MB/s, times 1.5"]
     secrets = [
@@ -184,12 +199,12 @@ def plan_kube(settings: Settings, overlays: tuple[str, ...] | None = None) -> Ku
                       "convert_model_dtype": launch.convert_model_dtype, "t5_cpu": launch.t5_cpu,
                       "est_peak_gpu_gb": launch.est_peak_gpu_gb},
         host_ram_gb=host_ram, memory_request=f"{host_ram + shm_gi}Gi", cpu_request=str(4 * launch.nproc), shm=shm,
-        checkpoint_pvc=f"{checkpoint_size_gi(model)}Gi", output_pvc=settings["KUBE_OUTPUT_SIZE"],
+        checkpoint_pvc=f"{checkpoint_size_gi(*stored)}Gi", output_pvc=settings["KUBE_OUTPUT_SIZE"],
         storage_class=settings["KUBE_STORAGE_CLASS"] or None,
         node_selector=dict(kv.split("=", 1) for kv in filter(None, settings["KUBE_NODE_SELECTOR"].split(","))),
         tolerations=_parse_tolerations(settings["KUBE_TOLERATIONS"]), startup_probe_s=startup_s,
         termination_grace_s=GRACE_S, overlays=chosen, secrets=tuple(secrets), reasons=tuple(reasons),
-        warnings=tuple(launch.warnings))
+        warnings=tuple(launch.warnings), preset=settings["SERVER_PRESET"] or None, lora_model=lora_key)
 
 
 def _gi(quantity: str) -> int:
@@ -234,6 +249,8 @@ def _queue_env() -> dict:
 def _server_command(plan: KubePlan, api_only: bool) -> list[str]:
     command = ["python3", "-m", "wan22ctl.agent", "server", "--task", plan.task, "--host", "0.0.0.0",
                "--port", str(SERVER_CONTAINER_PORT), "--api-key-file", API_KEY_PATH]
+    if plan.preset:  # the API pod checks requests against the same LoRA set the replicas merged
+        command += ["--preset", plan.preset]
     if api_only:
         return command + ["--api-only"]
     return command + ["--plan", "auto", "--lease-seconds", str(LEASE_S), "--gpu-lock-dir", "/tmp/wan22ctl-locks"]
@@ -249,6 +266,18 @@ def _server_env(plan: KubePlan, settings_env: dict) -> list[dict]:
 def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures,
             "timeoutSeconds": timeout}
+
+
+def _wait_for_checkpoints(plan: KubePlan) -> dict:
+    """Init container: the pod starts once the download Job has completed every model it needs."""
+    return {
+        "name": "wait-for-checkpoints", "image": plan.image,
+        "command": ["wan22ctl-agent", "models", *(a for m in plan.models for a in ("--wait-for", m))],
+        "env": _env({"WAN22_CHECKPOINT_DIR": paths.CONTAINER_CHECKPOINT_DIR}),
+        "volumeMounts": [{"name": "checkpoints", "mountPath": paths.CONTAINER_CHECKPOINT_DIR, "readOnly": True}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "securityContext": _container_security(),
+    }
 
 
 def server_deployment(plan: KubePlan, settings_env: dict) -> dict:
@@ -271,18 +300,10 @@ def server_deployment(plan: KubePlan, settings_env: dict) -> dict:
         ],
         "securityContext": _container_security(),
     }
-    wait = {
-        "name": "wait-for-checkpoints", "image": plan.image,
-        "command": ["wan22ctl-agent", "models", "--wait-for", plan.model],
-        "env": _env({"WAN22_CHECKPOINT_DIR": paths.CONTAINER_CHECKPOINT_DIR}),
-        "volumeMounts": [{"name": "checkpoints", "mountPath": paths.CONTAINER_CHECKPOINT_DIR, "readOnly": True}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        "securityContext": _container_security(),
-    }
     pod = {
         "terminationGracePeriodSeconds": plan.termination_grace_s,
         "securityContext": _pod_security(),
-        "initContainers": [wait],
+        "initContainers": [_wait_for_checkpoints(plan)],
         "containers": [container],
         "volumes": [
             {"name": "checkpoints", "persistentVolumeClaim": {"claimName": CHECKPOINTS_PVC, "readOnly": True}},
@@ -324,15 +345,23 @@ def api_deployment(plan: KubePlan, settings_env: dict) -> dict:
                          {"name": "api-key", "mountPath": "/var/run/secrets/wan22", "readOnly": True}],
         "securityContext": _container_security(),
     }
+    pod = {"securityContext": _pod_security(), "containers": [container],
+           "volumes": [{"name": "outputs", "persistentVolumeClaim": {"claimName": OUTPUTS_PVC}},
+                       {"name": "api-key", "secret": {"secretName": SECRET_API_KEY,
+                                                      "items": [{"key": "key", "path": "api-key"}]}}]}
+    if plan.preset:
+        # The preset's LoRA set is checked against the DiT configs and files as the replicas check
+        # it, so the API refuses a request naming another set (400) before it reaches the queue.
+        container["volumeMounts"].insert(0, {"name": "checkpoints", "mountPath": paths.CONTAINER_CHECKPOINT_DIR,
+                                             "readOnly": True})
+        pod["volumes"].insert(0, {"name": "checkpoints",
+                                  "persistentVolumeClaim": {"claimName": CHECKPOINTS_PVC, "readOnly": True}})
+        pod["initContainers"] = [_wait_for_checkpoints(plan)]
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(API, "api"),
         "spec": {
             "replicas": 1, "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": {**selector, **API_LABEL}}, "spec": {
-                "securityContext": _pod_security(), "containers": [container],
-                "volumes": [{"name": "outputs", "persistentVolumeClaim": {"claimName": OUTPUTS_PVC}},
-                            {"name": "api-key", "secret": {"secretName": SECRET_API_KEY,
-                                                           "items": [{"key": "key", "path": "api-key"}]}}]}},
+            "template": {"metadata": {"labels": {**selector, **API_LABEL}}, "spec": pod},
         },
     }
 
@@ -351,7 +380,7 @@ def download_job(plan: KubePlan, hf_endpoint: str) -> dict:
                 "restartPolicy": "OnFailure", "securityContext": _pod_security(),
                 "containers": [{
                     "name": "download", "image": plan.image,
-                    "command": ["wan22ctl-agent", "download", plan.model, "--events"], "env": env,
+                    "command": ["wan22ctl-agent", "download", *plan.models, "--events"], "env": env,
                     "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
                     "volumeMounts": [{"name": "checkpoints", "mountPath": paths.CONTAINER_CHECKPOINT_DIR}],
                     "securityContext": _container_security(),
