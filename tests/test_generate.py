@@ -235,7 +235,19 @@ def test_s2v_runs_every_clip_its_audio_needs(stack, tmp_path):
     assert side["audio"]["source"] == str(audio) and side["image"]["source"] == str(image)
     assert (side["frames_per_clip"], side["clips_expected"], side["clips_run"], side["num_clip"]) == (48, 3, 3, None)
     assert side["negative_prompt"] == catalog.S2V_NEG_PROMPT and side["fps"] == 16 and side["guide_scale"] == 4.5
+    assert side["speech_merged"] is True
     assert leftovers(stack) == []
+
+    # Upstream's merge_video_audio logs its failure (ffmpeg missing) and exits 0 with a silent video:
+    # the run fails, saying so, and the generated video stays published with its sidecar.
+    r = generate(stack, "--task", "s2v-14B", "--image", str(image), "--audio", str(audio),
+                 "--prompt", "she speaks @@nomerge", "--frame-num", "48", "--steps", "3", "--seed", "5")
+    assert r.returncode == 1, r.stdout + r.stderr
+    silent = max(videos(stack), key=lambda p: p.stat().st_mtime)
+    assert silent != video and silent.name.startswith("s2v-14B_1024x704_she-speaks-nomerge_")
+    assert "the speech was not merged into the video" in r.stderr and "'ffmpeg'" in r.stderr
+    assert silent.name in r.stderr
+    assert json.loads(silent.with_suffix(".json").read_text())["speech_merged"] is False
 
 
 def test_animate_runs_the_prepared_folder_without_a_prompt(stack, tmp_path):

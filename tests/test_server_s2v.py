@@ -69,6 +69,23 @@ def s2v(tmp_path_factory):
     assert s.stop() == 0, s.logtext()
 
 
+def test_a_failed_speech_merge_fails_the_job(tmp_path):
+    """Upstream's merge_video_audio logs its failure (ffmpeg missing) and leaves the video silent:
+    the job fails, saying why, instead of succeeding without speech."""
+    s = Server(tmp_path, task="s2v-14B", env={"FAKE_WAN_MERGE_FAILS": "1"}).start()
+    try:
+        status, job, _ = post_form(s, {"prompt": "she speaks", "frame_num": "48", "sample_steps": "2"},
+                                   {"input_reference": FACE, "audio": ("talk.wav", TALK, "audio/wav")})
+        assert status == 201, job
+        final = s.wait(job["id"])
+        assert final["state"] == "failed", final
+        message = final["error"]["message"]
+        assert "the speech was not merged into the video" in message and "'ffmpeg'" in message, message
+        assert final["output"] is None and not list(s.out.glob("*.mp4"))
+    finally:
+        assert s.stop() == 0, s.logtext()
+
+
 def test_multipart_upload_runs_every_clip_and_merges_the_speech(s2v):
     status, job, _ = post_form(s2v, {"prompt": "she speaks", "frame_num": "48", "sample_steps": "3", "seed": "5",
                                      "start_from_ref": "true"},

@@ -20,6 +20,7 @@ Behaviour knobs (environment, read at call time):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import sys
@@ -207,6 +208,9 @@ def _s2v_clips(audio_path: str, infer_frames: int) -> int:
 def merge_video_audio(video_path: str, audio_path: str):
     """Upstream muxes the audio in with ffmpeg, in place; the stand-in appends it as a `free` box
     (which MP4 readers skip), so a test can see which audio the published video carries."""
+    if os.environ.get("FAKE_WAN_MERGE_FAILS"):  # upstream where ffmpeg is missing: logged, not raised
+        logging.error("merge_video_audio failed with error: [Errno 2] No such file or directory: 'ffmpeg'")
+        return
     with open(audio_path, "rb") as f:
         audio = f.read()
     with open(video_path, "ab") as f:

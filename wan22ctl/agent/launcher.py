@@ -244,6 +244,8 @@ def _task_input_record(plan: LaunchPlan, tracker: ProgressTracker) -> dict:
     for name, staged in plan.inputs.items():
         record[name] = {"source": req[name], "staged_as": staged}
     record.update(frames_per_clip=req["frame_num"], clips_expected=req.get("clips"), clips_run=tracker.clip)
+    if "s2v" in req["task"]:
+        record["speech_merged"] = tracker.merge_error is None
     return record
 
 
@@ -368,6 +370,15 @@ def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_i
     data = sidecar_data(plan, tracker, code, image_digest=image_digest, source_image=source_image,
                         started=started, video=video, total_s=time.monotonic() - t0)
     sidecar = outputs.write_sidecar(video, data)
+    if tracker.merge_error is not None:
+        # Upstream logs the failed mux (no ffmpeg on PATH, a bad audio file) and exits 0 with a silent
+        # video: a failure for speech-to-video, but the generated frames are kept, published as usual.
+        reason = (f"the speech was not merged into the video (upstream: merge_video_audio failed, "
+                  f"{tracker.merge_error}); the silent video is kept: {video}")
+        emit("result", status="failed", exit_code=1, reason=reason, video=video, sidecar=sidecar,
+             bytes=data["bytes"], phases_s=tracker.phases, total_s=data["total_s"])
+        print(f"error: {reason}", file=sys.stderr)
+        return 1
     emit("result", status="ok", exit_code=0, video=video, sidecar=sidecar, bytes=data["bytes"],
          phases_s=tracker.phases, total_s=data["total_s"])
     return 0

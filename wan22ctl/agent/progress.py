@@ -44,6 +44,7 @@ class ProgressTracker:
         self.step = -1
         self.total = 0
         self.save_error: str | None = None
+        self.merge_error: str | None = None  # s2v: upstream's merge_video_audio logged a failure
         self.last_lines: list[str] = []
         self.attention: dict | None = None  # wanrun's `attention` event: backend, GPU, speedups
         self.gpu_memory: list[dict] = []  # wanrun's `gpu_memory` events, one per rank
@@ -93,6 +94,8 @@ class ProgressTracker:
             self._begin("save")
         elif "save_video failed" in line:
             self.save_error = line.split("save_video failed", 1)[1].lstrip(",: ")
+        elif "merge_video_audio failed" in line:
+            self.merge_error = line.split("merge_video_audio failed", 1)[1].lstrip(",: ")
         elif line.rstrip().endswith("Finished."):
             self.finish()
 

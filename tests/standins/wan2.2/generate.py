@@ -16,6 +16,7 @@ Behaviour on request, by a marker in the prompt:
   @@hang     stop at step 2 and sleep until killed
   @@nosave   log upstream's "save_video failed" and exit 0 without writing (upstream swallows it)
   @@badsave  write half an MP4 (a cut-short write) and exit 0
+  @@nomerge  s2v: log upstream's "merge_video_audio failed" (ffmpeg missing) and exit 0, the video silent
   @@slow     0.25 s per denoising step (default WAN22_STANDIN_STEP_S or 0.005 s)
 s2v-14B and animate-14B run their clips as upstream does: one bar a clip, the clip count from the
 audio's length (WAV, read with the standard library; other formats make one clip; with
@@ -343,6 +344,12 @@ def generate(args):
                 f.write(data[:len(data) // 2])
         else:
             shutil.copyfile(_fixture(), args.save_file)
+        if "s2v" in args.task:  # upstream's merge_video_audio: ffmpeg muxes the speech in, in place
+            logging.info("Start merging video and audio...")
+            if "@@nomerge" in prompt:  # what it logs (and swallows) where ffmpeg is missing
+                logging.error("merge_video_audio failed with error: [Errno 2] No such file or directory: 'ffmpeg'")
+            else:
+                logging.info(f"Merge completed, saved to {args.save_file}")
     logging.info("Finished.")
 
 

@@ -319,12 +319,38 @@ class Engine:
         self.backend.save_video(tensor=video[None], save_file=temp_path, fps=self.config.sample_fps, nrow=1,
                                 normalize=True, value_range=(-1, 1))
         if audio_path is not None:
-            self.backend.merge_video_audio(video_path=temp_path, audio_path=audio_path)
+            failure = logged_failure("merge_video_audio failed",
+                                     lambda: self.backend.merge_video_audio(video_path=temp_path, audio_path=audio_path))
+            if failure is not None:  # upstream logs it and leaves the video silent
+                raise RuntimeError(f"the speech was not merged into the video (upstream: {failure})")
         problem = check_mp4(temp_path)
         if problem:
             raise RuntimeError(f"the video written by save_video is unusable: {problem}")
         with open(temp_path, "rb") as f:
             os.fsync(f.fileno())
+
+
+def logged_failure(marker: str, call) -> str | None:
+    """Run `call()`; the first log message containing `marker` that it logged (upstream's helpers log
+    their failures instead of raising them), else None."""
+    import logging
+
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if marker in message:
+                seen.append(message)
+
+    handler = Catch(level=logging.ERROR)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        call()
+    finally:
+        root.removeHandler(handler)
+    return seen[0].splitlines()[0] if seen else None
 
 
 def release_cached_memory() -> None:

@@ -603,7 +603,8 @@ class Service:
                if p.get(f"{name}_sha256") else None for name in reqs.UPLOADS if f"{name}_sha256" in p},
             # s2v: generate's keys for its inputs (the tts_* ones stay None: the server takes recorded speech)
             **({**{name: p.get(name) for name in catalog.TASKS[p["task"]].inputs if name not in reqs.UPLOADS},
-                "frames_per_clip": p["frame_num"], "clips_expected": p["clips"], "clips_run": live.clip}
+                "frames_per_clip": p["frame_num"], "clips_expected": p["clips"], "clips_run": live.clip,
+                "speech_merged": True}  # a failed merge fails the job (engine.save)
                if p.get("clips") else {}),
             "plan": {"server": True, "world_size": eng.world_size, "pipeline": eng.backend.name,
                      **{k: v for k, v in vars(eng.options).items()},
