@@ -470,9 +470,11 @@ def test_tts_needs_an_image_built_with_cosyvoice():
 
 
 def test_agent_runs_tts_with_the_checkpoint_dirs_cosyvoice(tmp_path):
-    """s2v --tts-text without Docker: the prompt recording is staged, CosyVoice2-0.5B in Wan2.2's
-    folder points at CHECKPOINT_DIR's (where upstream's load_tts looks), the stand-in speaks the
-    recording into tts.wav and runs the clips it needs; the sidecar names the text and the voice."""
+    """s2v --tts-text without Docker: the prompt recording is staged, the run works in a folder of its
+    own whose CosyVoice2-0.5B points at CHECKPOINT_DIR's (where upstream's load_tts looks), the
+    stand-in speaks the recording into that folder's tts.wav and runs the clips it needs; the speech
+    is published beside the video, and the sidecar names it, the text and the voice. Two such runs
+    keep two recordings: upstream writes tts.wav in its working folder, and nothing is overwritten."""
     pytest.importorskip("torch", reason="torch (the CPU wheel .ci/run installs) is needed to start wanrun")
     import wave
 
@@ -502,8 +504,9 @@ def test_agent_runs_tts_with_the_checkpoint_dirs_cosyvoice(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "generate", "--plan-json", json.dumps(p.to_dict())],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert os.readlink(wan / "CosyVoice2-0.5B") == str(ckpt / "CosyVoice2-0.5B")
-    assert (wan / "tts.wav").read_bytes() == voice.read_bytes()
+    launch = next(json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if '"launch"' in line)
+    assert launch["cwd"].startswith(runtime.output_dir + "/.staging/") and not os.path.exists(launch["cwd"])
+    assert not os.path.lexists(wan / "CosyVoice2-0.5B") and not (wan / "tts.wav").exists()
     (call,) = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
     argv = call["argv"]
     assert argv[argv.index("--tts_prompt_audio") + 1] == staged[str(voice)] and "--enable_tts" in argv
@@ -516,6 +519,23 @@ def test_agent_runs_tts_with_the_checkpoint_dirs_cosyvoice(tmp_path):
     assert (side["tts_text"], side["tts_prompt_text"], side["audio"]) == ("hello there", "what I say", None)
     assert side["tts_prompt_audio"] == {"source": str(voice), "staged_as": staged[str(voice)]}
     assert side["clips_expected"] is None and side["clips_run"] == 3
+    speech = video.with_suffix(".tts.wav")
+    assert side["tts_audio"] == str(speech) and speech.read_bytes() == voice.read_bytes()
+
+    # A second run keeps its own speech: the first one's is still there, unchanged.
+    p2 = plan_launch(request, synthetic_inventory(1, 141), None, run_id="tts2", runtime=runtime)
+    for source, target in ((str(image), p2.image), *dict(staged_files(p2)).items()):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy(source, target)
+    proc = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "generate", "--plan-json", json.dumps(p2.to_dict())],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.tts.wav")) == sorted(
+        path.with_suffix(".tts.wav").name for path in (tmp_path / "out").glob("*.mp4"))
+    assert len(list((tmp_path / "out").glob("*.tts.wav"))) == 2 and speech.read_bytes() == voice.read_bytes()
+    # upstream cloned CosyVoice's code in the first run's folder; it was kept in Wan2.2's for the second
+    (first, second) = [json.loads(line)["pid"] for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert (wan / "CosyVoice" / "cloned-by-pid").read_text() == str(first) != str(second)
 
 
 def test_prompt_file_lines(tmp_path):

@@ -218,18 +218,33 @@ def _video_size(video: str, size: str) -> tuple[int, int]:
     return w, h
 
 
-def link_tts_model(plan: LaunchPlan) -> None:
-    """Point `CosyVoice2-0.5B` in Wan2.2's working folder at CHECKPOINT_DIR's copy: upstream's
-    WanS2V.load_tts opens that relative name (and would download the model there, from
-    ModelScope, when it is absent). A real folder of that name is upstream's own download: kept."""
+def tts_workdir(plan: LaunchPlan, staging: str) -> str:
+    """A working folder of this run's own for `--tts-text`: upstream's WanS2V opens `CosyVoice` (its
+    code) and `CosyVoice2-0.5B` (the model; downloaded from ModelScope there when absent) by relative
+    names and writes the speech to `tts.wav` in the working folder, so two runs in Wan2.2's folder
+    would overwrite each other's speech. Here: links to Wan2.2's `CosyVoice` (when the image has it)
+    and to CHECKPOINT_DIR's model; the run's tts.wav is published beside its video afterwards."""
     from wan22ctl import catalog
 
-    link = os.path.join(plan.cwd, catalog.COSYVOICE.subdir)
-    target = os.path.join(plan.runtime.checkpoint_dir, catalog.COSYVOICE.subdir)
-    if os.path.islink(link) and os.readlink(link) != target:
-        os.unlink(link)
-    if not os.path.lexists(link):
-        os.symlink(target, link)
+    work = os.path.join(staging, "work")
+    os.makedirs(work, exist_ok=True)
+    links = {catalog.COSYVOICE.subdir: os.path.join(plan.runtime.checkpoint_dir, catalog.COSYVOICE.subdir)}
+    if os.path.isdir(os.path.join(plan.cwd, "CosyVoice")):
+        links["CosyVoice"] = os.path.join(plan.cwd, "CosyVoice")
+    for name, target in links.items():
+        os.symlink(target, os.path.join(work, name))
+    return work
+
+
+def _keep_cosyvoice_code(work: str, wan_dir: str) -> None:
+    """Upstream clones CosyVoice's code into the working folder when it finds none there (network):
+    move that clone into Wan2.2's folder, which later runs link, so it is fetched once."""
+    clone, kept = os.path.join(work, "CosyVoice"), os.path.join(wan_dir, "CosyVoice")
+    if os.path.isdir(clone) and not os.path.islink(clone) and not os.path.exists(kept):
+        try:
+            shutil.move(clone, kept)
+        except OSError as exc:
+            print(f"warning: CosyVoice's code stays in {clone} (removed with the run): {exc}", file=sys.stderr)
 
 
 def _task_input_record(plan: LaunchPlan, tracker: ProgressTracker) -> dict:
@@ -276,7 +291,7 @@ def run_plan(plan: LaunchPlan, *, wait: bool = True, image_digest: str | None = 
                   "(--no-wait given)", file=sys.stderr)
             emit("result", status="busy", exit_code=EXIT_BUSY)
             return EXIT_BUSY
-        return _run_child(plan, signals, image_digest=image_digest, source_image=source_image)
+        return _run_child(plan, signals, staging, image_digest=image_digest, source_image=source_image)
     finally:
         lock.release()
         _remove(plan.save_file)
@@ -289,12 +304,17 @@ def run_plan(plan: LaunchPlan, *, wait: bool = True, image_digest: str | None = 
         signals.restore()
 
 
-def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_image) -> int:
+def _run_child(plan: LaunchPlan, signals: StopSignals, staging: str, *, image_digest, source_image) -> int:
     save_file = plan.save_file
     argv = list(plan.argv)
+    cwd, env = plan.cwd, {**os.environ, **plan.env}
+    if plan.request.get("tts_text") is not None:
+        cwd = tts_workdir(plan, staging)
+        argv = [os.path.join(plan.cwd, a) if a == "generate.py" else a for a in argv]
+        env.setdefault("WAN22_DIR", plan.cwd)  # where the bootstrap finds generate.py
     started = _now()
     t0 = time.monotonic()
-    emit("launch", run_id=plan.run_id, argv=argv, nproc=plan.nproc, gpus=list(plan.gpus), cwd=plan.cwd)
+    emit("launch", run_id=plan.run_id, argv=argv, nproc=plan.nproc, gpus=list(plan.gpus), cwd=cwd)
     tracker = ProgressTracker(clips=plan.request.get("clips"))
     out_lock = threading.Lock()
 
@@ -314,10 +334,8 @@ def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_i
         if not progress:
             echo(sys.stderr, line)
 
-    if plan.request.get("tts_text") is not None:
-        link_tts_model(plan)
     try:
-        proc = subprocess.Popen(argv, cwd=plan.cwd, env={**os.environ, **plan.env}, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
         emit("result", status="failed", reason=f"cannot start {argv[0]}: {exc}", exit_code=3)
@@ -335,6 +353,8 @@ def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_i
     for r in readers:
         r.join(timeout=5)
     code = proc.returncode
+    if cwd != plan.cwd:
+        _keep_cosyvoice_code(cwd, plan.cwd)
     with out_lock:
         tracker.finish()
     if signals.signal is not None:
@@ -369,6 +389,14 @@ def _run_child(plan: LaunchPlan, signals: StopSignals, *, image_digest, source_i
     video = outputs.publish(save_file, plan.output_dir, stem)
     data = sidecar_data(plan, tracker, code, image_digest=image_digest, source_image=source_image,
                         started=started, video=video, total_s=time.monotonic() - t0)
+    speech = os.path.join(cwd, "tts.wav")
+    if cwd != plan.cwd and os.path.isfile(speech):  # --tts-text: the spoken words, kept beside the video
+        data["tts_audio"] = os.path.splitext(video)[0] + ".tts.wav"
+        try:
+            outputs.publish_as(speech, data["tts_audio"])
+        except OSError as exc:
+            print(f"warning: the run's speech stays in {speech}: {exc}", file=sys.stderr)
+            data["tts_audio"] = None
     sidecar = outputs.write_sidecar(video, data)
     if tracker.merge_error is not None:
         # Upstream logs the failed mux (no ffmpeg on PATH, a bad audio file) and exits 0 with a silent

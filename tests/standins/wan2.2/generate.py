@@ -245,7 +245,12 @@ def _wav_seconds(path):
 def _tts(args):
     """WanS2V.tts: CosyVoice2 loaded from CosyVoice2-0.5B in the working folder (upstream downloads
     it there when absent; the stand-in has no network and raises), speech written to tts.wav.
-    The stand-in's speech is the prompt recording itself."""
+    The stand-in's speech is the prompt recording itself; its "clone" of CosyVoice's code (upstream:
+    git clone into ./CosyVoice when absent) is a folder holding a marker file."""
+    if not os.path.exists("CosyVoice"):
+        os.makedirs("CosyVoice/cosyvoice")
+        with open("CosyVoice/cloned-by-pid", "w") as f:
+            f.write(str(os.getpid()))
     os.listdir("CosyVoice2-0.5B")
     shutil.copyfile(args.tts_prompt_audio, "tts.wav")
     return "tts.wav"
