@@ -147,8 +147,8 @@ def decode_and_save(vae, latent, fps: int) -> list[dict]:
 
     from wan22ctl.agent import videosave
 
-    videosave._patch_vae(vae_module)
-    videosave._patch_utils(utils)
+    videosave.patch_vae(vae_module)
+    videosave.patch_utils(utils)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         videosave.use_directory(tmp)

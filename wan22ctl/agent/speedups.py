@@ -616,6 +616,25 @@ class _PatchAfterLoad:
         return spec
 
 
+def _install_stream_save() -> None:
+    """WAN22_STREAM_SAVE: agent/videosave's patches on Wan's VAE decode, `save_video` and the
+    t2v/i2v/ti2v pipelines (their generate() decodes inside `videosave.streaming`)."""
+    from wan22ctl.agent import videosave
+
+    def patch_pipeline(module):
+        def streamed(original, call, bound):
+            with videosave.streaming(bound.args[0].config.sample_fps):
+                return call()
+
+        wrap_generate(getattr(module, videosave.STREAMED_PIPELINES[module.__name__]), "_wan22_stream_save", streamed)
+
+    for name in videosave.VAE_MODULES:
+        after_load(name, videosave.patch_vae)
+    for name in videosave.STREAMED_PIPELINES:
+        after_load(name, patch_pipeline)
+    after_load("wan.utils.utils", videosave.patch_utils)
+
+
 def install(steps: int | None = None, offload: bool | None = None) -> dict[str, bool]:
     """Install the switched-on speedups for the next `import wan`; returns the switches.
 
@@ -629,9 +648,7 @@ def install(steps: int | None = None, offload: bool | None = None) -> dict[str, 
     if not any(isinstance(f, _PatchAfterLoad) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchAfterLoad())
     if flags["WAN22_STREAM_SAVE"]:
-        from wan22ctl.agent import videosave
-
-        videosave.install()
+        _install_stream_save()
     for name in ("wan.modules.model", "wan.modules.t5", *SWAP_MODULES, *GUIDED_MODULES):
         loaded = sys.modules.get(name)
         if loaded is not None:

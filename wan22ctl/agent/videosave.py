@@ -12,8 +12,9 @@ streamed file moved into place. Any difference (another decode, other fps or ran
 writer) and upstream's own save_video runs as before: the file is the same either way, since the
 encoder gets the same frames with the same arguments, only sooner.
 
-Imports only the standard library and torch at module level (Wan's process imports it through
-`speedups`); imageio is upstream's own dependency, imported when a stream starts.
+Imports only the standard library and torch (Wan's process imports it through `speedups`, which
+installs `patch_vae`, `patch_utils` and a `streaming` wrapper of STREAMED_PIPELINES' generate() as
+those modules load); imageio is upstream's own dependency, imported when a stream starts.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def discard() -> None:
         stream.discard()
 
 
-def _patch_vae(module) -> None:
+def patch_vae(module) -> None:
     cls = getattr(module, "WanVAE_", None)
     if cls is None or "_wan22_streamed" in cls.__dict__:
         return
@@ -213,17 +214,7 @@ def streaming(fps: int):
         _state["fps"] = None
 
 
-def _patch_pipeline(module) -> None:
-    from wan22ctl.agent import speedups
-
-    def streamed(original, call, bound):
-        with streaming(bound.args[0].config.sample_fps):
-            return call()
-
-    speedups.wrap_generate(getattr(module, STREAMED_PIPELINES[module.__name__]), "_wan22_stream_save", streamed)
-
-
-def _patch_utils(module) -> None:
+def patch_utils(module) -> None:
     original = module.save_video
     if getattr(original, "_wan22_streamed", False):
         return
@@ -260,17 +251,6 @@ def publish(stream: Stream, tensor, save_file: str, fps, nrow, normalize, value_
     stream.frames = []
     _state["published"] += 1
     return True
-
-
-def install() -> None:
-    """Patch Wan's VAE decode, the t2v/i2v/ti2v pipelines and `save_video` as they load."""
-    from wan22ctl.agent import speedups
-
-    for name in VAE_MODULES:
-        speedups.after_load(name, _patch_vae)
-    for name in STREAMED_PIPELINES:
-        speedups.after_load(name, _patch_pipeline)
-    speedups.after_load("wan.utils.utils", _patch_utils)
 
 
 def use_directory(directory: str | None) -> None:
