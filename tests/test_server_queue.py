@@ -423,3 +423,32 @@ def test_a_dead_replicas_half_published_video_is_settled_by_the_reaper(tmp_path,
     finally:
         a.close()
         b.close()
+
+
+def test_up_serve_joins_the_shared_queue_without_showing_its_password(tmp_path, pg_url):
+    """WAN22_QUEUE_URL in .env: `up --serve` gives the server `--queue-url-file` (the URL holds a
+    password: a mode-600 file on the outputs mount, as the API key), never the URL in its spec; a
+    server started that way is a replica of the shared queue."""
+    from tests.conftest import clean_environ
+
+    secret_url = "postgresql://wan:pw-not-in-the-spec-42@db.example:5432/queue"
+    r = subprocess.run([sys.executable, "-m", "wan22ctl", "up", "--serve", "--dry-run", "--json"], cwd=tmp_path,
+                       env=clean_environ() | {"DOCKER_HOST": "unix:///nonexistent/docker.sock", "GPUS": "none",
+                                              "CHECKPOINT_DIR": str(tmp_path / "ckpt"), "OUTPUT_DIR": str(tmp_path / "out"),
+                                              "SERVER_TASK": "ti2v-5B", "WAN22_QUEUE_URL": secret_url},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    command = json.loads(r.stdout)["container"]["command"]
+    assert command[command.index("--queue-url-file") + 1] == "/opt/outputs/.wan22ctl/server/queue_url"
+    assert "pw-not-in-the-spec-42" not in r.stdout + r.stderr
+
+    url_file = tmp_path / "queue_url"
+    url_file.write_text(pg_url + "\n")
+    home = tmp_path / "replica"
+    home.mkdir()
+    s = Server(home, env={"FAKE_WAN_STEP_S": "0.01"}, args=("--queue-url-file", str(url_file))).start()
+    try:
+        job = s.wait(s.submit(prompt="through the file", sample_steps=2)["id"])
+        assert job["state"] == "succeeded" and job["replica"].endswith(f"-{s.port}"), job
+    finally:
+        s.stop()

@@ -310,7 +310,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("SERVER_HOST", "127.0.0.1", _ip_address, "host address the server port is published on; beyond 127.0.0.1 needs WAN22_API_KEY", group="server"),
     SettingSpec("WAN22_API_KEY", "", _text, "API key the server requires (Authorization: Bearer KEY); never stored in the container spec", secret=True, group="server"),
     SettingSpec("WAN22_API_KEY_FILE", "", _text, "docker-compose.serve.yml only: host file holding the API key (first line), mounted read-only into the server", group="server"),
-    SettingSpec("WAN22_QUEUE_URL", "", _postgres_url, "shared job queue for server replicas: postgresql://user:password@host:5432/db (empty: the embedded SQLite file); `kube apply` stores it in a Secret", secret=True, group="server"),
+    SettingSpec("WAN22_QUEUE_URL", "", _postgres_url, "shared job queue for server replicas: postgresql://user:password@host:5432/db (empty: the embedded SQLite file); `kube apply` stores it in a Secret, `up --serve` in a mode-600 file on the outputs mount", secret=True, group="server"),
     # -- Kubernetes (`wan22ctl kube render|apply`)
     SettingSpec("KUBE_NAMESPACE", "wan22", _nonempty, "namespace the manifests are rendered into", group="kube"),
     SettingSpec("KUBE_REPLICAS", "1", _positive_int, "server replicas (GPU pods) without autoscaling", group="kube", typed=int),

@@ -22,7 +22,7 @@ from wan22ctl.docker import containers
 from wan22ctl.docker.client import connect
 from wan22ctl.docker.exec import EventHandler, ExecResult, LineHandler, run_exec
 from wan22ctl.errors import EnvError, RunFailed
-from wan22ctl.plan.container import SERVER_KEY_FILE, container_name
+from wan22ctl.plan.container import SERVER_KEY_FILE, SERVER_QUEUE_URL_FILE, container_name
 from wan22ctl.plan.inventory import NVIDIA_SMI_QUERY, Gpu, Inventory, parse_nvidia_smi
 from wan22ctl.plan.spec import ContainerSpec
 from wan22ctl.settings import Settings
@@ -221,6 +221,14 @@ def prepare_host(client, settings: Settings, stack: Stack, serve: bool) -> list[
             warnings.append(warning)
     if serve:
         _write_server_key(main_mounts(settings).to_host(SERVER_KEY_FILE), settings.wan22_api_key)
+        queue_file = main_mounts(settings).to_host(SERVER_QUEUE_URL_FILE)
+        if settings["WAN22_QUEUE_URL"]:
+            _write_secret(queue_file, settings["WAN22_QUEUE_URL"])
+        else:  # no password left behind once the setting is gone
+            try:
+                os.unlink(queue_file)
+            except FileNotFoundError:
+                pass
     return warnings
 
 
@@ -233,9 +241,13 @@ def _write_server_key(path: str, key: str) -> None:
                 key = f.readline().strip()
         except OSError:
             key = ""
-    key = key or secrets.token_urlsafe(32)
+    _write_secret(path, key or secrets.token_urlsafe(32))
+
+
+def _write_secret(path: str, value: str) -> None:
+    """`value` in `path`, mode 600 from its creation, replaced whole."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+        f.write(value + "\n")
     os.replace(path + ".tmp", path)

@@ -77,6 +77,8 @@ def plan_container(settings: Settings, stack: Stack = catalog.MAIN) -> Container
 
 SERVER_CONTAINER_PORT = 8000
 SERVER_KEY_FILE = f"{paths.CONTAINER_OUTPUT_DIR}/.wan22ctl/server/api_key"  # written by the host, mode 600
+# WAN22_QUEUE_URL for `up --serve`: a password inside, so a file like the key, never the spec's env
+SERVER_QUEUE_URL_FILE = f"{paths.CONTAINER_OUTPUT_DIR}/.wan22ctl/server/queue_url"
 
 
 def server_run_env(settings: Settings) -> dict[str, str]:
@@ -128,6 +130,8 @@ def plan_serve_container(settings: Settings, stack: Stack = catalog.MAIN) -> Con
     if preset:
         command += ["--preset", preset]
     command += ["--api-key-file", SERVER_KEY_FILE]
+    if settings["WAN22_QUEUE_URL"]:  # a replica of the shared queue: the URL from a file (mode 600)
+        command += ["--queue-url-file", SERVER_QUEUE_URL_FILE]
     port = f"{settings['SERVER_HOST']}:{settings['SERVER_PORT']}"
     run_env = server_run_env(settings)
     return replace(base, command=tuple(command), ports={f"{SERVER_CONTAINER_PORT}/tcp": port},

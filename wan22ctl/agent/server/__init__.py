@@ -68,6 +68,11 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s: %(message)s", stream=sys.stdout)
     log = logging.getLogger("wan22ctl.server")
     catalog.check_served(args.task)
+    if args.queue_url_file:  # `up --serve`: the URL holds a password, so never in the container's spec
+        try:
+            os.environ["WAN22_QUEUE_URL"] = Path(args.queue_url_file).read_text().strip()
+        except OSError as exc:
+            raise UserError(f"cannot read --queue-url-file {args.queue_url_file}: {exc.strerror}") from None
     if args.api_only and not os.environ.get("WAN22_QUEUE_URL"):
         raise UserError("--api-only answers for the replicas of a shared queue: set WAN22_QUEUE_URL")
     if args.api_only and args.plan == "auto":
@@ -303,6 +308,8 @@ def add_parser(sub) -> None:
                    help="address to listen on; any but loopback (0.0.0.0 included) needs an API key")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--api-key-file", default=None, help="read the API key from this file instead of WAN22_API_KEY")
+    p.add_argument("--queue-url-file", default=None,
+                   help="read the shared queue's URL from this file instead of WAN22_QUEUE_URL (it holds a password)")
     p.add_argument("--pipeline", default=os.environ.get("WAN22_SERVER_PIPELINE", "wan"),
                    help="'wan' (Wan2.2 in WAN22_DIR), or a module name or .py file with the same classes (a stand-in)")
     p.add_argument("--plan", choices=("flags", "auto"), default="flags",
