@@ -260,6 +260,28 @@ def test_uint8_conversion_is_save_videos():
                        videosave.to_uint8(video.to(torch.bfloat16).float())[0])
 
 
+def test_a_writer_that_cannot_start_leaves_the_save_to_upstream(tmp_path, monkeypatch):
+    """imageio missing (or failing) in the writer thread: the stream reports it and is not published."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_imageio(name, *args, **kwargs):
+        if name == "imageio":
+            raise ModuleNotFoundError("No module named 'imageio'", name="imageio")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_imageio)
+    stream = videosave.Stream(16, str(tmp_path))
+    chunk = torch.rand(1, 3, 1, 32, 32) * 2 - 1
+    stream.add(chunk)
+    stream.complete = True
+    target = tmp_path / "video.mp4"
+    assert videosave.publish(stream, chunk, str(target), 16, 1, True, (-1, 1)) is False
+    assert "imageio" in str(stream.error) and not target.exists()
+    stream.discard()
+
+
 def test_stream_overlaps_the_decode(tmp_path):
     """The writer consumes chunks while frames keep coming: the file grows before the stream closes."""
     stream = videosave.Stream(16, str(tmp_path))

@@ -72,6 +72,7 @@ class Stream:
         self.fps = fps
         self.frames: list[torch.Tensor] = []  # host uint8 [T, H, W, C] chunks, kept for the check
         self.error: BaseException | None = None
+        self.written = 0  # frames the writer took
         self.complete = False  # the decode that fed it returned normally
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._write, name="wan22-stream-save", daemon=True)
@@ -84,10 +85,10 @@ class Stream:
         self._queue.put(frames)
 
     def _write(self) -> None:
-        import imageio  # upstream's dependency, as its save_video uses it
-
         writer = None
         try:
+            import imageio  # upstream's dependency, as its save_video uses it
+
             while (frames := self._queue.get()) is not None:
                 if self.error is not None:
                     continue  # drain
@@ -95,6 +96,7 @@ class Stream:
                     writer = imageio.get_writer(self.path, fps=self.fps, codec="libx264", quality=8)
                 for frame in frames.numpy():
                     writer.append_data(frame)
+                    self.written += 1
         except BaseException as exc:  # noqa: BLE001 - reported through `error`, the save falls back
             self.error = exc
             while self._queue.get() is not None:
@@ -132,6 +134,8 @@ class Stream:
         streamed = torch.cat(self.frames) if self.frames else None
         if streamed is None or streamed.shape != expected.shape or not torch.equal(streamed, expected):
             return "the video differs from the decoded frames"
+        if self.written != len(streamed):
+            return f"the writer took {self.written} of {len(streamed)} frames"
         return None
 
 
