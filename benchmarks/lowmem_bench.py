@@ -4,7 +4,9 @@ One process, one upstream `WanModel` (A14B config, random bf16 weights as in dit
 kit's defaults (auto attention, timestep once, fp32 RoPE, compiled block), real 480P/720P shapes:
 
 - bf16 resident, the reference output per case;
-- FP8 (`wan22ctl.agent.fp8.quantize_blocks`): time, peak, relative difference against bf16;
+- FP8 (`wan22ctl.agent.fp8.quantize_blocks`): time, peak, relative difference against bf16, with
+  bf16 attention (`fp8`) and with the FP8 self-attention of agent/fp8attn.py (`fp8attn`, what
+  WAN22_DTYPE=fp8 runs);
 - torchao's float8 path on the same linears (`Float8DynamicActivationFloat8WeightConfig(PerRow())`),
   when torchao imports (--torchao);
 - block streaming (`wan22ctl.agent.streaming`) under GPU-memory caps that emulate smaller cards
@@ -142,7 +144,9 @@ class Bench:
             self.stream.deactivate()
         self.record(f"bf16 resident {case}", row)
 
-    def fp8(self, case: str) -> None:
+    def fp8(self, case: str, fp8_attention: bool = False) -> None:
+        """FP8 block linears; with `fp8_attention` the self-attention in FP8 too (agent/fp8attn.py, what
+        WAN22_DTYPE=fp8 runs), else bf16 attention (WAN22_FP8_ATTENTION=0)."""
         if self.fp8_model is None:
             q = copy.deepcopy(self.model)
             S.remove_from_model(q)  # deepcopy shares the timestep-once closures with the original
@@ -150,10 +154,18 @@ class Bench:
             self.res["fp8_linears"] = fp8.quantize_blocks(q)
             self.fp8_model = q
         self.fp8_model.to("cuda")
-        row = run(self.fp8_model, case, self.args.timed)
+        saved = os.environ.get("WAN22_DTYPE")
+        os.environ["WAN22_DTYPE"] = "fp8" if fp8_attention else "bf16"  # read by attention at each call
+        try:
+            row = run(self.fp8_model, case, self.args.timed)
+        finally:
+            if saved is None:
+                os.environ.pop("WAN22_DTYPE", None)
+            else:
+                os.environ["WAN22_DTYPE"] = saved
         self.fp8_model.to("cpu")  # off the GPU while other rows run under caps
         torch.cuda.empty_cache()
-        self.record(f"fp8 resident {case}", row, case)
+        self.record(f"fp8{'+fp8attn' if fp8_attention else ''} resident {case}", row, case)
 
     def capped(self, dtype: str, cap: float, case: str) -> None:
         p = lowmem.placement(cap, SIZES[case], dtype)
@@ -198,10 +210,11 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="bf16:a14b:720p,fp8:a14b:720p,cap24:a14b:720p,diffusers:a14b:720p,"
+    parser.add_argument("--steps", default="bf16:a14b:720p,fp8:a14b:720p,fp8attn:a14b:720p,cap24:a14b:720p,"
+                        "diffusers:a14b:720p,"
                         "bf16:a14b:480p,cap24:a14b:480p,cap48:a14b:720p,cap48:a14b:480p,fp8:a14b:480p,"
                         "fp8cap24:a14b:720p,torchao:a14b:720p",
-                        help="rows in priority order: bf16|fp8|capN|fp8capN|torchao|diffusers : case")
+                        help="rows in priority order: bf16|fp8|fp8attn|capN|fp8capN|torchao|diffusers : case")
     parser.add_argument("--budget-s", type=float, default=1e9, help="start no row after this many seconds")
     parser.add_argument("--timed", type=int, default=1)
     parser.add_argument("--layers", type=int, help="fewer blocks than A14B's 40 (a quick check of the harness)")
@@ -220,6 +233,8 @@ def main() -> None:
         try:
             if kind in ("bf16", "fp8", "torchao", "diffusers"):
                 getattr(bench, kind)(case)
+            elif kind == "fp8attn":
+                bench.fp8(case, fp8_attention=True)
             elif kind.startswith("fp8cap"):
                 bench.capped("fp8", float(kind[6:]), case)
             elif kind.startswith("cap"):

@@ -21,7 +21,8 @@ come back as zeros, as do rows with no key to attend); `causal` and `window_size
 query with the last key (flash-attn >= 2.1); inputs that are not fp16/bf16 are cast to `dtype`, and
 the result comes back in q's original dtype. Nq may be a multiple of Nk (grouped heads).
 
-Wan's own Python process imports this file: it imports only the standard library and torch.
+Wan's own Python process imports this file: it imports only the standard library, torch and
+agent/fp8attn.py (FP8 self-attention under WAN22_DTYPE=fp8, which imports Triton on first use).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+
+from wan22ctl.agent import fp8attn
 
 ENV_VAR = "WAN22_ATTENTION"
 CHOICES = ("auto", "flash4", "flash3", "flash2", "sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math")
@@ -48,7 +51,7 @@ MEASURED_ORDER: dict[tuple[int, int], tuple[str, ...]] = {
 FALLBACK_ORDER = ("flash3", "sdpa-cudnn", "flash2", "sdpa-flash", "sdpa-efficient", "sdpa-math")
 
 _HALF = (torch.float16, torch.bfloat16)
-_resolved: dict[int, str] = {}  # device index -> backend name
+_resolved: dict = {}  # device index -> backend name ("fp8": FP8 attention announced)
 
 
 def _sdpa_backends(name: str) -> list:
@@ -279,6 +282,9 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     q_n = [lq] * b if q_lens is None else [int(n) for n in q_lens.tolist()]
     k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
     full = all(n == lq for n in q_n) and all(n == lk for n in k_n)
+    if full and fp8attn.wanted() and fp8attn.applies(q, k, v, causal, window_size, dropout_p):
+        _announce_fp8(q.device)
+        return fp8attn.attention(q, k, v, softmax_scale).type(out_dtype)
     if backend == "flash4" and full:  # Wan's usual case (self-attention passes k_lens = the full length)
         out = _fa4_dense(q.contiguous(), k.contiguous(), v.contiguous(), softmax_scale, causal, window_size)
         return out.type(out_dtype)
@@ -319,6 +325,14 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
             y = y.masked_fill(~mask.any(-1).view(1, nq, 1, 1), 0)
         out[i, :nq] = y[0]
     return out.type(out_dtype)
+
+
+def _announce_fp8(device: torch.device) -> None:
+    if "fp8" not in _resolved:
+        _resolved["fp8"] = "fp8"
+        bm, bn, _, _ = fp8attn.config(device)
+        print(f"wan22ctl: self-attention in FP8 (Triton, {bm}x{bn} tiles; WAN22_DTYPE=fp8, "
+              f"{fp8attn.ENV_VAR}=0 keeps it bf16)", file=sys.stderr, flush=True)
 
 
 def _compiling() -> bool:

@@ -1,0 +1,141 @@
+"""FP8 self-attention (agent/fp8attn.py): its definition against exact attention on the CPU, when
+attention.py routes to it, and the Triton kernels against the definition on a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from wan22ctl.agent import attention, fp8attn  # noqa: E402
+
+GPU_ONLY = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def exact(q, k, v, scale=None):
+    out = F.scaled_dot_product_attention(q.double().transpose(1, 2), k.double().transpose(1, 2),
+                                         v.double().transpose(1, 2), scale=scale)
+    return out.transpose(1, 2)
+
+
+def rel(a, b) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def dit_like(length, heads=2, dim=64, seed=0, temperature=2.0, key_offset=4.0):
+    """Peaked rows and keys with a per-channel offset, as DiT self-attention has."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(1, length, heads, dim, generator=g) * temperature
+    k = torch.randn(1, length, heads, dim, generator=g) + key_offset * torch.randn(1, 1, heads, dim, generator=g)
+    v = torch.randn(1, length, heads, dim, generator=g)
+    return q.bfloat16(), k.bfloat16(), v.bfloat16()
+
+
+@pytest.mark.parametrize("length,block_m,block_n", [(300, 64, 32), (256, 128, 128), (129, 64, 64)])
+def test_definition_is_close_to_exact_attention(length, block_m, block_n):
+    q, k, v = dit_like(length)
+    out = fp8attn.reference(q, k, v, block_m=block_m, block_n=block_n)
+    assert out.shape == q.shape and out.dtype == torch.bfloat16
+    err = rel(out, exact(q, k, v))
+    # V and P in e4m3 (3 mantissa bits) cost a few percent of the output's norm, far from a wrong softmax
+    assert err < 0.045, err
+    wrong_softmax = rel(exact(q, k, v, scale=0.5 * 64 ** -0.5), exact(q, k, v))
+    assert wrong_softmax > 3 * err
+
+
+def dequantized(x, block, fmt="int8"):
+    x8, scale = fp8attn.quantize_blockwise(x, block, fmt)
+    b, length, n, c = x.shape
+    return (x8.float() * scale[..., None, None]).reshape(b, n, -1, c)[:, :, :length].transpose(1, 2)
+
+
+def test_key_smoothing_is_what_keeps_offset_keys_accurate():
+    q, k, v = dit_like(256, key_offset=40.0)
+    ex = exact(q, k, v)
+    smoothed = rel(fp8attn.reference(q, k, v, block_m=64, block_n=64), ex)
+    # without smoothing the keys' shared offset sets every K block's scale
+    plain = rel(exact(q, dequantized(k, 64), v), ex)
+    assert smoothed < 0.045 and plain > 2 * smoothed, (smoothed, plain)
+
+
+def test_int8_scores_are_more_accurate_than_e4m3():
+    q, k, v = dit_like(300, temperature=3.0)
+    ex = exact(q, k, v)
+    errors = {fmt: rel(exact(dequantized(q, 64, fmt), k, v), ex) for fmt in fp8attn.QK_FORMATS}
+    assert errors["int8"] * 2 < errors["fp8"], errors
+    assert rel(fp8attn.reference(q, k, v, block_m=64, block_n=64), ex) < rel(
+        fp8attn.reference(q, k, v, block_m=64, block_n=64, qk_format="fp8"), ex)
+
+
+def test_softmax_scale_is_honoured():
+    q, k, v = dit_like(200)
+    out = fp8attn.reference(q, k, v, softmax_scale=0.05, block_m=64, block_n=64)
+    assert rel(out, exact(q, k, v, scale=0.05)) < 0.045
+
+
+def test_blockwise_scales_cover_each_block():
+    x = torch.randn(1, 130, 3, 16)
+    x[0, 129, 1, 0] = 1000.0  # the last, partial block of head 1
+    q8, scale = fp8attn.quantize_blockwise(x, 64)
+    assert q8.shape == (1, 3, 3, 64, 16) and q8.dtype == torch.int8 and scale.shape == (1, 3, 3)
+    assert float(scale[0, 1, 2]) == pytest.approx(1000.0 / 127) and float(scale[0, 1, 0]) < 0.1
+    assert float(q8[0, :, 2, 2:].float().abs().max()) == 0  # padding rows quantize to zero
+    back = dequantized(x, 64)
+    assert rel(back[:, :128], x[:, :128]) < 0.02
+
+
+@pytest.mark.parametrize("dtype,switch,on", [("fp8", None, True), ("fp8", "0", False), ("fp8", "off", False),
+                                             ("bf16", None, False), (None, "1", False)])
+def test_wanted_follows_the_dtype_and_its_switch(monkeypatch, dtype, switch, on):
+    for name, value in (("WAN22_DTYPE", dtype), (fp8attn.ENV_VAR, switch)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert fp8attn.wanted() is on
+
+
+def test_cpu_tensors_and_masks_never_take_fp8():
+    q, k, v = dit_like(fp8attn.MIN_KEYS, dim=128, heads=1)
+    assert not fp8attn.applies(q, k, v, False, (-1, -1), 0.0)  # CPU
+
+
+def test_attention_on_cpu_stays_exact_under_fp8_dtype(monkeypatch):
+    monkeypatch.setenv("WAN22_DTYPE", "fp8")
+    monkeypatch.setenv(attention.ENV_VAR, "sdpa-math")
+    attention.reset()
+    q, k, v = dit_like(64)
+    out = attention.flash_attention(q, k, v)
+    assert rel(out, exact(q, k, v)) < 1e-2
+
+
+@pytest.mark.gpu
+@GPU_ONLY
+@pytest.mark.parametrize("length,dim", [(fp8attn.MIN_KEYS + 77, 128), (5000, 64)])
+def test_gpu_kernels_match_the_definition(length, dim):
+    if tuple(torch.cuda.get_device_capability()) not in fp8attn.CAPABILITIES or fp8attn._kernels() is None:
+        pytest.skip("needs sm_89/sm_90 and Triton")
+    q, k, v = (x.cuda() for x in dit_like(length, heads=3, dim=dim))
+    bm, bn, _, _ = fp8attn.config(q.device)
+    out = fp8attn.attention(q, k, v)
+    assert out.shape == q.shape and bool(torch.isfinite(out).all())
+    ref = fp8attn.reference(q.cpu(), k.cpu(), v.cpu(), block_m=bm, block_n=bn)
+    assert rel(out.cpu(), ref) < 1e-2
+    assert rel(out.cpu(), exact(q.cpu(), k.cpu(), v.cpu())) < 0.045
+
+
+@pytest.mark.gpu
+@GPU_ONLY
+def test_gpu_attention_routes_self_attention_to_fp8(monkeypatch):
+    if tuple(torch.cuda.get_device_capability()) not in fp8attn.CAPABILITIES or fp8attn._kernels() is None:
+        pytest.skip("needs sm_89/sm_90 and Triton")
+    q, k, v = (x.cuda() for x in dit_like(fp8attn.MIN_KEYS, heads=2, dim=128))
+    monkeypatch.setenv("WAN22_DTYPE", "fp8")
+    attention.reset()
+    routed = attention.flash_attention(q, k, v)
+    assert torch.equal(routed, fp8attn.attention(q, k, v))
+    monkeypatch.setenv(fp8attn.ENV_VAR, "0")
+    assert not torch.equal(attention.flash_attention(q, k, v), routed)
+    short = q[:, :512].contiguous()  # cross-attention lengths stay bf16
+    assert rel(attention.flash_attention(q, short, short), exact(q, short, short).to(q.device)) < 1e-2

@@ -1,0 +1,211 @@
+"""8-bit self-attention for `WAN22_DTYPE=fp8` on Ada and Hopper: Triton kernels.
+
+At 720P an A14B forward spends ~7 s of its ~9.8 s in self-attention (75,600 tokens x 40 heads,
+4.7 PFLOP), which bf16 FlashAttention-4 runs at ~670 TFLOP/s on an H200. The 8-bit tensor cores
+(FP8 and INT8) double the peak, so with `WAN22_DTYPE=fp8` the DiT's self-attention runs here as
+well (cross-attention over the 512 text tokens stays on the bf16 backend: <1 % of the work).
+`WAN22_FP8_ATTENTION=0` keeps bf16 attention beside the FP8 linears.
+
+The scheme is SageAttention2's (INT8 Q K^T, FP8 P V), with Hopper's 8-bit MMAs:
+
+- K is smoothed first: its mean over the tokens (per head and channel) is subtracted. Softmax is
+  unchanged by it (each query row's scores move by one constant, q . mean) and the offset that DiT
+  keys carry per channel no longer sets the quantization range.
+- Q gets one scale per head and `BLOCK_M` tokens, K one per head and `BLOCK_N` tokens (amax / 127),
+  rounded to int8: the scores come out of the INT8 MMA exact in int32 and are rescaled per tile.
+  (e4m3 keeps 3 mantissa bits and measured ~3x the score error; `set_qk_format("fp8")` keeps that
+  variant for the benchmark.)
+- V gets one e4m3 scale per head and channel, stored transposed so the second MMA reads it K-major.
+- The probabilities (0..1) are multiplied by 256 before their e4m3 cast, which keeps the small
+  ones out of e4m3's subnormal range; each tile's P @ V starts a fresh float32 accumulator that is
+  then added to the running output, so the FP8 MMA never sums more than one tile (Hopper's FP8
+  MMA accumulates at reduced precision).
+- Online softmax in float32 as in FlashAttention; output bf16 in Wan's [B, L, N, C] layout.
+
+`reference()` computes the same quantized attention with torch tensor code (the CPU tests' yardstick
+and the definition of what the kernels compute); `attention()` is the Triton path
+(agent/fp8attn_kernels.py).
+
+Wan's own Python process imports this file: standard library and torch (Triton, which ships with
+torch's CUDA wheels, is imported on first use).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENV_VAR = "WAN22_FP8_ATTENTION"
+E4M3 = getattr(torch, "float8_e4m3fn", None)
+E4M3_MAX = 448.0
+P_SCALE = 256.0  # probabilities enter the P @ V MMA as p * 256 (exact power of two)
+MIN_KEYS = 4096  # shorter key sequences (cross-attention over text, tiny grids) stay bf16
+HEAD_DIMS = (64, 128)
+CAPABILITIES = ((8, 9), (9, 0))
+LOG2E = 1.4426950408889634
+
+# Kernel tile per compute capability: (BLOCK_M, BLOCK_N, num_warps, num_stages). Chosen by
+# benchmarks/attn_fp8_bench.py (BENCHMARKS.md); BLOCK_M and BLOCK_N are also the Q and K scale
+# granularity.
+CONFIGS: dict[tuple[int, int], tuple[int, int, int, int]] = {
+    (9, 0): (128, 128, 8, 3),
+    (8, 9): (128, 64, 4, 3),
+}
+_config_override: list = [None]
+QK_FORMATS = ("int8", "fp8")
+_qk_format = ["int8"]
+
+
+def wanted() -> bool:
+    """Whether FP8 attention is asked for: WAN22_DTYPE=fp8 and WAN22_FP8_ATTENTION not 0."""
+    if (os.environ.get("WAN22_DTYPE", "bf16").strip().lower() or "bf16") != "fp8":
+        return False
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window_size, dropout_p: float) -> bool:
+    """Whether this call can take the FP8 kernels: CUDA on sm_89/sm_90 with Triton, equal head counts,
+    head dim 64 or 128, no mask, no dropout, at least MIN_KEYS keys."""
+    if not (q.is_cuda and E4M3 is not None and not causal and tuple(window_size) == (-1, -1) and not dropout_p):
+        return False
+    if q.size(-1) not in HEAD_DIMS or v.size(-1) != q.size(-1) or q.size(2) != k.size(2) or k.size(1) < MIN_KEYS:
+        return False
+    if tuple(torch.cuda.get_device_capability(q.device)) not in CAPABILITIES:
+        return False
+    return _kernels() is not None
+
+
+def config(device: torch.device) -> tuple[int, int, int, int]:
+    if _config_override[0] is not None:
+        return _config_override[0]
+    return CONFIGS.get(tuple(torch.cuda.get_device_capability(device)), CONFIGS[(9, 0)])
+
+
+def set_config(value: tuple[int, int, int, int] | None) -> None:
+    """Use another tile (benchmarks); None restores the table."""
+    _config_override[0] = value
+
+
+def set_qk_format(value: str) -> None:
+    """int8 (default) or fp8 for Q and K (benchmarks)."""
+    if value not in QK_FORMATS:
+        raise ValueError(f"qk format {value!r}: use {' or '.join(QK_FORMATS)}")
+    _qk_format[0] = value
+
+
+# ---- the definition, in torch ------------------------------------------------------------------
+
+def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """[B, L, N, C] -> [B, N, nblocks, block, C], zero-padded to whole blocks."""
+    b, length, n, c = x.shape
+    pad = -length % block
+    x = x.transpose(1, 2)
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    return x.reshape(b, n, -1, block, c)
+
+
+def quantize_blockwise(x: torch.Tensor, block: int, fmt: str = "int8") -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 or e4m3 [B, N, nblocks, block, C], float32 scales [B, N, nblocks]) with one scale per
+    head and `block` tokens; int8 rounds half away from zero, as the kernel does."""
+    xb = _blocks(x.float(), block)
+    top = 127.0 if fmt == "int8" else E4M3_MAX
+    scale = (xb.abs().amax(dim=(-1, -2)) / top).clamp(min=1e-12)
+    y = xb / scale[..., None, None]
+    if fmt == "int8":
+        return (y + 0.5 * torch.sign(y)).trunc().clamp(-127, 127).to(torch.int8), scale
+    return y.clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+
+
+def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float | None = None,
+              block_m: int = 128, block_n: int = 128, qk_format: str = "int8") -> torch.Tensor:
+    """The kernels' computation in float32 torch code: q/k/v [B, L, N, C] -> [B, Lq, N, C] bf16.
+
+    The same quantization of Q, smoothed K, V and P, and the same online softmax over key tiles of
+    `block_n` (P is quantized against the running row maximum, as the kernel does)."""
+    b, lq, n, c = q.shape
+    lk = k.size(1)
+    scale = (softmax_scale if softmax_scale is not None else c ** -0.5) * LOG2E
+    ks = k.float() - k.float().mean(dim=1, keepdim=True)
+    q8, sq = quantize_blockwise(q, block_m, qk_format)
+    k8, sk = quantize_blockwise(ks, block_n, qk_format)
+    qd = (q8.float() * sq[..., None, None]).reshape(b, n, -1, c)[:, :, :lq]  # [B, N, Lq, C]
+    sv = (v.float().abs().amax(dim=1) / E4M3_MAX).clamp(min=1e-12)  # [B, N, C]
+    vd = (v.float() / sv[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3).float().transpose(1, 2)  # [B, N, Lk, C]
+    m = torch.full((b, n, lq), float("-inf"))
+    denom = torch.zeros(b, n, lq)
+    acc = torch.zeros(b, n, lq, c)
+    for j in range(k8.size(2)):
+        kd = k8[:, :, j].float()  # [B, N, block_n, C]
+        s = (qd @ kd.transpose(-1, -2)) * (scale * sk[:, :, j, None, None])
+        s = s[..., :max(0, min(block_n, lk - j * block_n))]
+        m_new = torch.maximum(m, s.amax(dim=-1))
+        p = torch.exp2(s - m_new[..., None])
+        alpha = torch.exp2(m - m_new)
+        denom = denom * alpha + p.sum(dim=-1)
+        p8 = (p * P_SCALE).to(E4M3).float()
+        acc = acc * alpha[..., None] + p8 @ vd[:, :, j * block_n:j * block_n + s.size(-1)]
+        m = m_new
+    out = acc * (sv[:, :, None, :] / P_SCALE) / denom[..., None]
+    return out.transpose(1, 2).to(torch.bfloat16)
+
+
+# ---- the Triton kernels ------------------------------------------------------------------------
+
+_cache: dict = {}
+
+
+def _kernels():
+    """The compiled Triton kernels (a namespace), or None where Triton does not import."""
+    if "k" in _cache:
+        return _cache["k"]
+    try:
+        from wan22ctl.agent import fp8attn_kernels as kernels  # noqa: PLC0415 - imports Triton
+    except Exception:  # noqa: BLE001 - no Triton (CPU wheels): the bf16 backend serves
+        kernels = None
+    _cache["k"] = kernels
+    return kernels
+
+
+def _quantize(x, block: int, mean=None):
+    kern = _kernels()
+    b, length, n, d = x.shape
+    n_blocks = -(-length // block)
+    int8 = _qk_format[0] == "int8"
+    out = torch.empty(b, n, n_blocks * block, d, device=x.device, dtype=torch.int8 if int8 else E4M3)
+    scale = torch.empty(b, n, n_blocks, device=x.device, dtype=torch.float32)
+    kern.quantize_rows_kernel[(n_blocks, b * n)](x, mean if mean is not None else scale, out, scale, length, n, n_blocks,
+                                          x.stride(0), x.stride(1), x.stride(2), n_blocks * block,
+                                          BLOCK=block, D=d, HAS_MEAN=mean is not None, INT8=int8)
+    return out, scale
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float | None = None) -> torch.Tensor:
+    """8-bit attention on CUDA: q/k/v [B, L, N, C] (bf16/fp16/fp32, unit channel stride) -> [B, Lq, N, C] bf16."""
+    kern = _kernels()
+    block_m, block_n, warps, stages = config(q.device)
+    b, lq, n, d = q.shape
+    lk = k.size(1)
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    mean = k.mean(dim=1, dtype=torch.float32).contiguous()  # [B, N, D]: K's smoothing
+    q8, sq = _quantize(q, block_m)
+    k8, sk = _quantize(k, block_n, mean)
+    sv = (torch.maximum(v.amax(dim=1), -v.amin(dim=1)).float() / E4M3_MAX).clamp_(min=1e-12).contiguous()
+    n_kblocks = k8.size(2) // block_n
+    vt = torch.empty(b, n, d, n_kblocks * block_n, device=v.device, dtype=E4M3)
+    kern.quantize_v_kernel[(n_kblocks, b * n)](v, sv, vt, lk, n, v.stride(0), v.stride(1), v.stride(2), n_kblocks * block_n,
+                                        BLOCK=block_n, D=d)
+    out = torch.empty(b, lq, n, d, device=q.device, dtype=torch.bfloat16)
+    scale = (softmax_scale if softmax_scale is not None else d ** -0.5) * LOG2E
+    n_qblocks = q8.size(2) // block_m
+    kern.attn_kernel[(n_qblocks, b * n)](q8, k8, vt, sq, sk, sv, out, scale, lq, lk, n, q8.size(2), k8.size(2),
+                                  n_qblocks, n_kblocks, out.stride(0), out.stride(1), out.stride(2),
+                                  BLOCK_M=block_m, BLOCK_N=block_n, D=d, P_MUL=P_SCALE,
+                                  INT8=_qk_format[0] == "int8", num_warps=warps, num_stages=stages)
+    return out
+
+
+def flops(lq: int, lk: int, heads: int, head_dim: int, batch: int = 1) -> float:
+    """Multiply-adds x 2 of Q K^T and P V: what TFLOP/s figures divide."""
+    return 4.0 * batch * heads * lq * lk * head_dim

@@ -1,0 +1,115 @@
+"""The Triton kernels of agent/fp8attn.py (imported on first use: Triton loads only where it is asked for).
+
+See fp8attn.py for the scheme; `fp8attn.reference` is what these compute."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def quantize_rows_kernel(X, MEAN, OUT, SCALE, length, n_heads, n_blocks, stride_xb, stride_xl, stride_xh,
+                         out_len, BLOCK: tl.constexpr, D: tl.constexpr, HAS_MEAN: tl.constexpr,
+                         INT8: tl.constexpr):
+    """x [B, L, N, D] (unit channel stride) -> out [B, N, out_len, D] int8 (or e4m3), one scale per
+    (b, n, block of BLOCK tokens); rows past `length` are written as zeros."""
+    blk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    rows = blk * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D)
+    valid = rows < length
+    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None] * stride_xl + cols[None, :],
+                mask=valid[:, None], other=0.0).to(tl.float32)
+    if HAS_MEAN:
+        mean = tl.load(MEAN + bh * D + cols)
+        x = tl.where(valid[:, None], x - mean[None, :], 0.0)
+    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    if INT8:
+        scale = tl.maximum(amax / 127.0, 1e-12)
+        y = x / scale
+        y = tl.clamp(tl.where(y >= 0, y + 0.5, y - 0.5), -127.0, 127.0).to(tl.int8)  # half away from zero
+    else:
+        scale = tl.maximum(amax / 448.0, 1e-12)
+        y = tl.clamp(x / scale, -448.0, 448.0).to(tl.float8e4nv)
+    tl.store(OUT + bh * out_len * D + rows[:, None] * D + cols[None, :], y)
+    tl.store(SCALE + bh * n_blocks + blk, scale)
+
+
+@triton.jit
+def quantize_v_kernel(X, SV, OUT, length, n_heads, stride_xb, stride_xl, stride_xh, out_len,
+                      BLOCK: tl.constexpr, D: tl.constexpr):
+    """v [B, L, N, D] / per-(b, n, channel) scale -> out [B, N, D, out_len] e4m3, transposed so the
+    P @ V MMA reads it K-major; rows past `length` are written as zeros."""
+    blk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    rows = blk * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D)
+    valid = rows < length
+    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None] * stride_xl + cols[None, :],
+                mask=valid[:, None], other=0.0).to(tl.float32)
+    sv = tl.load(SV + bh * D + cols)
+    y = tl.clamp(x / sv[None, :], -448.0, 448.0)
+    tl.store(OUT + bh * D * out_len + cols[None, :] * out_len + rows[:, None], y.to(tl.float8e4nv))
+
+
+@triton.jit
+def _tile(q, k_ptrs, vt_ptrs, sk_ptr, start, length, acc, m_i, l_i, qk_scale,
+          BLOCK_N: tl.constexpr, MASKED: tl.constexpr, P_MUL: tl.constexpr, INT8: tl.constexpr):
+    k = tl.load(k_ptrs)
+    sk = tl.load(sk_ptr)
+    if INT8:
+        s = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32) * (qk_scale * sk)
+    else:
+        s = tl.dot(q, tl.trans(k)) * (qk_scale * sk)
+    if MASKED:
+        cols = start + tl.arange(0, BLOCK_N)
+        s = tl.where(cols[None, :] < length, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    vt = tl.load(vt_ptrs)
+    pv = tl.dot((p * P_MUL).to(tl.float8e4nv), tl.trans(vt))  # a fresh float32 accumulator per tile
+    acc = acc * alpha[:, None] + pv
+    return acc, m_new, l_i
+
+
+@triton.jit
+def attn_kernel(Q, K, VT, SQ, SK, SV, O, qk_scale, length_q, length_k, n_heads, q_len, k_len,
+                n_qblocks, n_kblocks, stride_ob, stride_ol, stride_oh,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, P_MUL: tl.constexpr,
+                INT8: tl.constexpr):
+    """Q [B, N, q_len, D], K [B, N, k_len, D] int8 (or e4m3), VT [B, N, D, k_len] e4m3 (padded,
+    pads zero); scales SQ [B, N, n_qblocks], SK [B, N, n_kblocks], SV [B, N, D]; O [B, Lq, N, D]."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, D)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = tl.load(Q + bh * q_len * D + rows[:, None] * D + cols[None, :])
+    scale = qk_scale * tl.load(SQ + bh * n_qblocks + pid_m)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    k_ptrs = K + bh * k_len * D + offs_n[:, None] * D + cols[None, :]
+    vt_ptrs = VT + bh * D * k_len + cols[:, None] * k_len + offs_n[None, :]
+    sk_ptr = SK + bh * n_kblocks
+    full = length_k // BLOCK_N
+    for j in range(0, full):
+        acc, m_i, l_i = _tile(q, k_ptrs, vt_ptrs, sk_ptr, j * BLOCK_N, length_k, acc, m_i, l_i, scale,
+                              BLOCK_N, False, P_MUL, INT8)
+        k_ptrs += BLOCK_N * D
+        vt_ptrs += BLOCK_N
+        sk_ptr += 1
+    if full * BLOCK_N < length_k:
+        acc, m_i, l_i = _tile(q, k_ptrs, vt_ptrs, sk_ptr, full * BLOCK_N, length_k, acc, m_i, l_i, scale,
+                              BLOCK_N, True, P_MUL, INT8)
+    sv = tl.load(SV + bh * D + cols)
+    out = acc * (sv / P_MUL)[None, :] / l_i[:, None]
+    tl.store(O + b * stride_ob + h * stride_oh + rows[:, None] * stride_ol + cols[None, :],
+             out.to(O.dtype.element_ty), mask=(rows < length_q)[:, None])
