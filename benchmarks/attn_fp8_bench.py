@@ -10,8 +10,8 @@ DiT attention has) and reports the median of `--iters` timed calls after a warm-
 - `8-bit int8-qk BMxBNwWsS`: agent/fp8attn.py (INT8 Q K^T, FP8 P V) with that Triton tile
   (quantization included), and its attention kernel alone on pre-quantized inputs (`kernel only`);
   `fp8-qk`: the same with Q and K in e4m3;
-- `cudnn-fp8`: cuDNN's own FP8 SDPA through cudnn-frontend (per-tensor scales, bf16 output), where
-  the package imports.
+- `cudnn-fp8`: cuDNN's own FP8 SDPA through cudnn-frontend (`fp8attn.attention_cudnn`: per-tensor
+  scales, FP8 output, quantization included), where the package imports.
 
     python3 benchmarks/attn_fp8_bench.py [--cases 720p,480p] [--configs 128x128w8s3,...]
 
@@ -71,58 +71,6 @@ def parse_config(text: str) -> tuple[int, int, int, int]:
     bm, bn = tile.split("x")
     warps, stages = rest.split("s")
     return int(bm), int(bn), int(warps), int(stages)
-
-
-def cudnn_fp8(q, k, v):
-    """cuDNN FP8 SDPA (cudnn-frontend graph): per-tensor amax scales, bf16 output. Returns a callable."""
-    import cudnn
-
-    def per_tensor(x):
-        s = (x.float().abs().amax() / 448.0).clamp(min=1e-12)
-        return (x.float() / s).to(torch.float8_e4m3fn), s
-
-    q8, sq = per_tensor(q)
-    k8, sk = per_tensor(k)
-    v8, sv = per_tensor(v)
-    b, length, n, d = q.shape
-    # cuDNN's logical layout is [B, N, L, C]; Wan's [B, L, N, C] memory is that with strides
-    views = [x.permute(0, 2, 1, 3) for x in (q8, k8, v8)]
-    out = torch.empty_like(q).permute(0, 2, 1, 3)
-    handle = cudnn.create_handle()
-    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream().cuda_stream)
-    graph = cudnn.pygraph(io_data_type=cudnn.data_type.FP8_E4M3, intermediate_data_type=cudnn.data_type.FLOAT,
-                          compute_data_type=cudnn.data_type.FLOAT, handle=handle)
-    tq, tk, tv = (graph.tensor(name=name, dim=list(x.shape), stride=list(x.stride()),
-                               data_type=cudnn.data_type.FP8_E4M3) for name, x in zip("QKV", views))
-
-    def scalar(name):
-        return graph.tensor(name=name, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.FLOAT)
-
-    names = ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")
-    scalars = {name: scalar(name) for name in names}
-    o, _stats, amax_s, amax_o = graph.sdpa_fp8(q=tq, k=tk, v=tv, **scalars, is_inference=True,
-                                               attn_scale=d ** -0.5, use_causal_mask=False, name="sdpa_fp8")
-    o.set_output(True).set_dim(list(out.shape)).set_stride(list(out.stride())).set_data_type(
-        cudnn.data_type.BFLOAT16)
-    for t in (amax_s, amax_o):
-        t.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(cudnn.data_type.FLOAT)
-    graph.validate()
-    graph.build_operation_graph()
-    graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-    graph.check_support()
-    graph.build_plans()
-    workspace = torch.empty(max(1, graph.get_workspace_size()), device="cuda", dtype=torch.uint8)
-    one = lambda x: torch.tensor(float(x), device="cuda").reshape(1, 1, 1, 1)  # noqa: E731
-    amaxes = [torch.zeros(1, 1, 1, 1, device="cuda") for _ in range(2)]
-    feed = {tq: views[0], tk: views[1], tv: views[2], scalars["descale_q"]: one(sq), scalars["descale_k"]: one(sk),
-            scalars["descale_v"]: one(sv), scalars["descale_s"]: one(1 / 256.0), scalars["scale_s"]: one(256.0),
-            scalars["scale_o"]: one(1.0), o: out, amax_s: amaxes[0], amax_o: amaxes[1]}
-
-    def call():
-        graph.execute(feed, workspace, handle=handle)
-        return out.permute(0, 2, 1, 3)
-
-    return call
 
 
 def main() -> None:
@@ -196,7 +144,7 @@ def main() -> None:
                     kern.attn_kernel[(nq, HEADS)](q8, k8, vt, sq, sk, sv, o, DIM ** -0.5 * fp8attn.LOG2E, tokens,
                                                   tokens, HEADS, q8.size(2), k8.size(2), nq, nk, o.stride(0),
                                                   o.stride(1), o.stride(2), BLOCK_M=bm, BLOCK_N=bn, D=DIM,
-                                                  P_MUL=fp8attn.P_SCALE, INT8=fmt == "int8", num_warps=warps,
+                                                  P_SHIFT=fp8attn.P_SHIFT, INT8=fmt == "int8", num_warps=warps,
                                                   num_stages=stages)
                     return o
 
@@ -209,17 +157,17 @@ def main() -> None:
                 fp8attn.set_config(None)
                 fp8attn.set_qk_format("int8")
         if not args.no_cudnn_fp8:
+            name = "cudnn-fp8 (per-tensor, fp8 out)"
             try:
-                call = cudnn_fp8(q, k, v)
-                seconds, out = timed(call, args.iters)
-                record("cudnn-fp8 (per-tensor)", seconds, out)
+                seconds, out = timed(lambda: fp8attn.attention_cudnn(q, k, v), args.iters)
+                record(name, seconds, out)
             except Exception as exc:  # noqa: BLE001
-                rows["cudnn-fp8 (per-tensor)"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                print(case, "cudnn-fp8", rows["cudnn-fp8 (per-tensor)"], flush=True)
+                rows[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                print(case, name, rows[name], flush=True)
         res["cases"][case] = {"tokens": tokens, "rows": rows}
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
-        del q, k, v, ref
+        q = k = v = ref = out = None
         torch.cuda.empty_cache()
     print("wrote", path)
 

@@ -38,7 +38,7 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 
 from benchmarks import dit_bench as D  # noqa: E402
-from wan22ctl.agent import fp8, speedups as S, streaming  # noqa: E402
+from wan22ctl.agent import fp8, fp8attn, speedups as S, streaming  # noqa: E402
 from wan22ctl.plan import lowmem  # noqa: E402
 
 SIZES = {"a14b:720p": "1280*720", "a14b:480p": "832*480"}
@@ -144,9 +144,10 @@ class Bench:
             self.stream.deactivate()
         self.record(f"bf16 resident {case}", row)
 
-    def fp8(self, case: str, fp8_attention: bool = False) -> None:
-        """FP8 block linears; with `fp8_attention` the self-attention in FP8 too (agent/fp8attn.py, what
-        WAN22_DTYPE=fp8 runs), else bf16 attention (WAN22_FP8_ATTENTION=0)."""
+    def fp8(self, case: str, fp8_attention: str = "0") -> None:
+        """FP8 block linears; `fp8_attention` is WAN22_FP8_ATTENTION for the row: "0" bf16 attention,
+        "triton" the 8-bit self-attention of agent/fp8attn.py (what WAN22_DTYPE=fp8 runs), "cudnn"
+        cuDNN's FP8 SDPA."""
         if self.fp8_model is None:
             q = copy.deepcopy(self.model)
             S.remove_from_model(q)  # deepcopy shares the timestep-once closures with the original
@@ -154,18 +155,20 @@ class Bench:
             self.res["fp8_linears"] = fp8.quantize_blocks(q)
             self.fp8_model = q
         self.fp8_model.to("cuda")
-        saved = os.environ.get("WAN22_DTYPE")
-        os.environ["WAN22_DTYPE"] = "fp8" if fp8_attention else "bf16"  # read by attention at each call
+        saved = {name: os.environ.get(name) for name in ("WAN22_DTYPE", fp8attn.ENV_VAR)}
+        os.environ.update({"WAN22_DTYPE": "fp8", fp8attn.ENV_VAR: fp8_attention})  # read at each call
         try:
             row = run(self.fp8_model, case, self.args.timed)
         finally:
-            if saved is None:
-                os.environ.pop("WAN22_DTYPE", None)
-            else:
-                os.environ["WAN22_DTYPE"] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         self.fp8_model.to("cpu")  # off the GPU while other rows run under caps
         torch.cuda.empty_cache()
-        self.record(f"fp8{'+fp8attn' if fp8_attention else ''} resident {case}", row, case)
+        label = {"0": "", "triton": "+8bit-attn", "cudnn": "+cudnn-fp8-attn"}[fp8_attention]
+        self.record(f"fp8{label} resident {case}", row, case)
 
     def capped(self, dtype: str, cap: float, case: str) -> None:
         p = lowmem.placement(cap, SIZES[case], dtype)
@@ -214,7 +217,7 @@ def main() -> None:
                         "diffusers:a14b:720p,"
                         "bf16:a14b:480p,cap24:a14b:480p,cap48:a14b:720p,cap48:a14b:480p,fp8:a14b:480p,"
                         "fp8cap24:a14b:720p,torchao:a14b:720p",
-                        help="rows in priority order: bf16|fp8|fp8attn|capN|fp8capN|torchao|diffusers : case")
+                        help="rows in priority order: bf16|fp8|fp8attn|fp8cudnn|capN|fp8capN|torchao|diffusers : case")
     parser.add_argument("--budget-s", type=float, default=1e9, help="start no row after this many seconds")
     parser.add_argument("--timed", type=int, default=1)
     parser.add_argument("--layers", type=int, help="fewer blocks than A14B's 40 (a quick check of the harness)")
@@ -234,7 +237,9 @@ def main() -> None:
             if kind in ("bf16", "fp8", "torchao", "diffusers"):
                 getattr(bench, kind)(case)
             elif kind == "fp8attn":
-                bench.fp8(case, fp8_attention=True)
+                bench.fp8(case, fp8_attention="triton")
+            elif kind == "fp8cudnn":
+                bench.fp8(case, fp8_attention="cudnn")
             elif kind.startswith("fp8cap"):
                 bench.capped("fp8", float(kind[6:]), case)
             elif kind.startswith("cap"):

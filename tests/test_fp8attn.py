@@ -96,6 +96,21 @@ def test_wanted_follows_the_dtype_and_its_switch(monkeypatch, dtype, switch, on)
     assert fp8attn.wanted() is on
 
 
+@pytest.mark.parametrize("switch,mode", [("1", "triton"), ("on", "triton"), ("triton", "triton"), ("cudnn", "cudnn"),
+                                         ("0", None)])
+def test_mode_names_the_kernels(monkeypatch, switch, mode):
+    monkeypatch.setenv("WAN22_DTYPE", "fp8")
+    monkeypatch.setenv(fp8attn.ENV_VAR, switch)
+    assert fp8attn.mode() == mode
+
+
+def test_mode_rejects_unknown(monkeypatch):
+    monkeypatch.setenv("WAN22_DTYPE", "fp8")
+    monkeypatch.setenv(fp8attn.ENV_VAR, "sage")
+    with pytest.raises(ValueError, match="WAN22_FP8_ATTENTION='sage'"):
+        fp8attn.mode()
+
+
 def test_cpu_tensors_and_masks_never_take_fp8():
     q, k, v = dit_like(fp8attn.MIN_KEYS, dim=128, heads=1)
     assert not fp8attn.applies(q, k, v, False, (-1, -1), 0.0)  # CPU

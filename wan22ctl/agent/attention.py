@@ -284,7 +284,8 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     full = all(n == lq for n in q_n) and all(n == lk for n in k_n)
     if full and fp8attn.wanted() and fp8attn.applies(q, k, v, causal, window_size, dropout_p):
         _announce_fp8(q.device)
-        return fp8attn.attention(q, k, v, softmax_scale).type(out_dtype)
+        run = fp8attn.attention_cudnn if fp8attn.mode() == "cudnn" else fp8attn.attention
+        return run(q, k, v, softmax_scale).type(out_dtype)
     if backend == "flash4" and full:  # Wan's usual case (self-attention passes k_lens = the full length)
         out = _fa4_dense(q.contiguous(), k.contiguous(), v.contiguous(), softmax_scale, causal, window_size)
         return out.type(out_dtype)
@@ -331,7 +332,8 @@ def _announce_fp8(device: torch.device) -> None:
     if "fp8" not in _resolved:
         _resolved["fp8"] = "fp8"
         bm, bn, _, _ = fp8attn.config(device)
-        print(f"wan22ctl: self-attention in FP8 (Triton, {bm}x{bn} tiles; WAN22_DTYPE=fp8, "
+        how = "cuDNN FP8 SDPA" if fp8attn.mode() == "cudnn" else f"Triton, {bm}x{bn} tiles"
+        print(f"wan22ctl: self-attention in 8 bits ({how}; WAN22_DTYPE=fp8, "
               f"{fp8attn.ENV_VAR}=0 keeps it bf16)", file=sys.stderr, flush=True)
 
 

@@ -39,7 +39,8 @@ import torch
 ENV_VAR = "WAN22_FP8_ATTENTION"
 E4M3 = getattr(torch, "float8_e4m3fn", None)
 E4M3_MAX = 448.0
-P_SCALE = 256.0  # probabilities enter the P @ V MMA as p * 256 (exact power of two)
+P_SHIFT = 8  # probabilities enter the P @ V MMA as p * 2^8 (e4m3's max is 448)
+P_SCALE = float(2 ** P_SHIFT)
 MIN_KEYS = 4096  # shorter key sequences (cross-attention over text, tiny grids) stay bf16
 HEAD_DIMS = (64, 128)
 CAPABILITIES = ((8, 9), (9, 0))
@@ -57,22 +58,41 @@ QK_FORMATS = ("int8", "fp8")
 _qk_format = ["int8"]
 
 
-def wanted() -> bool:
-    """Whether FP8 attention is asked for: WAN22_DTYPE=fp8 and WAN22_FP8_ATTENTION not 0."""
+MODES = ("triton", "cudnn")
+
+
+def mode() -> str | None:
+    """The 8-bit attention asked for: None (WAN22_DTYPE is not fp8, or WAN22_FP8_ATTENTION=0),
+    "triton" (the default: this module's kernels) or "cudnn" (cuDNN's FP8 SDPA through
+    cudnn-frontend: per-tensor scales, FP8 output; for the benchmark); ValueError when unknown."""
     if (os.environ.get("WAN22_DTYPE", "bf16").strip().lower() or "bf16") != "fp8":
-        return False
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+        return None
+    value = os.environ.get(ENV_VAR, "1").strip().lower() or "1"
+    if value in ("0", "false", "no", "off"):
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return "triton"
+    if value not in MODES:
+        raise ValueError(f"{ENV_VAR}={value!r}: use 1, 0, triton or cudnn")
+    return value
+
+
+def wanted() -> bool:
+    """Whether 8-bit attention is asked for: WAN22_DTYPE=fp8 and WAN22_FP8_ATTENTION not 0."""
+    return mode() is not None
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window_size, dropout_p: float) -> bool:
-    """Whether this call can take the FP8 kernels: CUDA on sm_89/sm_90 with Triton, equal head counts,
-    head dim 64 or 128, no mask, no dropout, at least MIN_KEYS keys."""
+    """Whether this call can take the 8-bit kernels: CUDA on sm_89/sm_90 with Triton (or
+    cudnn-frontend), equal head counts, head dim 64 or 128, no mask, no dropout, >= MIN_KEYS keys."""
     if not (q.is_cuda and E4M3 is not None and not causal and tuple(window_size) == (-1, -1) and not dropout_p):
         return False
     if q.size(-1) not in HEAD_DIMS or v.size(-1) != q.size(-1) or q.size(2) != k.size(2) or k.size(1) < MIN_KEYS:
         return False
     if tuple(torch.cuda.get_device_capability(q.device)) not in CAPABILITIES:
         return False
+    if mode() == "cudnn":
+        return _cudnn() is not None
     return _kernels() is not None
 
 
@@ -201,9 +221,83 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: 
     n_qblocks = q8.size(2) // block_m
     kern.attn_kernel[(n_qblocks, b * n)](q8, k8, vt, sq, sk, sv, out, scale, lq, lk, n, q8.size(2), k8.size(2),
                                   n_qblocks, n_kblocks, out.stride(0), out.stride(1), out.stride(2),
-                                  BLOCK_M=block_m, BLOCK_N=block_n, D=d, P_MUL=P_SCALE,
+                                  BLOCK_M=block_m, BLOCK_N=block_n, D=d, P_SHIFT=P_SHIFT,
                                   INT8=_qk_format[0] == "int8", num_warps=warps, num_stages=stages)
     return out
+
+
+# ---- cuDNN's FP8 SDPA (WAN22_FP8_ATTENTION=cudnn) ---------------------------------------------------
+
+def _cudnn():
+    if "cudnn" not in _cache:
+        try:
+            import cudnn  # noqa: PLC0415 - the nvidia-cudnn-frontend package
+        except Exception:  # noqa: BLE001
+            cudnn = None
+        _cache["cudnn"] = cudnn
+    return _cache["cudnn"]
+
+
+def _per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e4m3 x / scale, float32 scale [1, 1, 1, 1]) with scale = amax / 448, on the GPU (no sync)."""
+    amax = torch.maximum(x.amax(), -x.amin()).float().clamp(min=1e-12)
+    scale = (amax / E4M3_MAX).reshape(1, 1, 1, 1)
+    return (x / scale.to(x.dtype)).to(E4M3), scale
+
+
+def _cudnn_plan(q8, k8, v8, o8, softmax_scale):
+    """A built cudnn-frontend graph for these [B, N, L, C] views (cached per shape and strides)."""
+    key = (q8.device.index, *(tuple(t.shape) + tuple(t.stride()) for t in (q8, k8, v8, o8)), softmax_scale)
+    plan = _cache.get(key)
+    if plan is not None:
+        return plan
+    cudnn = _cudnn()
+    handle = cudnn.create_handle()
+    graph = cudnn.pygraph(io_data_type=cudnn.data_type.FP8_E4M3, intermediate_data_type=cudnn.data_type.FLOAT,
+                          compute_data_type=cudnn.data_type.FLOAT, handle=handle)
+    tensors = {name: graph.tensor(name=name, dim=list(t.shape), stride=list(t.stride()),
+                                  data_type=cudnn.data_type.FP8_E4M3) for name, t in zip("QKV", (q8, k8, v8))}
+    for name in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o"):
+        tensors[name] = graph.tensor(name=name, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.FLOAT)
+    o, _stats, amax_s, amax_o = graph.sdpa_fp8(
+        q=tensors["Q"], k=tensors["K"], v=tensors["V"], descale_q=tensors["descale_q"],
+        descale_k=tensors["descale_k"], descale_v=tensors["descale_v"], descale_s=tensors["descale_s"],
+        scale_s=tensors["scale_s"], scale_o=tensors["scale_o"], is_inference=True, attn_scale=softmax_scale,
+        use_causal_mask=False, name="sdpa_fp8")
+    o.set_output(True).set_dim(list(o8.shape)).set_stride(list(o8.stride())).set_data_type(cudnn.data_type.FP8_E4M3)
+    for t in (amax_s, amax_o):
+        t.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(cudnn.data_type.FLOAT)
+    graph.validate()
+    graph.build_operation_graph()
+    graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+    graph.check_support()
+    graph.build_plans()
+    workspace = torch.empty(max(1, graph.get_workspace_size()), device=q8.device, dtype=torch.uint8)
+    amaxes = torch.zeros(2, 1, 1, 1, 1, device=q8.device)
+    plan = (cudnn, handle, graph, tensors, o, amax_s, amax_o, workspace, amaxes)
+    _cache[key] = plan
+    return plan
+
+
+def attention_cudnn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, softmax_scale: float | None = None) -> torch.Tensor:
+    """cuDNN's FP8 SDPA (Hopper: FP8 in, FP8 out): q/k/v [B, L, N, C] -> [B, Lq, N, C] bf16. K smoothed
+    as in the Triton path; one scale per tensor (cuDNN takes scalar descales); O in e4m3 scaled by
+    448 / amax|V| (|O| <= amax|V|), then back to bf16."""
+    d = q.size(-1)
+    scale = softmax_scale if softmax_scale is not None else d ** -0.5
+    k = k - k.mean(dim=1, keepdim=True, dtype=torch.float32).to(k.dtype)
+    (q8, sq), (k8, sk), (v8, sv) = (_per_tensor(x) for x in (q, k, v))
+    o8 = torch.empty(q.shape, device=q.device, dtype=E4M3)
+    views = [t.permute(0, 2, 1, 3) for t in (q8, k8, v8, o8)]  # cuDNN's [B, N, L, C] over Wan's memory
+    cudnn, handle, graph, t, o, amax_s, amax_o, workspace, amaxes = _cudnn_plan(*views, float(scale))
+    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
+    scale_o = (1.0 / sv).reshape(1, 1, 1, 1)  # sv = amax|V| / 448
+    feed = {t["Q"]: views[0], t["K"]: views[1], t["V"]: views[2], t["descale_q"]: sq, t["descale_k"]: sk,
+            t["descale_v"]: sv, t["descale_s"]: torch.full_like(sq, 1.0 / P_SCALE),
+            t["scale_s"]: torch.full_like(sq, P_SCALE), t["scale_o"]: scale_o, o: views[3],
+            amax_s: amaxes[0], amax_o: amaxes[1]}
+    graph.execute(feed, workspace, handle=handle)
+    return (o8.to(torch.bfloat16) * sv.reshape(1, 1, 1, 1).to(torch.bfloat16)).contiguous()
 
 
 def flops(lq: int, lk: int, heads: int, head_dim: int, batch: int = 1) -> float:

@@ -57,22 +57,30 @@ def quantize_v_kernel(X, SV, OUT, length, n_heads, stride_xb, stride_xl, stride_
 
 @triton.jit
 def _tile(q, k_ptrs, vt_ptrs, sk_ptr, start, length, acc, m_i, l_i, qk_scale,
-          BLOCK_N: tl.constexpr, MASKED: tl.constexpr, P_MUL: tl.constexpr, INT8: tl.constexpr):
+          BLOCK_N: tl.constexpr, MASKED: tl.constexpr, P_SHIFT: tl.constexpr, INT8: tl.constexpr):
+    """One key tile of the online softmax. Scores stay raw (int32 read as float through the 2^23
+    trick, or the FP8 MMA's float32) and one FMA per element applies the tile's scale, the row
+    maximum and P's x2^P_SHIFT: p = exp2(raw * c - bias)."""
     k = tl.load(k_ptrs)
-    sk = tl.load(sk_ptr)
+    c = qk_scale * tl.load(sk_ptr)  # log2 units per raw score unit
     if INT8:
-        s = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32) * (qk_scale * sk)
+        # |raw| <= 127 * 127 * 128 < 2^22: int + 0x4B400000 read as float is exactly 12582912 + int,
+        # one integer add instead of a quarter-rate int->float conversion
+        raw = (tl.dot(q, tl.trans(k), out_dtype=tl.int32) + 0x4B400000).to(tl.float32, bitcast=True)
+        zero = 12582912.0
     else:
-        s = tl.dot(q, tl.trans(k)) * (qk_scale * sk)
+        raw = tl.dot(q, tl.trans(k))
+        zero = 0.0
     if MASKED:
         cols = start + tl.arange(0, BLOCK_N)
-        s = tl.where(cols[None, :] < length, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    p = tl.math.exp2(s - m_new[:, None])
+        raw = tl.where(cols[None, :] < length, raw, float("-inf"))
+    m_new = tl.maximum(m_i, (tl.max(raw, 1) - zero) * c)
+    bias = zero * c + m_new - P_SHIFT
+    p = tl.math.exp2(raw * c - bias[:, None])  # probabilities x 2^P_SHIFT
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     vt = tl.load(vt_ptrs)
-    pv = tl.dot((p * P_MUL).to(tl.float8e4nv), tl.trans(vt))  # a fresh float32 accumulator per tile
+    pv = tl.dot(p.to(tl.float8e4nv), tl.trans(vt))  # a fresh float32 accumulator per tile
     acc = acc * alpha[:, None] + pv
     return acc, m_new, l_i
 
@@ -80,7 +88,7 @@ def _tile(q, k_ptrs, vt_ptrs, sk_ptr, start, length, acc, m_i, l_i, qk_scale,
 @triton.jit
 def attn_kernel(Q, K, VT, SQ, SK, SV, O, qk_scale, length_q, length_k, n_heads, q_len, k_len,
                 n_qblocks, n_kblocks, stride_ob, stride_ol, stride_oh,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, P_MUL: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, P_SHIFT: tl.constexpr,
                 INT8: tl.constexpr):
     """Q [B, N, q_len, D], K [B, N, k_len, D] int8 (or e4m3), VT [B, N, D, k_len] e4m3 (padded,
     pads zero); scales SQ [B, N, n_qblocks], SK [B, N, n_kblocks], SV [B, N, D]; O [B, Lq, N, D]."""
@@ -102,14 +110,14 @@ def attn_kernel(Q, K, VT, SQ, SK, SV, O, qk_scale, length_q, length_k, n_heads, 
     full = length_k // BLOCK_N
     for j in range(0, full):
         acc, m_i, l_i = _tile(q, k_ptrs, vt_ptrs, sk_ptr, j * BLOCK_N, length_k, acc, m_i, l_i, scale,
-                              BLOCK_N, False, P_MUL, INT8)
+                              BLOCK_N, False, P_SHIFT, INT8)
         k_ptrs += BLOCK_N * D
         vt_ptrs += BLOCK_N
         sk_ptr += 1
     if full * BLOCK_N < length_k:
         acc, m_i, l_i = _tile(q, k_ptrs, vt_ptrs, sk_ptr, full * BLOCK_N, length_k, acc, m_i, l_i, scale,
-                              BLOCK_N, True, P_MUL, INT8)
+                              BLOCK_N, True, P_SHIFT, INT8)
     sv = tl.load(SV + bh * D + cols)
-    out = acc * (sv / P_MUL)[None, :] / l_i[:, None]
+    out = acc * sv[None, :] / l_i[:, None]  # P's 2^P_SHIFT is in both acc and l_i
     tl.store(O + b * stride_ob + h * stride_oh + rows[:, None] * stride_ol + cols[None, :],
              out.to(O.dtype.element_ty), mask=(rows < length_q)[:, None])
