@@ -339,7 +339,8 @@ def run_wanrun(tmp_path, **env):
 @pytest.mark.parametrize("env,message", [({"WAN22_DTYPE": "fp16"}, "WAN22_DTYPE='fp16'"),
                                          ({"WAN22_OFFLOAD": "all"}, "WAN22_OFFLOAD='all'"),
                                          ({"WAN22_OFFLOAD": "blocks", "WAN22_RESIDENT_BLOCKS": "x"},
-                                          "WAN22_RESIDENT_BLOCKS='x'")])
+                                          "WAN22_RESIDENT_BLOCKS='x'"),
+                                         ({"WAN22_FP8_ATTENTION": "sage"}, "WAN22_FP8_ATTENTION='sage'")])
 def test_wanrun_rejects_bad_lowmem_switches_before_loading(tmp_path, env, message):
     res = run_wanrun(tmp_path, **env)
     assert res.returncode == 2 and message in res.stderr and "RAN" not in res.stdout

@@ -51,7 +51,8 @@ MEASURED_ORDER: dict[tuple[int, int], tuple[str, ...]] = {
 FALLBACK_ORDER = ("flash3", "sdpa-cudnn", "flash2", "sdpa-flash", "sdpa-efficient", "sdpa-math")
 
 _HALF = (torch.float16, torch.bfloat16)
-_resolved: dict = {}  # device index -> backend name ("fp8": FP8 attention announced)
+_resolved: dict[int, str] = {}  # device index -> backend name
+_fp8_announced = [False]
 
 
 def _sdpa_backends(name: str) -> list:
@@ -329,8 +330,8 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
 
 
 def _announce_fp8(device: torch.device) -> None:
-    if "fp8" not in _resolved:
-        _resolved["fp8"] = "fp8"
+    if not _fp8_announced[0]:
+        _fp8_announced[0] = True
         bm, bn, _, _ = fp8attn.config(device)
         how = "cuDNN FP8 SDPA" if fp8attn.mode() == "cudnn" else f"Triton, {bm}x{bn} tiles"
         print(f"wan22ctl: self-attention in 8 bits ({how}; WAN22_DTYPE=fp8, "

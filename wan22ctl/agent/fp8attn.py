@@ -1,25 +1,33 @@
-"""8-bit self-attention for `WAN22_DTYPE=fp8` on Ada and Hopper: Triton kernels.
+"""Opt-in 8-bit self-attention beside `WAN22_DTYPE=fp8`: `WAN22_FP8_ATTENTION=off|triton|cudnn`.
 
-At 720P an A14B forward spends ~7 s of its ~9.8 s in self-attention (75,600 tokens x 40 heads,
-4.7 PFLOP), which bf16 FlashAttention-4 runs at ~670 TFLOP/s on an H200. The 8-bit tensor cores
-(FP8 and INT8) double the peak, so with `WAN22_DTYPE=fp8` the DiT's self-attention runs here as
-well (cross-attention over the 512 text tokens stays on the bf16 backend: <1 % of the work).
-`WAN22_FP8_ATTENTION=0` keeps bf16 attention beside the FP8 linears.
+At 720P an A14B forward spends ~6.6 s of its ~9.7 s in self-attention (75,600 tokens x 40 heads,
+4.7 PFLOP: bf16 FlashAttention-4 runs it at ~708 TFLOP/s on an H200). The 8-bit tensor cores (FP8,
+INT8) have twice the peak, so two 8-bit paths exist for the DiT's self-attention (cross-attention
+over the 512 text tokens always stays on the bf16 backend). Measured on an H200 (BENCHMARKS.md,
+session 8), neither is the default:
 
-The scheme is SageAttention2's (INT8 Q K^T, FP8 P V), with Hopper's 8-bit MMAs:
+- `triton`: this module's kernels. 716 TFLOP/s at 720P, no faster than FlashAttention-4 there
+  (8.91 s vs 8.82 s a forward with FP8 linears), so off by default on Hopper; it is the only
+  8-bit path for Ada (sm_89, L40S), where FlashAttention-4 does not run (not yet measured there).
+- `cudnn`: cuDNN's FP8 SDPA through the nvidia-cudnn-frontend package (`attention_cudnn`):
+  801 TFLOP/s, 8.01 s a forward with FP8 linears (vs 8.82 s); one scale per tensor and an FP8
+  output (Hopper cuDNN has no bf16 output for FP8 SDPA), 2.0 % relative difference per forward
+  against bf16 (FP8 linears alone: 1.3 %); no video PSNR measured yet.
+
+The Triton scheme is SageAttention2's (INT8 Q K^T, FP8 P V):
 
 - K is smoothed first: its mean over the tokens (per head and channel) is subtracted. Softmax is
   unchanged by it (each query row's scores move by one constant, q . mean) and the offset that DiT
   keys carry per channel no longer sets the quantization range.
 - Q gets one scale per head and `BLOCK_M` tokens, K one per head and `BLOCK_N` tokens (amax / 127),
   rounded to int8: the scores come out of the INT8 MMA exact in int32 and are rescaled per tile.
-  (e4m3 keeps 3 mantissa bits and measured ~3x the score error; `set_qk_format("fp8")` keeps that
-  variant for the benchmark.)
+  (e4m3 Q/K measured ~2x the output error; `set_qk_format("fp8")` keeps that variant for the
+  benchmark.)
 - V gets one e4m3 scale per head and channel, stored transposed so the second MMA reads it K-major.
-- The probabilities (0..1) are multiplied by 256 before their e4m3 cast, which keeps the small
-  ones out of e4m3's subnormal range; each tile's P @ V starts a fresh float32 accumulator that is
-  then added to the running output, so the FP8 MMA never sums more than one tile (Hopper's FP8
-  MMA accumulates at reduced precision).
+- The probabilities (0..1) enter the P @ V MMA as p x 2^8, which keeps the small ones out of e4m3's
+  subnormal range; each tile's P @ V starts a fresh float32 accumulator that is then added to the
+  running output, so the FP8 MMA never sums more than one tile (Hopper's FP8 MMA accumulates at
+  reduced precision).
 - Online softmax in float32 as in FlashAttention; output bf16 in Wan's [B, L, N, C] layout.
 
 `reference()` computes the same quantized attention with torch tensor code (the CPU tests' yardstick
@@ -27,7 +35,7 @@ and the definition of what the kernels compute); `attention()` is the Triton pat
 (agent/fp8attn_kernels.py).
 
 Wan's own Python process imports this file: standard library and torch (Triton, which ships with
-torch's CUDA wheels, is imported on first use).
+torch's CUDA wheels, and cudnn-frontend are imported on first use).
 """
 
 from __future__ import annotations
@@ -58,27 +66,35 @@ QK_FORMATS = ("int8", "fp8")
 _qk_format = ["int8"]
 
 
-MODES = ("triton", "cudnn")
+MODES = ("off", "triton", "cudnn")
 
 
 def mode() -> str | None:
-    """The 8-bit attention asked for: None (WAN22_DTYPE is not fp8, or WAN22_FP8_ATTENTION=0),
-    "triton" (the default: this module's kernels) or "cudnn" (cuDNN's FP8 SDPA through
-    cudnn-frontend: per-tensor scales, FP8 output; for the benchmark); ValueError when unknown."""
-    if (os.environ.get("WAN22_DTYPE", "bf16").strip().lower() or "bf16") != "fp8":
-        return None
-    value = os.environ.get(ENV_VAR, "1").strip().lower() or "1"
-    if value in ("0", "false", "no", "off"):
-        return None
-    if value in ("1", "true", "yes", "on"):
-        return "triton"
+    """The 8-bit self-attention asked for by WAN22_FP8_ATTENTION (off by default; only with
+    WAN22_DTYPE=fp8): None, "triton" (this module's kernels) or "cudnn" (cuDNN's FP8 SDPA through
+    the nvidia-cudnn-frontend package: per-tensor scales, FP8 output; Hopper). ValueError when unknown."""
+    value = os.environ.get(ENV_VAR, "off").strip().lower() or "off"
+    if value == "0":
+        value = "off"
     if value not in MODES:
-        raise ValueError(f"{ENV_VAR}={value!r}: use 1, 0, triton or cudnn")
+        raise ValueError(f"{ENV_VAR}={value!r}: use {', '.join(MODES)}")
+    if value == "off" or (os.environ.get("WAN22_DTYPE", "bf16").strip().lower() or "bf16") != "fp8":
+        return None
     return value
 
 
+def missing() -> str | None:
+    """What the asked-for 8-bit attention needs and this Python lacks (one line with the fix), or None."""
+    chosen = mode()
+    if chosen == "cudnn" and _cudnn() is None:
+        return f"{ENV_VAR}=cudnn needs the nvidia-cudnn-frontend package: pip install nvidia-cudnn-frontend"
+    if chosen == "triton" and _kernels() is None:
+        return f"{ENV_VAR}=triton needs Triton (it ships with torch's CUDA wheels): pip install triton"
+    return None
+
+
 def wanted() -> bool:
-    """Whether 8-bit attention is asked for: WAN22_DTYPE=fp8 and WAN22_FP8_ATTENTION not 0."""
+    """Whether 8-bit attention is asked for: WAN22_DTYPE=fp8 and WAN22_FP8_ATTENTION triton or cudnn."""
     return mode() is not None
 
 

@@ -61,7 +61,7 @@ def _resolve_backend(attention_name: str) -> dict | None:
     this machine lacks."""
     import torch
 
-    from wan22ctl.agent import attention, fp8, streaming
+    from wan22ctl.agent import attention, fp8, fp8attn, streaming
 
     if not torch.cuda.is_available():
         return None
@@ -71,11 +71,15 @@ def _resolve_backend(attention_name: str) -> dict | None:
         problem = fp8.device_problem(device)
         if problem:
             raise RuntimeError(problem)
+        problem = fp8attn.missing()
+        if problem:
+            raise RuntimeError(problem)
     backend = attention.resolve(attention_name, device)
     attention._resolved[device.index] = backend
     cap = torch.cuda.get_device_capability(device)
     return {"backend": backend, "capability": f"sm_{cap[0]}{cap[1]}", "gpu": torch.cuda.get_device_name(device),
-            "dtype": "fp8" if fp8.requested() else "bf16", "offload": "blocks" if streaming.requested() else None,
+            "dtype": "fp8" if fp8.requested() else "bf16", "fp8_attention": fp8attn.mode(),
+            "offload": "blocks" if streaming.requested() else None,
             "resident_blocks": streaming.resident_blocks() if streaming.requested() else None}
 
 
@@ -165,11 +169,11 @@ def install(argv: list[str]) -> tuple[str, dict[str, bool], list[str]]:
     """Install the attention backend, speedups, Euler sampler and LoRA merge for the generate.py run
     `argv` describes; returns the requested backend, the speedup switches and generate.py's own
     arguments (the kit's flags taken out). ValueError: a bad switch or LoRA (before anything loads)."""
-    from wan22ctl.agent import attention, euler, fp8, speedups, streaming
+    from wan22ctl.agent import attention, euler, fp8, fp8attn, speedups, streaming
 
     argv, specs, use_euler = split_kit_flags(argv)
     name = attention.install()
-    fp8.requested(), streaming.requested()  # validate WAN22_DTYPE / WAN22_OFFLOAD
+    fp8.requested(), fp8attn.mode(), streaming.requested()  # validate WAN22_DTYPE / _FP8_ATTENTION / _OFFLOAD
     flags = speedups.install(steps=_sample_steps(argv), offload=_offload_model(argv))
     if flags["WAN22_STREAM_SAVE"] and _flag(argv, "--save_file"):
         from wan22ctl.agent import videosave

@@ -95,12 +95,13 @@ def load_backend(name: str, wan_dir: str | None = None, offload: bool | None = N
 def _install_attention(offload: bool | None = None) -> None:
     """What `generate` runs with (wan22ctl.agent.wanrun): the attention backend of WAN22_ATTENTION and
     the switched-on speedups, installed before `wan` is imported."""
-    from wan22ctl.agent import attention, euler, fp8, speedups, streaming
+    from wan22ctl.agent import attention, euler, fp8, fp8attn, speedups, streaming
 
-    fp8.requested(), streaming.requested()  # WAN22_DTYPE / WAN22_OFFLOAD: a bad value stops the start here
+    # WAN22_DTYPE / WAN22_FP8_ATTENTION / WAN22_OFFLOAD: a bad value stops the start here
+    fp8.requested(), fp8attn.mode(), streaming.requested()
     log.info("attention backend: %s; speedups: %s; weights %s%s", attention.install(),
              ", ".join(name for name, on in speedups.install(offload=offload).items() if on) or "none",
-             "fp8" if fp8.requested() else "bf16",
+             "fp8" + (f" (self-attention: {fp8attn.mode()})" if fp8attn.mode() else "") if fp8.requested() else "bf16",
              f", DiT blocks streamed ({streaming.resident_blocks()} resident)" if streaming.requested() else "")
     euler.install()  # requests may ask for sample_solver "euler" (the Lightning preset)
 

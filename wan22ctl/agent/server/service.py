@@ -667,7 +667,9 @@ def _runtime() -> dict:
     att, sp = sys.modules.get("wan22ctl.agent.attention"), sys.modules.get("wan22ctl.agent.speedups")
     attention = None
     if att is not None:
+        fa = sys.modules.get("wan22ctl.agent.fp8attn")
         attention = {"requested": att.requested(), "backend": next(iter(att._resolved.values()), None),
+                     "fp8_attention": fa.mode() if fa is not None else None,
                      "speedups": sp.active() if sp is not None else None}
     memory = None
     if "torch" in sys.modules:
