@@ -42,10 +42,11 @@ STREAM_ALLOC_CONF = "expandable_segments:True"
 # takes ~245 ms, 480P ~64 ms (kit defaults, compiled, 9.8 s and 2.57 s per 40-block forward).
 COPY_GBPS = 55.5
 BLOCK_FORWARD_S = {"720p": 0.245, "480p": 0.064}
-# streamed forward / resident forward, measured per compiled forward (H200, bf16, 13 resident blocks at
-# 720P under a 24 GiB cap, 23 at 480P; BENCHMARKS.md); FRAGMENTATION_GIB now keeps fewer resident
-MEASURED_STREAM_COST = {"720p": 1.001, "480p": 1.006}
-MEASURED_RESIDENT = {"720p": 13, "480p": 23}
+# Streamed / resident, measured side by side on an H200 under a 24 GiB cap with this planner's
+# resident counts (9 at 720P, 18 at 480P; bf16, compiled, through the launcher; BENCHMARKS.md,
+# session 8): (whole 4-step T2V-A14B video after load, median forward)
+MEASURED_STREAM_COST = {"720p": (1.030, 1.001), "480p": (1.041, 1.003)}
+MEASURED_RESIDENT = {"720p": 9, "480p": 18}
 DTYPES = ("bf16", "fp8")
 
 
@@ -105,8 +106,9 @@ def placement(mem_gib: float, size: str, dtype: str = "bf16", *, force_blocks: b
                   f"exceed {mem_gib:.0f} GB; {resident} of {BLOCKS} blocks stay on the GPU, the other {streamed} "
                   f"stream from page-locked host memory two at a time ({copy_gib:.1f} GB per forward, "
                   f"~{copy_s:.2f} s at {COPY_GBPS:.0f} GB/s, hidden behind ~{compute:.1f} s of compute; "
-                  f"measured on an H200, compiled, with {MEASURED_RESIDENT[res]} resident: "
-                  f"{MEASURED_STREAM_COST[res]:.3f}x the resident forward)")
+                  f"measured on an H200 under a 24 GB cap with {MEASURED_RESIDENT[res]} resident: a whole "
+                  f"4-step video took {MEASURED_STREAM_COST[res][0]:.2f}x the resident run's time, a forward "
+                  f"{MEASURED_STREAM_COST[res][1]:.3f}x)")
     else:
         reason = (f"--offload blocks: even streamed, {res} needs about {peak + MARGIN_GIB:.0f} GB "
                   f"(activations ~{act:.0f} GB, VAE decode {decode:.0f} GB); {mem_gib:.0f} GB is too little")
