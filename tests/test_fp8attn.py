@@ -162,3 +162,15 @@ def test_gpu_attention_routes_self_attention_to_fp8(monkeypatch):
     assert not torch.equal(attention.flash_attention(q, k, v), routed)
     short = q[:, :512].contiguous()  # cross-attention lengths stay bf16
     assert rel(attention.flash_attention(q, short, short), exact(q, short, short).to(q.device)) < 1e-2
+
+
+@pytest.mark.gpu
+@GPU_ONLY
+def test_gpu_cudnn_fp8_attention_is_close(monkeypatch):
+    if tuple(torch.cuda.get_device_capability()) != (9, 0) or fp8attn._cudnn() is None:
+        pytest.skip("needs Hopper and nvidia-cudnn-frontend")
+    q, k, v = (x.cuda() for x in dit_like(fp8attn.MIN_KEYS, heads=2, dim=128))
+    out = fp8attn.attention_cudnn(q, k, v)
+    assert out.shape == q.shape and out.dtype == torch.bfloat16
+    # per-tensor e4m3 scales and an e4m3 output: about twice the Triton path's difference
+    assert rel(out.cpu(), exact(q.cpu(), k.cpu(), v.cpu())) < 0.12
