@@ -7,20 +7,26 @@ import triton.language as tl
 
 
 @triton.jit
+def _load_rows(X, length, n_heads, stride_xb, stride_xl, stride_xh, BLOCK: tl.constexpr, D: tl.constexpr):
+    """This program's tile of x [B, L, N, D] in float32 (rows past `length` read as zeros), with its
+    block index, (b * N + n), row and channel offsets, and the row mask."""
+    blk = tl.program_id(0)
+    bh = tl.program_id(1)
+    rows = blk * BLOCK + tl.arange(0, BLOCK)
+    cols = tl.arange(0, D)
+    valid = rows < length
+    x = tl.load(X + (bh // n_heads) * stride_xb + (bh % n_heads) * stride_xh + rows[:, None] * stride_xl
+                + cols[None, :], mask=valid[:, None], other=0.0).to(tl.float32)
+    return x, blk, bh, rows, cols, valid
+
+
+@triton.jit
 def quantize_rows_kernel(X, MEAN, OUT, SCALE, length, n_heads, n_blocks, stride_xb, stride_xl, stride_xh,
                          out_len, BLOCK: tl.constexpr, D: tl.constexpr, HAS_MEAN: tl.constexpr,
                          INT8: tl.constexpr):
     """x [B, L, N, D] (unit channel stride) -> out [B, N, out_len, D] int8 (or e4m3), one scale per
     (b, n, block of BLOCK tokens); rows past `length` are written as zeros."""
-    blk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    rows = blk * BLOCK + tl.arange(0, BLOCK)
-    cols = tl.arange(0, D)
-    valid = rows < length
-    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None] * stride_xl + cols[None, :],
-                mask=valid[:, None], other=0.0).to(tl.float32)
+    x, blk, bh, rows, cols, valid = _load_rows(X, length, n_heads, stride_xb, stride_xl, stride_xh, BLOCK, D)
     if HAS_MEAN:
         mean = tl.load(MEAN + bh * D + cols)
         x = tl.where(valid[:, None], x - mean[None, :], 0.0)
@@ -41,15 +47,7 @@ def quantize_v_kernel(X, SV, OUT, length, n_heads, stride_xb, stride_xl, stride_
                       BLOCK: tl.constexpr, D: tl.constexpr):
     """v [B, L, N, D] / per-(b, n, channel) scale -> out [B, N, D, out_len] e4m3, transposed so the
     P @ V MMA reads it K-major; rows past `length` are written as zeros."""
-    blk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    rows = blk * BLOCK + tl.arange(0, BLOCK)
-    cols = tl.arange(0, D)
-    valid = rows < length
-    x = tl.load(X + b * stride_xb + h * stride_xh + rows[:, None] * stride_xl + cols[None, :],
-                mask=valid[:, None], other=0.0).to(tl.float32)
+    x, blk, bh, rows, cols, valid = _load_rows(X, length, n_heads, stride_xb, stride_xl, stride_xh, BLOCK, D)
     sv = tl.load(SV + bh * D + cols)
     y = tl.clamp(x / sv[None, :], -448.0, 448.0)
     tl.store(OUT + bh * D * out_len + cols[None, :] * out_len + rows[:, None], y.to(tl.float8e4nv))
