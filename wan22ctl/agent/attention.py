@@ -22,7 +22,8 @@ query with the last key (flash-attn >= 2.1); inputs that are not fp16/bf16 are c
 the result comes back in q's original dtype. Nq may be a multiple of Nk (grouped heads).
 
 Wan's own Python process imports this file: it imports only the standard library, torch and
-agent/fp8attn.py (FP8 self-attention under WAN22_DTYPE=fp8, which imports Triton on first use).
+agent/fp8attn.py (the opt-in 8-bit self-attention of WAN22_FP8_ATTENTION beside WAN22_DTYPE=fp8,
+which imports Triton or cudnn-frontend only when asked for).
 """
 
 from __future__ import annotations
@@ -283,9 +284,10 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     q_n = [lq] * b if q_lens is None else [int(n) for n in q_lens.tolist()]
     k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
     full = all(n == lq for n in q_n) and all(n == lk for n in k_n)
-    if full and fp8attn.wanted() and fp8attn.applies(q, k, v, causal, window_size, dropout_p):
-        _announce_fp8(q.device)
-        run = fp8attn.attention_cudnn if fp8attn.mode() == "cudnn" else fp8attn.attention
+    eight_bit = fp8attn.mode() if full else None
+    if eight_bit and fp8attn.applies(q, k, v, causal, window_size, dropout_p):
+        _announce_fp8(q.device, eight_bit)
+        run = fp8attn.attention_cudnn if eight_bit == "cudnn" else fp8attn.attention
         return run(q, k, v, softmax_scale).type(out_dtype)
     if backend == "flash4" and full:  # Wan's usual case (self-attention passes k_lens = the full length)
         out = _fa4_dense(q.contiguous(), k.contiguous(), v.contiguous(), softmax_scale, causal, window_size)
@@ -329,13 +331,13 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     return out.type(out_dtype)
 
 
-def _announce_fp8(device: torch.device) -> None:
+def _announce_fp8(device: torch.device, mode: str) -> None:
     if not _fp8_announced[0]:
         _fp8_announced[0] = True
         bm, bn, _, _ = fp8attn.config(device)
-        how = "cuDNN FP8 SDPA" if fp8attn.mode() == "cudnn" else f"Triton, {bm}x{bn} tiles"
-        print(f"wan22ctl: self-attention in 8 bits ({how}; WAN22_DTYPE=fp8, "
-              f"{fp8attn.ENV_VAR}=0 keeps it bf16)", file=sys.stderr, flush=True)
+        how = "cuDNN FP8 SDPA" if mode == "cudnn" else f"Triton, {bm}x{bn} tiles"
+        print(f"wan22ctl: self-attention in 8 bits ({how}; {fp8attn.ENV_VAR}={mode}, off keeps it bf16)",
+              file=sys.stderr, flush=True)
 
 
 def _compiling() -> bool:

@@ -98,10 +98,12 @@ def _install_attention(offload: bool | None = None) -> None:
     from wan22ctl.agent import attention, euler, fp8, fp8attn, speedups, streaming
 
     # WAN22_DTYPE / WAN22_FP8_ATTENTION / WAN22_OFFLOAD: a bad value stops the start here
-    fp8.requested(), fp8attn.mode(), streaming.requested()
+    fp8.requested(), streaming.requested()
+    eight_bit = fp8attn.mode()
+    weights = "fp8" if fp8.requested() else "bf16"
     log.info("attention backend: %s; speedups: %s; weights %s%s", attention.install(),
              ", ".join(name for name, on in speedups.install(offload=offload).items() if on) or "none",
-             "fp8" + (f" (self-attention: {fp8attn.mode()})" if fp8attn.mode() else "") if fp8.requested() else "bf16",
+             weights + (f" (self-attention in 8 bits: {eight_bit})" if eight_bit else ""),
              f", DiT blocks streamed ({streaming.resident_blocks()} resident)" if streaming.requested() else "")
     euler.install()  # requests may ask for sample_solver "euler" (the Lightning preset)
 
