@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -32,6 +31,7 @@ sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
+from benchmarks.dit_bench import bench_ms  # noqa: E402
 from wan22ctl.agent import attention, fp8attn  # noqa: E402
 
 TOKENS = {"720p": 21 * 45 * 80, "480p": 21 * 30 * 52}
@@ -49,17 +49,8 @@ def inputs(tokens: int, seed: int = 0):
 
 
 def timed(fn, iters: int):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times), out
+    """(median seconds of `iters` calls after warm-ups, dit_bench's CUDA-event timing; the output)."""
+    return bench_ms(fn, iters) / 1e3, fn()
 
 
 def rel(a, b) -> float:
