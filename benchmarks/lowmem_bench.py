@@ -144,10 +144,10 @@ class Bench:
             self.stream.deactivate()
         self.record(f"bf16 resident {case}", row)
 
-    def fp8(self, case: str, fp8_attention: str = "0") -> None:
+    def fp8(self, case: str, fp8_attention: str = "0", key_multiple: int | None = None) -> None:
         """FP8 block linears; `fp8_attention` is WAN22_FP8_ATTENTION for the row: "0" bf16 attention,
-        "triton" the 8-bit self-attention of agent/fp8attn.py (what WAN22_DTYPE=fp8 runs), "cudnn"
-        cuDNN's FP8 SDPA."""
+        "triton" the 8-bit self-attention of agent/fp8attn.py, "cudnn" cuDNN's FP8 SDPA (with
+        `key_multiple` 1: every key through cuDNN, no bf16 key tail, as in session 8)."""
         if self.fp8_model is None:
             q = copy.deepcopy(self.model)
             S.remove_from_model(q)  # deepcopy shares the timestep-once closures with the original
@@ -157,9 +157,12 @@ class Bench:
         self.fp8_model.to("cuda")
         saved = {name: os.environ.get(name) for name in ("WAN22_DTYPE", fp8attn.ENV_VAR)}
         os.environ.update({"WAN22_DTYPE": "fp8", fp8attn.ENV_VAR: fp8_attention})  # read at each call
+        default_multiple = fp8attn.KEY_MULTIPLE
+        fp8attn.KEY_MULTIPLE = key_multiple or default_multiple
         try:
             row = run(self.fp8_model, case, self.args.timed)
         finally:
+            fp8attn.KEY_MULTIPLE = default_multiple
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
@@ -168,6 +171,7 @@ class Bench:
         self.fp8_model.to("cpu")  # off the GPU while other rows run under caps
         torch.cuda.empty_cache()
         label = {"0": "", "triton": "+8bit-attn", "cudnn": "+cudnn-fp8-attn"}[fp8_attention]
+        label += " all-keys" if key_multiple == 1 else ""
         self.record(f"fp8{label} resident {case}", row, case)
 
     def capped(self, dtype: str, cap: float, case: str) -> None:
@@ -217,7 +221,7 @@ def main() -> None:
                         "diffusers:a14b:720p,"
                         "bf16:a14b:480p,cap24:a14b:480p,cap48:a14b:720p,cap48:a14b:480p,fp8:a14b:480p,"
                         "fp8cap24:a14b:720p,torchao:a14b:720p",
-                        help="rows in priority order: bf16|fp8|fp8attn|fp8cudnn|capN|fp8capN|torchao|diffusers : case")
+                        help="rows in priority order: bf16|fp8|fp8attn|fp8cudnn|fp8cudnnall|capN|fp8capN|torchao|diffusers : case")
     parser.add_argument("--budget-s", type=float, default=1e9, help="start no row after this many seconds")
     parser.add_argument("--timed", type=int, default=1)
     parser.add_argument("--layers", type=int, help="fewer blocks than A14B's 40 (a quick check of the harness)")
@@ -240,6 +244,8 @@ def main() -> None:
                 bench.fp8(case, fp8_attention="triton")
             elif kind == "fp8cudnn":
                 bench.fp8(case, fp8_attention="cudnn")
+            elif kind == "fp8cudnnall":
+                bench.fp8(case, fp8_attention="cudnn", key_multiple=1)
             elif kind.startswith("fp8cap"):
                 bench.capped("fp8", float(kind[6:]), case)
             elif kind.startswith("cap"):

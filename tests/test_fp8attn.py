@@ -174,3 +174,25 @@ def test_gpu_cudnn_fp8_attention_is_close(monkeypatch):
     assert out.shape == q.shape and out.dtype == torch.bfloat16
     # per-tensor e4m3 scales and an e4m3 output: about twice the Triton path's difference
     assert rel(out.cpu(), exact(q.cpu(), k.cpu(), v.cpu())) < 0.12
+
+
+@pytest.mark.gpu
+@GPU_ONLY
+@pytest.mark.parametrize("length", [fp8attn.MIN_KEYS + 80, 17 * fp8attn.KEY_MULTIPLE])
+def test_gpu_cudnn_key_tail_is_merged_exactly(length):
+    """cuDNN takes the first KEY_MULTIPLE-multiple of the keys; the tail (80 keys here) is attended
+    to in bf16 and merged by its log-sum-exp. Queries and tail keys share a strong direction, so the
+    tail carries most of the weight: leaving it out fails the test."""
+    if tuple(torch.cuda.get_device_capability()) != (9, 0) or fp8attn._cudnn() is None:
+        pytest.skip("needs Hopper and nvidia-cudnn-frontend")
+    q, k, v = dit_like(length, heads=2, dim=128)
+    main = length - length % fp8attn.KEY_MULTIPLE
+    u = torch.randn(1, 1, 2, 128, generator=torch.Generator().manual_seed(1))
+    u = 4.0 * u / u.norm(dim=-1, keepdim=True)
+    q = (q.float() + 3 * u).to(q.dtype)
+    k[:, main:] = (k[:, main:].float() + 3 * u).to(k.dtype)
+    out = fp8attn.attention_cudnn(q.cuda(), k.cuda(), v.cuda()).cpu()
+    want = exact(q, k, v)
+    assert rel(out, want) < 0.12
+    if main < length:
+        assert rel(exact(q, k[:, :main], v[:, :main]), want) > 0.5  # the tail matters here

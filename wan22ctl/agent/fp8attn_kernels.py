@@ -119,3 +119,67 @@ def attn_kernel(Q, K, VT, SQ, SK, SV, O, qk_scale, length_q, length_k, n_heads, 
     out = acc * sv[None, :] / l_i[:, None]  # P's 2^P_SHIFT is in both acc and l_i
     tl.store(O + b * stride_ob + h * stride_oh + rows[:, None] * stride_ol + cols[None, :],
              out.to(O.dtype.element_ty), mask=(rows < length_q)[:, None])
+
+
+# ---- WAN22_FP8_ATTENTION=cudnn: the quantization before cuDNN's FP8 SDPA and the key tail after it ----
+
+@triton.jit
+def quantize_tensor_kernel(X, MEAN, SCALES, OUT, length, n_heads, stride_xb, stride_xl, stride_xh, which,
+                           BLOCK: tl.constexpr, D: tl.constexpr, HAS_MEAN: tl.constexpr):
+    """x [B, L, N, D] (rows < length) minus the per-(b, n, channel) mean, / SCALES[which] -> out
+    [B, length, N, D] e4m3 (contiguous): one pass where eager torch takes three."""
+    x, blk, bh, rows, cols, valid = _load_rows(X, length, n_heads, stride_xb, stride_xl, stride_xh, BLOCK, D)
+    if HAS_MEAN:
+        x = x - tl.load(MEAN + bh * D + cols)[None, :]
+    y = tl.clamp(x / tl.load(SCALES + which), -448.0, 448.0).to(tl.float8e4nv)
+    b = bh // n_heads
+    h = bh % n_heads
+    tl.store(OUT + ((b * length + rows[:, None]) * n_heads + h) * D + cols[None, :], y, mask=valid[:, None])
+
+
+@triton.jit
+def tail_merge_kernel(Q, K, V, MEAN, O8, STATS, SCALES, OUT, length_q, main, length_k, n_heads,
+                      stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, qk_scale,
+                      BLOCK_M: tl.constexpr, BLOCK_T: tl.constexpr, D: tl.constexpr, HAS_TAIL: tl.constexpr):
+    """OUT [B, Lq, N, D] = cuDNN's output over keys [0, main) (O8 [B, Lq, N, D] e4m3 x SCALES[2],
+    natural-log row stats STATS [B, N, Lq]) merged with exact bf16 attention over the key tail
+    [main, length_k) of K smoothed by MEAN (the keys cuDNN saw were smoothed by the same mean, so
+    both log-sum-exps carry the same per-row shift). K and V share strides. qk_scale in log2 units."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // n_heads
+    h = bh % n_heads
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, D)
+    valid = rows < length_q
+    o = tl.load(O8 + ((b * length_q + rows[:, None]) * n_heads + h) * D + cols[None, :], mask=valid[:, None],
+                other=0.0).to(tl.float32) * tl.load(SCALES + 2)
+    if HAS_TAIL:
+        q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_ql + cols[None, :],
+                    mask=valid[:, None], other=0.0).to(tl.bfloat16)
+        mean = tl.load(MEAN + bh * D + cols)
+        m_t = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_t = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        for start in range(main, length_k, BLOCK_T):
+            keys = start + tl.arange(0, BLOCK_T)
+            kmask = keys < length_k
+            offs = b * stride_kb + h * stride_kh + keys[:, None] * stride_kl + cols[None, :]
+            kt = tl.load(K + offs, mask=kmask[:, None], other=0.0).to(tl.float32) - mean[None, :]
+            vt = tl.load(V + offs, mask=kmask[:, None], other=0.0).to(tl.bfloat16)
+            s = tl.dot(q, tl.trans(kt.to(tl.bfloat16))) * qk_scale
+            s = tl.where(kmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_t, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
+            alpha = tl.math.exp2(m_t - m_new)
+            l_t = l_t * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(tl.bfloat16), vt)
+            m_t = m_new
+        lse_t = m_t + tl.math.log2(l_t)
+        lse_m = tl.load(STATS + bh * length_q + rows, mask=valid, other=0.0) * 1.4426950408889634
+        top = tl.maximum(lse_m, lse_t)
+        w_m = tl.math.exp2(lse_m - top)
+        w_t = tl.math.exp2(lse_t - top)
+        o = (o * w_m[:, None] + acc * (w_t / l_t)[:, None]) / (w_m + w_t)[:, None]
+    tl.store(OUT + ((b * length_q + rows[:, None]) * n_heads + h) * D + cols[None, :], o.to(OUT.dtype.element_ty),
+             mask=valid[:, None])
