@@ -69,8 +69,9 @@ RUN if [ "$GPU_STACK" = "true" ]; then bash /tmp/wan22ctl-build/family-requireme
 # What the agent's inventory reports: `generate --tts-text` is refused up front without these packages.
 ENV WAN22_S2V_TTS=${WAN_S2V_TTS}
 
-# Attention kernels: flash-attn 2 (optional: the kit's default backends need none of it) and
-# FlashAttention-4 (CuTe DSL wheels, the fastest backend measured on Hopper).
+# Attention kernels: flash-attn 2 (optional: the kit's default backends need none of it),
+# FlashAttention-4 (CuTe DSL wheels, the fastest bf16 backend measured on Hopper) and cuDNN's
+# Python frontend (the FP8 self-attention of `--dtype fp8` on Hopper; "none" skips it).
 #   FLASH_ATTN=auto: the prebuilt wheel matching torch/CUDA/Python/ABI when one exists, else none;
 #   wheel: that wheel or fail; build: compile with ninja (needs nvcc: a CUDA devel base); none: skip.
 # flash-attn ignores TORCH_CUDA_ARCH_LIST; its sm_80 build serves sm_89 (L40S/4090).
@@ -80,6 +81,7 @@ ARG FLASH_ATTN_CUDA_ARCHS="80;90"
 ARG MAX_JOBS=4
 ARG FLASH_ATTN4_VERSION=4.0.0b36
 ARG CUTLASS_DSL_VERSION=4.8.1
+ARG CUDNN_FRONTEND_VERSION=1.32.0
 COPY docker/gpu-stack/attention.sh /tmp/wan22ctl-build/
 RUN if [ "$GPU_STACK" = "true" ]; then bash /tmp/wan22ctl-build/attention.sh; fi && rm -rf /tmp/wan22ctl-build
 

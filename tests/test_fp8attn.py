@@ -86,7 +86,7 @@ def test_blockwise_scales_cover_each_block():
 
 
 @pytest.mark.parametrize("dtype,switch,mode", [
-    ("fp8", None, None),  # off by default: FlashAttention-4 measured as fast (BENCHMARKS.md)
+    ("fp8", None, "auto"),  # the default: cuDNN's FP8 SDPA where it runs (`resolve`)
     ("fp8", "triton", "triton"), ("fp8", "cudnn", "cudnn"), ("fp8", "0", None), ("fp8", "off", None),
     ("bf16", "triton", None), (None, "cudnn", None),  # only beside FP8 weights
 ])
@@ -97,14 +97,15 @@ def test_mode_follows_the_switch_and_the_dtype(monkeypatch, dtype, switch, mode)
         else:
             monkeypatch.setenv(name, value)
     assert fp8attn.mode() == mode
-    assert fp8attn.wanted() is (mode is not None)
+    if mode != "auto":  # an explicit switch is what runs
+        assert fp8attn.resolve(torch.device("cpu")) == mode
 
 
 @pytest.mark.parametrize("dtype", ["fp8", "bf16"])
 def test_mode_rejects_unknown(monkeypatch, dtype):
     monkeypatch.setenv("WAN22_DTYPE", dtype)
     monkeypatch.setenv(fp8attn.ENV_VAR, "sage")
-    with pytest.raises(ValueError, match="WAN22_FP8_ATTENTION='sage': use off, triton, cudnn"):
+    with pytest.raises(ValueError, match="WAN22_FP8_ATTENTION='sage': use auto, off, triton, cudnn"):
         fp8attn.mode()
 
 
@@ -114,13 +115,25 @@ def test_missing_package_is_named_with_the_fix(monkeypatch):
     monkeypatch.setitem(fp8attn._cache, "cudnn", None)  # as where nvidia-cudnn-frontend is absent
     assert fp8attn.missing() == ("WAN22_FP8_ATTENTION=cudnn needs the nvidia-cudnn-frontend package: "
                                  "pip install nvidia-cudnn-frontend")
+    monkeypatch.setenv(fp8attn.ENV_VAR, "auto")  # auto falls back to bf16 attention instead
+    assert fp8attn.missing() is None
     monkeypatch.setenv(fp8attn.ENV_VAR, "off")
     assert fp8attn.missing() is None
 
 
+def test_auto_is_bf16_attention_off_hopper_or_without_the_package(monkeypatch):
+    monkeypatch.setenv("WAN22_DTYPE", "fp8")
+    monkeypatch.delenv(fp8attn.ENV_VAR, raising=False)
+    assert fp8attn.mode() == "auto"
+    assert fp8attn.resolve(torch.device("cpu")) is None
+    if torch.cuda.is_available():
+        monkeypatch.setitem(fp8attn._cache, "cudnn", None)  # as where nvidia-cudnn-frontend is absent
+        assert fp8attn.resolve(torch.device("cuda", 0)) is None
+
+
 def test_cpu_tensors_and_masks_never_take_fp8():
     q, k, v = dit_like(fp8attn.MIN_KEYS, dim=128, heads=1)
-    assert not fp8attn.applies(q, k, v, False, (-1, -1), 0.0)  # CPU
+    assert not fp8attn.applies(q, k, v, False, (-1, -1), 0.0, "triton")  # CPU
 
 
 def test_attention_on_cpu_stays_exact_under_fp8_dtype(monkeypatch):
@@ -196,3 +209,20 @@ def test_gpu_cudnn_key_tail_is_merged_exactly(length):
     assert rel(out, want) < 0.12
     if main < length:
         assert rel(exact(q, k[:, :main], v[:, :main]), want) > 0.5  # the tail matters here
+
+
+@pytest.mark.gpu
+@GPU_ONLY
+def test_gpu_auto_is_cudnn_on_hopper(monkeypatch):
+    """`--dtype fp8` alone (WAN22_FP8_ATTENTION unset: auto) runs self-attention through cuDNN."""
+    if tuple(torch.cuda.get_device_capability()) != (9, 0) or fp8attn._cudnn() is None:
+        pytest.skip("needs Hopper and nvidia-cudnn-frontend")
+    q, k, v = (x.cuda() for x in dit_like(fp8attn.MIN_KEYS + 80, heads=2, dim=128))
+    monkeypatch.setenv("WAN22_DTYPE", "fp8")
+    monkeypatch.delenv(fp8attn.ENV_VAR, raising=False)
+    attention.reset()
+    assert fp8attn.resolve(q.device) == "cudnn"
+    routed = attention.flash_attention(q, k, v)
+    assert fp8attn.ran() == "cudnn"
+    assert rel(routed, fp8attn.attention_cudnn(q, k, v)) < 1e-3
+    assert rel(routed.cpu(), exact(q.cpu(), k.cpu(), v.cpu())) < 0.12

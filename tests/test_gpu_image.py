@@ -3,7 +3,7 @@
 The `gpu_image` fixture (conftest.py) builds the product Dockerfile with GPU_STACK=true on the
 Debian test base: torch 2.8.0 (cu128) from PyPI, the requirements of the stand-in Wan2.2 tree
 (upstream's requirements.txt at WAN22_REF, byte for byte: tests/test_upstream.py), flash-attn
-skipped, FlashAttention-4 installed. No GPU here, so each check goes as far as a machine without
+skipped, FlashAttention-4 and cuDNN's Python frontend installed. No GPU here, so each check goes as far as a machine without
 one can: versions and labels, imports, `pip check`, the kit's bootstrap up to the first CUDA call,
 the health check.
 """
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.docker
 
 # What Wan2.2 at WAN22_REF imports (wan/__init__.py imports every pipeline eagerly) and the kit
 # runs it with (the resident server's HTTP stack too): each must import in the image's Python.
-IMPORTS = ("torch", "torchvision", "torchaudio", "flash_attn.cute", "diffusers", "transformers", "tokenizers",
+IMPORTS = ("torch", "torchvision", "torchaudio", "flash_attn.cute", "cudnn", "diffusers", "transformers", "tokenizers",
            "accelerate", "decord", "librosa", "cv2", "imageio", "imageio_ffmpeg", "easydict", "ftfy", "dashscope",
            "peft", "einops", "safetensors", "PIL", "tqdm", "numpy", "triton",
            "fastapi", "uvicorn", "httptools", "uvloop", "python_multipart", "sse_starlette")

@@ -41,3 +41,12 @@ if [ "$FLASH_ATTN4_VERSION" != "none" ]; then
     python3 -m pip install -c /usr/local/share/wan22ctl/torch-constraints.txt \
         "flash-attn-4==$FLASH_ATTN4_VERSION" "nvidia-cutlass-dsl==$CUTLASS_DSL_VERSION"
 fi
+
+# cuDNN's FP8 attention, what `--dtype fp8` runs its self-attention with on Hopper
+# (WAN22_FP8_ATTENTION=auto; 7.36 s against 8.94 s a 720P A14B forward, BENCHMARKS.md). Its Python
+# binds the cuDNN that torch's wheels bring. --no-deps: its requirements (nvidia-cutlass-dsl,
+# apache-tvm-ffi) came with FlashAttention-4 above, and its `[cu13]` extra would add CUDA 13
+# libraries to this CUDA 12.8 stack; the graph API used here needs neither.
+if [ "$CUDNN_FRONTEND_VERSION" != "none" ] && [ "$FLASH_ATTN4_VERSION" != "none" ]; then
+    python3 -m pip install --no-deps "nvidia-cudnn-frontend==$CUDNN_FRONTEND_VERSION"
+fi

@@ -22,8 +22,8 @@ query with the last key (flash-attn >= 2.1); inputs that are not fp16/bf16 are c
 the result comes back in q's original dtype. Nq may be a multiple of Nk (grouped heads).
 
 Wan's own Python process imports this file: it imports only the standard library, torch and
-agent/fp8attn.py (the opt-in 8-bit self-attention of WAN22_FP8_ATTENTION beside WAN22_DTYPE=fp8,
-which imports Triton or cudnn-frontend only when asked for).
+agent/fp8attn.py (the 8-bit self-attention of WAN22_FP8_ATTENTION beside WAN22_DTYPE=fp8, which
+imports Triton or cudnn-frontend only under FP8 weights).
 """
 
 from __future__ import annotations
@@ -284,8 +284,8 @@ def _flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_s
     q_n = [lq] * b if q_lens is None else [int(n) for n in q_lens.tolist()]
     k_n = [lk] * b if k_lens is None else [int(n) for n in k_lens.tolist()]
     full = all(n == lq for n in q_n) and all(n == lk for n in k_n)
-    eight_bit = fp8attn.mode() if full else None
-    if eight_bit and fp8attn.applies(q, k, v, causal, window_size, dropout_p):
+    eight_bit = fp8attn.resolve(q.device) if full else None
+    if eight_bit and fp8attn.applies(q, k, v, causal, window_size, dropout_p, eight_bit):
         _announce_fp8(q.device, eight_bit)
         run = fp8attn.attention_cudnn if eight_bit == "cudnn" else fp8attn.attention
         return run(q, k, v, softmax_scale).type(out_dtype)

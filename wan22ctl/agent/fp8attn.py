@@ -1,18 +1,19 @@
-"""Opt-in 8-bit self-attention beside `WAN22_DTYPE=fp8`: `WAN22_FP8_ATTENTION=off|triton|cudnn`.
+"""8-bit self-attention beside `WAN22_DTYPE=fp8`: `WAN22_FP8_ATTENTION=auto|off|triton|cudnn`.
 
 At 720P an A14B forward spends ~6.6 s of its ~9.7 s in self-attention (75,600 tokens x 40 heads,
-4.7 PFLOP: bf16 FlashAttention-4 runs it at ~708 TFLOP/s on an H200). The 8-bit tensor cores (FP8,
+4.7 PFLOP: bf16 FlashAttention-4 runs it at ~700 TFLOP/s on an H200). The 8-bit tensor cores (FP8,
 INT8) have twice the peak, so two 8-bit paths exist for the DiT's self-attention (cross-attention
 over the 512 text tokens always stays on the bf16 backend). Measured on an H200 (BENCHMARKS.md,
-session 8), neither is the default:
+session 9):
 
-- `triton`: this module's kernels. 716 TFLOP/s at 720P, no faster than FlashAttention-4 there
-  (8.91 s vs 8.82 s a forward with FP8 linears), so off by default on Hopper; it is the only
-  8-bit path for Ada (sm_89, L40S), where FlashAttention-4 does not run (not yet measured there).
 - `cudnn`: cuDNN's FP8 SDPA through the nvidia-cudnn-frontend package (`attention_cudnn`):
-  801 TFLOP/s, 8.01 s a forward with FP8 linears (vs 8.82 s); one scale per tensor and an FP8
-  output (Hopper cuDNN has no bf16 output for FP8 SDPA), 2.0 % relative difference per forward
-  against bf16 (FP8 linears alone: 1.3 %); no video PSNR measured yet.
+  912 TFLOP/s at 720P with its quantization and key tail, 7.36 s a forward with FP8 linears
+  (8.94 s with bf16 FlashAttention-4 attention, 9.77 s all bf16); one scale per tensor and an FP8
+  output (Hopper cuDNN has no bf16 output for FP8 SDPA); video PSNR against bf16 38.1 dB (FP8
+  linears alone: 38.4 dB). What `auto`, the default, runs on Hopper where the package imports.
+- `triton`: this module's kernels. 711 TFLOP/s at 720P, no faster than FlashAttention-4 there, so
+  only on request; it is the 8-bit path for Ada (sm_89, L40S), where neither FlashAttention-4 nor
+  cuDNN's FP8 SDPA runs (not yet measured there).
 
 The Triton scheme is SageAttention2's (INT8 Q K^T, FP8 P V):
 
@@ -33,6 +34,12 @@ The Triton scheme is SageAttention2's (INT8 Q K^T, FP8 P V):
 `reference()` computes the same quantized attention with torch tensor code (the CPU tests' yardstick
 and the definition of what the kernels compute); `attention()` is the Triton path
 (agent/fp8attn_kernels.py).
+
+The cuDNN path (`attention_cudnn`) smooths K the same way, scales each tensor once (cuDNN takes
+scalar descales) and quantizes it in one Triton pass; cuDNN's kernel is ~12 % faster when the key
+count is a multiple of 256 (KEY_MULTIPLE), so it takes the keys up to the last such multiple and
+returns its row log-sum-exp, and `tail_merge_kernel` attends to the rest (80 keys at 720P) in bf16
+and merges the two by their log-sum-exps.
 
 Wan's own Python process imports this file: standard library and torch (Triton, which ships with
 torch's CUDA wheels, and cudnn-frontend are imported on first use).
@@ -66,14 +73,17 @@ QK_FORMATS = ("int8", "fp8")
 _qk_format = ["int8"]
 
 
-MODES = ("off", "triton", "cudnn")
+MODES = ("auto", "off", "triton", "cudnn")
+CUDNN_CAPABILITIES = ((9, 0),)  # cuDNN's FP8 SDPA: Hopper
+_ran: list = [None]
 
 
 def mode() -> str | None:
-    """The 8-bit self-attention asked for by WAN22_FP8_ATTENTION (off by default; only with
-    WAN22_DTYPE=fp8): None, "triton" (this module's kernels) or "cudnn" (cuDNN's FP8 SDPA through
-    the nvidia-cudnn-frontend package: per-tensor scales, FP8 output; Hopper). ValueError when unknown."""
-    value = os.environ.get(ENV_VAR, "off").strip().lower() or "off"
+    """The 8-bit self-attention asked for by WAN22_FP8_ATTENTION, only with WAN22_DTYPE=fp8: None
+    (off), "auto" (the default: cudnn where it runs, else bf16 attention; `resolve`), "triton" (this
+    module's kernels) or "cudnn" (cuDNN's FP8 SDPA through the nvidia-cudnn-frontend package).
+    ValueError when unknown."""
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if value == "0":
         value = "off"
     if value not in MODES:
@@ -83,33 +93,51 @@ def mode() -> str | None:
     return value
 
 
+def resolve(device: torch.device) -> str | None:
+    """The 8-bit self-attention that runs on `device`: `mode()`, with "auto" turned into "cudnn" on
+    Hopper where nvidia-cudnn-frontend and Triton import, else None (bf16 attention)."""
+    chosen = mode()
+    if chosen != "auto":
+        return chosen
+    if device.type != "cuda" or tuple(torch.cuda.get_device_capability(device)) not in CUDNN_CAPABILITIES:
+        return None
+    return "cudnn" if _cudnn() is not None and _kernels() is not None else None
+
+
+def ran() -> str | None:
+    """The 8-bit self-attention that ran in this process (None: none did)."""
+    return _ran[0]
+
+
 def missing() -> str | None:
-    """What the asked-for 8-bit attention needs and this Python lacks (one line with the fix), or None."""
+    """What the asked-for 8-bit attention needs and this Python lacks (one line with the fix), or None.
+    "auto" lacks nothing: it falls back to bf16 attention."""
     chosen = mode()
     if chosen == "cudnn" and _cudnn() is None:
         return f"{ENV_VAR}=cudnn needs the nvidia-cudnn-frontend package: pip install nvidia-cudnn-frontend"
-    if chosen is not None and _kernels() is None:  # cudnn too: its quantization and key tail are Triton kernels
+    if chosen in ("triton", "cudnn") and _kernels() is None:  # cudnn's quantization and key tail are Triton
         return f"{ENV_VAR}={chosen} needs Triton (it ships with torch's CUDA wheels): pip install triton"
     return None
 
 
-def wanted() -> bool:
-    """Whether 8-bit attention is asked for: WAN22_DTYPE=fp8 and WAN22_FP8_ATTENTION triton or cudnn."""
-    return mode() is not None
-
-
-def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window_size, dropout_p: float) -> bool:
-    """Whether this call can take the 8-bit kernels: CUDA on sm_89/sm_90 with Triton (or
-    cudnn-frontend), equal head counts, head dim 64 or 128, no mask, no dropout, >= MIN_KEYS keys."""
+def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, window_size, dropout_p: float,
+            chosen: str) -> bool:
+    """Whether this call can take the `chosen` ("triton" or "cudnn") 8-bit path: CUDA on sm_89/sm_90
+    (cudnn: sm_90) with Triton (and cudnn-frontend), equal head counts, head dim 64 or 128, no mask,
+    no dropout, >= MIN_KEYS keys."""
     if not (q.is_cuda and E4M3 is not None and not causal and tuple(window_size) == (-1, -1) and not dropout_p):
         return False
     if q.size(-1) not in HEAD_DIMS or v.size(-1) != q.size(-1) or q.size(2) != k.size(2) or k.size(1) < MIN_KEYS:
         return False
-    if tuple(torch.cuda.get_device_capability(q.device)) not in CAPABILITIES:
+    capability = tuple(torch.cuda.get_device_capability(q.device))
+    if capability not in (CUDNN_CAPABILITIES if chosen == "cudnn" else CAPABILITIES):
         return False
-    if mode() == "cudnn" and _cudnn() is None:
+    if chosen == "cudnn" and _cudnn() is None:
         return False
-    return _kernels() is not None
+    if _kernels() is None:
+        return False
+    _ran[0] = chosen
+    return True
 
 
 def config(device: torch.device) -> tuple[int, int, int, int]:

@@ -78,7 +78,7 @@ def _resolve_backend(attention_name: str) -> dict | None:
     attention._resolved[device.index] = backend
     cap = torch.cuda.get_device_capability(device)
     return {"backend": backend, "capability": f"sm_{cap[0]}{cap[1]}", "gpu": torch.cuda.get_device_name(device),
-            "dtype": "fp8" if fp8.requested() else "bf16", "fp8_attention": fp8attn.mode(),
+            "dtype": "fp8" if fp8.requested() else "bf16", "fp8_attention": fp8attn.resolve(device),
             "offload": "blocks" if streaming.requested() else None,
             "resident_blocks": streaming.resident_blocks() if streaming.requested() else None}
 

@@ -669,7 +669,7 @@ def _runtime() -> dict:
     if att is not None:
         fa = sys.modules.get("wan22ctl.agent.fp8attn")
         attention = {"requested": att.requested(), "backend": next(iter(att._resolved.values()), None),
-                     "fp8_attention": fa.mode() if fa is not None else None,
+                     "fp8_attention": fa.ran() if fa is not None else None,
                      "speedups": sp.active() if sp is not None else None}
     memory = None
     if "torch" in sys.modules:
