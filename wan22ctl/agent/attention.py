@@ -336,7 +336,7 @@ def _announce_fp8(device: torch.device, mode: str) -> None:
         _fp8_announced[0] = True
         bm, bn, _, _ = fp8attn.config(device)
         how = "cuDNN FP8 SDPA" if mode == "cudnn" else f"Triton, {bm}x{bn} tiles"
-        print(f"wan22ctl: self-attention in 8 bits ({how}; {fp8attn.ENV_VAR}={mode}, off keeps it bf16)",
+        print(f"wan22ctl: self-attention in 8 bits ({how}; {fp8attn.ENV_VAR}={fp8attn.mode()}, off keeps it bf16)",
               file=sys.stderr, flush=True)
 
 
