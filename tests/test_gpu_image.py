@@ -87,7 +87,7 @@ def test_the_agent_runs_the_bootstrap_until_a_gpu_is_needed(docker_client, gpu_i
     assert plan.returncode == 0, plan.stderr
     assert "wan22ctl.agent.wanrun" in plan.stdout  # the plan starts Wan through the bootstrap
     code, out, err = in_image(docker_client, gpu_image, ["wan22ctl-agent", "generate", "--plan-json", plan.stdout])
-    assert code == 1 and "error: generate.py exited with code 3" in err, out + err  # 3: an environment fault
+    assert code == 3 and "error: generate.py exited with code 3" in err, out + err  # 3: an environment fault
     line = "error: Wan2.2 needs a CUDA GPU and this container sees none (torch 2.8.0+cu128: Found no NVIDIA driver"
     assert line in err and "GPUS=all" in err and "Traceback" not in out + err
     assert '"event":"phase","name":"load","state":"start"' in out  # the launcher ran it and watched

@@ -10,6 +10,7 @@ expert switch of a stand-in MoE pipeline. GPU variants run where CUDA is present
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -345,6 +346,24 @@ def test_wanrun_rejects_bad_lowmem_switches_before_loading(tmp_path, env, messag
     res = run_wanrun(tmp_path, **env)
     assert res.returncode == 2 and message in res.stderr and "RAN" not in res.stdout
     assert res.stderr.strip().splitlines()[-1] == "error: " + res.stderr.split("error: ", 1)[1].strip()
+
+
+def test_the_agent_exits_with_the_code_its_result_event_reports(tmp_path):
+    """wanrun's 2 (a bad switch) reaches the agent's own exit status, as its result event says."""
+    plan = subprocess.run([sys.executable, "-m", "wan22ctl", "plan", "--task", "t2v-A14B", "--prompt", "a red fox",
+                           "--gpu-count", "1", "--gpu-mem-gb", "141", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    (tmp_path / "wan").mkdir()
+    (tmp_path / "wan" / "generate.py").write_text("print('RAN')\n")
+    env = dict(os.environ, WAN22_DIR=str(tmp_path / "wan"), WAN22_PYTHON=sys.executable, PYTHONPATH=REPO,
+               WAN22_OUTPUT_DIR=str(tmp_path / "out"), WAN22_CHECKPOINT_DIR=str(tmp_path / "ckpt"),
+               WAN22_FP8_ATTENTION="sage")
+    res = subprocess.run([sys.executable, "-m", "wan22ctl.agent", "generate", "--plan-json", plan.stdout],
+                         env=env, capture_output=True, text=True, timeout=120)
+    (result,) = [json.loads(line.split(" ", 1)[1]) for line in res.stdout.splitlines() if '"result"' in line]
+    assert result["exit_code"] == res.returncode == 2, res.stdout + res.stderr
+    assert "WAN22_FP8_ATTENTION='sage'" in res.stderr and "RAN" not in res.stdout
 
 
 # ---- on a GPU ------------------------------------------------------------------------------------

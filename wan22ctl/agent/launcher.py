@@ -370,10 +370,10 @@ def _run_child(plan: LaunchPlan, signals: StopSignals, staging: str, *, image_di
         cause = [line.strip() for line in tail if ERROR_LINE_RE.match(line.strip())]
         if cause:
             reason += f": {cause[-1]}"
-        emit("result", status="failed", exit_code=code if code and code > 0 else 1, reason=reason,
-             log_tail=tail[-8:], phases_s=tracker.phases)
+        exit_code = code if code and code > 0 else 1  # wanrun's 2 (bad input) and 3 (environment) pass through
+        emit("result", status="failed", exit_code=exit_code, reason=reason, log_tail=tail[-8:], phases_s=tracker.phases)
         print(f"error: {reason}", file=sys.stderr)
-        return 1
+        return exit_code
     problem = outputs.check_mp4(save_file)
     if problem:
         _remove(save_file)
