@@ -27,6 +27,10 @@ BLOCK_GIB = {"bf16": 0.656, "fp8": 0.330}
 REST_GIB = 0.43
 SLOTS = 2  # streamed blocks in flight: agent.streaming.SLOTS
 ACTIVATIONS_GIB = {"720p": 11.8, "480p": 5.5}
+# On top under --dtype fp8: self-attention through cuDNN's FP8 SDPA (WAN22_FP8_ATTENTION=auto on
+# Hopper) holds e4m3 copies of q/k/v and its FP8 output beside the bf16 tensors: +1.14 GiB peak in a
+# 720P A14B forward (H200, BENCHMARKS.md session 9); 480P scaled by its token count.
+FP8_ATTENTION_GIB = {"720p": 1.2, "480p": 0.5}
 VAE_DECODE_GIB = {"720p": 19.4, "480p": 8.4}
 T5_GIB = 10.6
 # CUDA context, cuBLAS/attention workspaces and allocator fragmentation left free beside the estimate
@@ -81,7 +85,7 @@ def placement(mem_gib: float, size: str, dtype: str = "bf16", *, force_blocks: b
               t5_on_gpu: bool = True) -> Placement:
     """Whole expert or streamed blocks on a card of `mem_gib`, and how many blocks stay resident."""
     res = resolution(size)
-    block, act = BLOCK_GIB[dtype], ACTIVATIONS_GIB[res]
+    block, act = BLOCK_GIB[dtype], ACTIVATIONS_GIB[res] + (FP8_ATTENTION_GIB[res] if dtype == "fp8" else 0.0)
     whole = expert_gib(dtype)
     encode = (T5_GIB if t5_on_gpu else 0.0) + 0.3  # + the VAE's weights, always on the GPU
     decode = VAE_DECODE_GIB[res]
