@@ -21,6 +21,15 @@ def _load_rows(X, length, n_heads, stride_xb, stride_xl, stride_xh, BLOCK: tl.co
 
 
 @triton.jit
+def _program(n_heads, BLOCK_M: tl.constexpr, D: tl.constexpr):
+    """This program's query block, (b * N + n), b, n, row and channel offsets (grid: blocks x B*N)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    return pid_m, bh, bh // n_heads, bh % n_heads, rows, tl.arange(0, D)
+
+
+@triton.jit
 def quantize_rows_kernel(X, MEAN, OUT, SCALE, length, n_heads, n_blocks, stride_xb, stride_xl, stride_xh,
                          out_len, BLOCK: tl.constexpr, D: tl.constexpr, HAS_MEAN: tl.constexpr,
                          INT8: tl.constexpr):
@@ -90,12 +99,7 @@ def attn_kernel(Q, K, VT, SQ, SK, SV, O, qk_scale, length_q, length_k, n_heads, 
                 INT8: tl.constexpr):
     """Q [B, N, q_len, D], K [B, N, k_len, D] int8 (or e4m3), VT [B, N, D, k_len] e4m3 (padded,
     pads zero); scales SQ [B, N, n_qblocks], SK [B, N, n_kblocks], SV [B, N, D]; O [B, Lq, N, D]."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, D)
+    pid_m, bh, b, h, rows, cols = _program(n_heads, BLOCK_M, D)
     offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(Q + bh * q_len * D + rows[:, None] * D + cols[None, :])
     scale = qk_scale * tl.load(SQ + bh * n_qblocks + pid_m)
@@ -145,12 +149,7 @@ def tail_merge_kernel(Q, K, V, MEAN, O8, STATS, SCALES, OUT, length_q, main, len
     natural-log row stats STATS [B, N, Lq]) merged with exact bf16 attention over the key tail
     [main, length_k) of K smoothed by MEAN (the keys cuDNN saw were smoothed by the same mean, so
     both log-sum-exps carry the same per-row shift). K and V share strides. qk_scale in log2 units."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, D)
+    pid_m, bh, b, h, rows, cols = _program(n_heads, BLOCK_M, D)
     valid = rows < length_q
     o = tl.load(O8 + ((b * length_q + rows[:, None]) * n_heads + h) * D + cols[None, :], mask=valid[:, None],
                 other=0.0).to(tl.float32) * tl.load(SCALES + 2)
